@@ -1,0 +1,121 @@
+"""Type stubs for the Rust core. Everything here is pure: time is always a parameter."""
+
+from collections.abc import Sequence
+
+__version__: str
+
+class Matcher:
+    """The event globs of many endpoints compiled into one trie; endpoint ids are positions."""
+
+    def __init__(self, endpoints: Sequence[Sequence[str]]) -> None: ...
+    @property
+    def endpoint_count(self) -> int: ...
+    def match(self, event: str) -> list[int]:
+        """Ids of the endpoints with a pattern matching `event`, ascending."""
+    def match_many(self, events: Sequence[str]) -> list[list[int]]:
+        """`match` for each event, in one call (releases the GIL)."""
+
+def validate_event(event: str) -> None: ...
+def validate_pattern(pattern: str) -> None: ...
+
+class Signer:
+    """One HMAC secret with its key schedule done, reusable for any number of bodies."""
+
+    def __init__(self, secret: str | bytes, algorithm: str = "sha256") -> None: ...
+    @staticmethod
+    def standard(secret: str) -> Signer:
+        """A Standard Webhooks signer (HMAC-SHA256) from a `whsec_<base64>` secret."""
+    @property
+    def algorithm(self) -> str: ...
+    def sign(self, body: str | bytes, timestamp_ms: int) -> str:
+        """Lowercase hex HMAC of `"<timestamp_ms>.<body>"`."""
+
+def signature_header(body: str | bytes, timestamp_ms: int, signers: Sequence[Signer]) -> str:
+    """`t=<timestamp_ms>,v1=<hex>` with one `v1=` per signer."""
+
+def verify_signature_header(
+    header: str, body: str | bytes, signers: Sequence[Signer], now_ms: int, tolerance_ms: int
+) -> bool: ...
+def standard_signature_header(
+    msg_id: str, timestamp_s: int, body: str | bytes, signers: Sequence[Signer]
+) -> str:
+    """The Standard Webhooks `webhook-signature` value: `v1,<base64>` per signer."""
+
+def verify_standard(
+    msg_id: str,
+    timestamp: str,
+    signature: str,
+    body: str | bytes,
+    signers: Sequence[Signer],
+    now_s: int,
+    tolerance_s: int,
+) -> bool: ...
+
+class TokenBucket:
+    """Holds up to `max` tokens, refilling at `max / per` a second; starts full."""
+
+    def __init__(self, max: float, per: float) -> None: ...
+    @property
+    def capacity(self) -> float: ...
+    @property
+    def per(self) -> float: ...
+    @property
+    def rate(self) -> float: ...
+    def try_acquire(self, now: float, n: float = 1.0) -> float | None:
+        """Takes `n` tokens and returns None, or returns the seconds until they are due."""
+    def available(self, now: float) -> float: ...
+    def snapshot(self) -> tuple[float, float | None]: ...
+    def restore(self, state: tuple[float, float | None]) -> None: ...
+
+class KeyedBuckets:
+    """One token bucket per key, each with its own limit; unknown keys are unlimited."""
+
+    def __init__(self) -> None: ...
+    def configure(self, key: str, max: float, per: float) -> None: ...
+    def remove(self, key: str) -> bool: ...
+    def try_acquire(self, key: str, now: float, n: float = 1.0) -> float | None: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, key: str) -> bool: ...
+
+class CircuitBreaker:
+    """Closed / open / half-open state machine; `allow` returns None or the time to ask again."""
+
+    def __init__(
+        self, failure_threshold: int = 5, reset_timeout: float = 30.0, half_open_max: int = 1
+    ) -> None: ...
+    @property
+    def failure_threshold(self) -> int: ...
+    @property
+    def reset_timeout(self) -> float: ...
+    @property
+    def half_open_max(self) -> int: ...
+    @property
+    def state(self) -> str: ...
+    def allow(self, now: float) -> float | None: ...
+    def record_success(self, now: float) -> None: ...
+    def record_failure(self, now: float) -> None: ...
+    def release(self, now: float) -> None: ...
+    def snapshot(self) -> tuple[str, int, float]: ...
+    def restore(self, snapshot: tuple[str, int, float]) -> None: ...
+
+class Backoff:
+    """Retry delays: fixed or exponential, jittered by `unit` in [0, 1), capped."""
+
+    def __init__(
+        self,
+        strategy: str = "exponential",
+        base_delay: float = 2.0,
+        max_delay: float = 60.0,
+        jitter: float = 0.2,
+    ) -> None: ...
+    def delay(self, attempt: int, unit: float) -> float: ...
+    def retry_delay(
+        self,
+        attempt: int,
+        unit: float,
+        retry_after: float | None = None,
+        retry_after_cap: float = 3600.0,
+    ) -> float: ...
+
+def parse_retry_after(value: str, now: float) -> float | None:
+    """Seconds from `now` (Unix time) asked for by a `Retry-After` value, or None if unparsable."""

@@ -1,0 +1,117 @@
+"""Signing and verifying webhook payloads, for senders and receivers.
+
+Default scheme (compatible with OqronKit for TypeScript): HMAC over `"<timestamp_ms>.<body>"`, sent
+as `X-Oqron-Signature: t=<timestamp_ms>,v1=<hex>`; one `v1=` per secret while secrets rotate.
+`scheme="standard"` follows the Standard Webhooks spec (`webhook-id`, `webhook-timestamp`,
+`webhook-signature`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from oqronkit import _core
+from oqronkit.errors import ConfigurationError
+
+Secret = str | bytes
+"""One signing secret; `Secrets` also accepts a list of them, for rotation."""
+Secrets = Secret | Sequence[Secret]
+Body = str | bytes
+
+DEFAULT_TOLERANCE = 300.0
+"""Seconds a signature's timestamp may be away from now, either way."""
+
+
+def signers_for(secret: Secrets, algorithm: str = "sha256") -> list[_core.Signer]:
+    """One keyed signer per secret; a list of secrets is a rotation, newest first."""
+    secrets = [secret] if isinstance(secret, str | bytes) else list(secret)
+    if not secrets:
+        raise ConfigurationError("at least one signing secret is needed")
+    return [_core.Signer(s, algorithm) for s in secrets]
+
+
+def standard_signers_for(secret: str | Sequence[str]) -> list[_core.Signer]:
+    """Standard Webhooks signers from `whsec_...` secrets."""
+    secrets = [secret] if isinstance(secret, str) else list(secret)
+    if not secrets:
+        raise ConfigurationError("at least one signing secret is needed")
+    return [_core.Signer.standard(s) for s in secrets]
+
+
+def _now_ms(now: float | None) -> int:
+    return int((time.time() if now is None else now) * 1000)
+
+
+def sign_webhook_payload(
+    body: Body,
+    secret: Secrets,
+    timestamp: int | None = None,
+    algorithm: str = "sha256",
+) -> str:
+    """The `X-Oqron-Signature` value for `body`: `t=<timestamp_ms>,v1=<hex>[,v1=<hex>...]`.
+
+    `timestamp` is epoch milliseconds, now by default. Pass the exact bytes you send.
+    """
+    ts = _now_ms(None) if timestamp is None else timestamp
+    return _core.signature_header(body, ts, signers_for(secret, algorithm))
+
+
+def verify_webhook_signature(
+    header: str,
+    body: Body,
+    secret: Secrets,
+    algorithm: str = "sha256",
+    tolerance: float = DEFAULT_TOLERANCE,
+    *,
+    now: float | None = None,
+) -> bool:
+    """True when `header` (an `X-Oqron-Signature` value) signs `body` with any of `secret`.
+
+    Strict: the timestamp must be an integer within `tolerance` seconds of `now` (Unix seconds,
+    the current time by default), and each `v1=` exact lowercase hex; comparison is constant-time.
+    Pass the raw request body exactly as received.
+    """
+    tolerance_ms = _tolerance_ms(tolerance)
+    return _core.verify_signature_header(
+        header, body, signers_for(secret, algorithm), _now_ms(now), tolerance_ms
+    )
+
+
+def sign_standard_webhook(
+    msg_id: str, body: Body, secret: str | Sequence[str], timestamp: int | None = None
+) -> dict[str, str]:
+    """Standard Webhooks headers for `body`; `timestamp` is epoch **seconds**, now by default."""
+    if not msg_id:
+        raise ConfigurationError("a Standard Webhooks message id must not be empty")
+    ts = int(time.time()) if timestamp is None else timestamp
+    signature = _core.standard_signature_header(msg_id, ts, body, standard_signers_for(secret))
+    return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": signature}
+
+
+def verify_standard_webhook(
+    headers: Mapping[str, str],
+    body: Body,
+    secret: str | Sequence[str],
+    tolerance: float = DEFAULT_TOLERANCE,
+    *,
+    now: float | None = None,
+) -> bool:
+    """True when Standard Webhooks `headers` (any letter case) sign `body` with any of `secret`."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        msg_id = lowered["webhook-id"]
+        timestamp = lowered["webhook-timestamp"]
+        signature = lowered["webhook-signature"]
+    except KeyError:
+        return False
+    now_s = int(time.time() if now is None else now)
+    return _core.verify_standard(
+        msg_id, timestamp, signature, body, standard_signers_for(secret), now_s, int(tolerance)
+    )
+
+
+def _tolerance_ms(tolerance: float) -> int:
+    if not tolerance >= 0:
+        raise ConfigurationError(f"tolerance must be >= 0 seconds, not {tolerance!r}")
+    return int(tolerance * 1000)

@@ -1,0 +1,510 @@
+//! `oqronkit._core`: thin PyO3 bindings over the pure core. No logic lives here beyond
+//! converting arguments, mapping errors to the exceptions of `oqronkit.errors`, and releasing
+//! the GIL for batches.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::{PyBytes, PyString};
+
+use crate::backoff::{self, Backoff, Strategy};
+use crate::breaker::{BreakerPolicy, BreakerState, CircuitBreaker, Permit};
+use crate::bucket::{Acquire, BucketError, KeyedBuckets, TokenBucket};
+use crate::matcher::{self, GlobError, Matcher};
+use crate::signing::{self, Algorithm, Signer};
+
+pyo3::import_exception!(oqronkit.errors, ConfigurationError);
+pyo3::import_exception!(oqronkit.errors, InvalidPattern);
+pyo3::import_exception!(oqronkit.errors, InvalidEventName);
+
+/// Work below this many bytes is cheaper done holding the GIL than paying to release it.
+const DETACH_THRESHOLD: usize = 64 * 1024;
+
+fn glob_error(err: GlobError) -> PyErr {
+    match err {
+        GlobError::InvalidPattern { .. } => InvalidPattern::new_err(err.to_string()),
+        GlobError::InvalidEventName { .. } => InvalidEventName::new_err(err.to_string()),
+    }
+}
+
+fn config_error(err: impl std::fmt::Display) -> PyErr {
+    ConfigurationError::new_err(err.to_string())
+}
+
+fn bucket_error(err: BucketError) -> PyErr {
+    match err {
+        BucketError::BadLimit { .. } => config_error(err),
+        BucketError::TooMany { .. } => pyo3::exceptions::PyValueError::new_err(err.to_string()),
+    }
+}
+
+/// Runs `f` on the bytes of a `bytes` or the UTF-8 of a `str`, without copying.
+fn with_bytes<R>(value: &Bound<'_, PyAny>, what: &str, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+    if let Ok(bytes) = value.cast::<PyBytes>() {
+        Ok(f(bytes.as_bytes()))
+    } else if let Ok(text) = value.cast::<PyString>() {
+        Ok(f(text.to_str()?.as_bytes()))
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "{what} must be bytes or str, not {}",
+            value.get_type().name()?
+        )))
+    }
+}
+
+// ---------------------------------------------------------------- matcher
+
+#[pyclass(name = "Matcher", module = "oqronkit._core", frozen)]
+struct PyMatcher {
+    inner: Matcher,
+}
+
+#[pymethods]
+impl PyMatcher {
+    #[new]
+    fn new(endpoints: Vec<Vec<PyBackedStr>>) -> PyResult<Self> {
+        let patterns: Vec<Vec<&str>> = endpoints
+            .iter()
+            .map(|ps| ps.iter().map(|p| &**p).collect())
+            .collect();
+        Ok(PyMatcher {
+            inner: Matcher::new(&patterns).map_err(glob_error)?,
+        })
+    }
+
+    #[getter]
+    fn endpoint_count(&self) -> usize {
+        self.inner.endpoint_count()
+    }
+
+    #[pyo3(name = "match")]
+    fn match_one(&self, event: &str) -> PyResult<Vec<u32>> {
+        self.inner.matches(event).map_err(glob_error)
+    }
+
+    fn match_many(&self, py: Python<'_>, events: Vec<PyBackedStr>) -> PyResult<Vec<Vec<u32>>> {
+        let inner = &self.inner;
+        py.detach(|| inner.matches_many(&events))
+            .map_err(glob_error)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Matcher(endpoints={})", self.inner.endpoint_count())
+    }
+}
+
+#[pyfunction]
+fn validate_event(event: &str) -> PyResult<()> {
+    matcher::validate_event(event).map_err(glob_error)
+}
+
+#[pyfunction]
+fn validate_pattern(pattern: &str) -> PyResult<()> {
+    matcher::validate_pattern(pattern).map_err(glob_error)
+}
+
+// ---------------------------------------------------------------- signing
+
+#[pyclass(name = "Signer", module = "oqronkit._core", frozen)]
+struct PySigner {
+    inner: Signer,
+}
+
+fn parse_algorithm(name: &str) -> PyResult<Algorithm> {
+    name.parse().map_err(config_error)
+}
+
+#[pymethods]
+impl PySigner {
+    #[new]
+    #[pyo3(signature = (secret, algorithm = "sha256"))]
+    fn new(secret: &Bound<'_, PyAny>, algorithm: &str) -> PyResult<Self> {
+        let algorithm = parse_algorithm(algorithm)?;
+        let inner = with_bytes(secret, "secret", |key| Signer::new(key, algorithm))?;
+        Ok(PySigner {
+            inner: inner.map_err(config_error)?,
+        })
+    }
+
+    /// A Standard Webhooks signer from a `whsec_…` secret.
+    #[staticmethod]
+    fn standard(secret: &str) -> PyResult<Self> {
+        Ok(PySigner {
+            inner: Signer::standard(secret).map_err(config_error)?,
+        })
+    }
+
+    #[getter]
+    fn algorithm(&self) -> &'static str {
+        self.inner.algorithm().name()
+    }
+
+    fn sign(&self, body: &Bound<'_, PyAny>, timestamp_ms: u64) -> PyResult<String> {
+        with_bytes(body, "body", |body| self.inner.sign_hex(timestamp_ms, body))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Signer({})", self.inner.algorithm().name())
+    }
+}
+
+fn signers_of(signers: &[PyRef<'_, PySigner>]) -> Vec<Signer> {
+    signers.iter().map(|s| s.inner.clone()).collect()
+}
+
+/// Detaches from the interpreter when `work` bytes of hashing make it worth it.
+fn maybe_detach<R: Send>(py: Python<'_>, work: usize, f: impl FnOnce() -> R + Send) -> R {
+    if work >= DETACH_THRESHOLD {
+        py.detach(f)
+    } else {
+        f()
+    }
+}
+
+#[pyfunction]
+fn signature_header(
+    py: Python<'_>,
+    body: &Bound<'_, PyAny>,
+    timestamp_ms: u64,
+    signers: Vec<PyRef<'_, PySigner>>,
+) -> PyResult<String> {
+    let signers = signers_of(&signers);
+    with_bytes(body, "body", |body| {
+        maybe_detach(py, body.len() * signers.len(), || {
+            signing::signature_header(timestamp_ms, body, &signers)
+        })
+    })
+}
+
+#[pyfunction]
+fn verify_signature_header(
+    header: &str,
+    body: &Bound<'_, PyAny>,
+    signers: Vec<PyRef<'_, PySigner>>,
+    now_ms: u64,
+    tolerance_ms: u64,
+) -> PyResult<bool> {
+    let signers = signers_of(&signers);
+    with_bytes(body, "body", |body| {
+        signing::verify_header(header, body, &signers, now_ms, tolerance_ms).is_ok()
+    })
+}
+
+#[pyfunction]
+fn standard_signature_header(
+    msg_id: &str,
+    timestamp_s: u64,
+    body: &Bound<'_, PyAny>,
+    signers: Vec<PyRef<'_, PySigner>>,
+) -> PyResult<String> {
+    let signers = signers_of(&signers);
+    with_bytes(body, "body", |body| {
+        signing::standard_signature_header(msg_id, timestamp_s, body, &signers)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+#[pyfunction]
+fn verify_standard(
+    msg_id: &str,
+    timestamp: &str,
+    signature: &str,
+    body: &Bound<'_, PyAny>,
+    signers: Vec<PyRef<'_, PySigner>>,
+    now_s: u64,
+    tolerance_s: u64,
+) -> PyResult<bool> {
+    let signers = signers_of(&signers);
+    with_bytes(body, "body", |body| {
+        signing::verify_standard(
+            msg_id,
+            timestamp,
+            signature,
+            body,
+            &signers,
+            now_s,
+            tolerance_s,
+        )
+        .is_ok()
+    })
+}
+
+// ---------------------------------------------------------------- token buckets
+
+fn wait_of(acquire: Acquire) -> Option<f64> {
+    match acquire {
+        Acquire::Allowed => None,
+        Acquire::Wait(seconds) => Some(seconds),
+    }
+}
+
+#[pyclass(name = "TokenBucket", module = "oqronkit._core")]
+struct PyTokenBucket {
+    inner: TokenBucket,
+}
+
+#[pymethods]
+impl PyTokenBucket {
+    #[new]
+    fn new(max: f64, per: f64) -> PyResult<Self> {
+        Ok(PyTokenBucket {
+            inner: TokenBucket::new(max, per).map_err(bucket_error)?,
+        })
+    }
+
+    #[getter]
+    fn capacity(&self) -> f64 {
+        self.inner.capacity()
+    }
+
+    #[getter]
+    fn per(&self) -> f64 {
+        self.inner.per()
+    }
+
+    #[getter]
+    fn rate(&self) -> f64 {
+        self.inner.rate()
+    }
+
+    #[pyo3(signature = (now, n = 1.0))]
+    fn try_acquire(&mut self, now: f64, n: f64) -> PyResult<Option<f64>> {
+        self.inner
+            .try_acquire(now, n)
+            .map(wait_of)
+            .map_err(bucket_error)
+    }
+
+    fn available(&self, now: f64) -> f64 {
+        self.inner.available(now)
+    }
+
+    fn snapshot(&self) -> (f64, Option<f64>) {
+        self.inner.state()
+    }
+
+    fn restore(&mut self, state: (f64, Option<f64>)) -> PyResult<()> {
+        let (max, per) = (self.inner.capacity(), self.inner.per());
+        self.inner = TokenBucket::with_state(max, per, state.0, state.1).map_err(bucket_error)?;
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "TokenBucket(max={}, per={})",
+            self.inner.capacity(),
+            self.inner.per()
+        )
+    }
+}
+
+#[pyclass(name = "KeyedBuckets", module = "oqronkit._core")]
+#[derive(Default)]
+struct PyKeyedBuckets {
+    inner: KeyedBuckets,
+}
+
+#[pymethods]
+impl PyKeyedBuckets {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn configure(&mut self, key: &str, max: f64, per: f64) -> PyResult<()> {
+        self.inner.configure(key, max, per).map_err(bucket_error)
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        self.inner.remove(key)
+    }
+
+    #[pyo3(signature = (key, now, n = 1.0))]
+    fn try_acquire(&mut self, key: &str, now: f64, n: f64) -> PyResult<Option<f64>> {
+        self.inner
+            .try_acquire(key, now, n)
+            .map(wait_of)
+            .map_err(bucket_error)
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __contains__(&self, key: &str) -> bool {
+        self.inner.get(key).is_some()
+    }
+}
+
+// ---------------------------------------------------------------- circuit breaker
+
+/// Exported breaker state: (`"closed"`, failures, 0.0) · (`"open"`, 0, opened_at) ·
+/// (`"half_open"`, probes, since).
+type Snapshot = (String, u32, f64);
+
+#[pyclass(name = "CircuitBreaker", module = "oqronkit._core")]
+struct PyCircuitBreaker {
+    inner: CircuitBreaker,
+}
+
+#[pymethods]
+impl PyCircuitBreaker {
+    #[new]
+    #[pyo3(signature = (failure_threshold = 5, reset_timeout = 30.0, half_open_max = 1))]
+    fn new(failure_threshold: u32, reset_timeout: f64, half_open_max: u32) -> PyResult<Self> {
+        let policy = BreakerPolicy::new(failure_threshold, reset_timeout, half_open_max)
+            .map_err(config_error)?;
+        Ok(PyCircuitBreaker {
+            inner: CircuitBreaker::new(policy),
+        })
+    }
+
+    #[getter]
+    fn failure_threshold(&self) -> u32 {
+        self.inner.policy().failure_threshold
+    }
+
+    #[getter]
+    fn reset_timeout(&self) -> f64 {
+        self.inner.policy().reset_timeout
+    }
+
+    #[getter]
+    fn half_open_max(&self) -> u32 {
+        self.inner.policy().half_open_max
+    }
+
+    #[getter]
+    fn state(&self) -> &'static str {
+        self.inner.state().name()
+    }
+
+    /// `None` when a call may go through now, else the time at which to ask again.
+    fn allow(&mut self, now: f64) -> Option<f64> {
+        match self.inner.allow(now) {
+            Permit::Allowed => None,
+            Permit::Rejected { retry_at } => Some(retry_at),
+        }
+    }
+
+    fn record_success(&mut self, now: f64) {
+        self.inner.record_success(now)
+    }
+
+    fn record_failure(&mut self, now: f64) {
+        self.inner.record_failure(now)
+    }
+
+    fn release(&mut self, now: f64) {
+        self.inner.release(now)
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        match self.inner.state() {
+            BreakerState::Closed { failures } => ("closed".into(), failures, 0.0),
+            BreakerState::Open { opened_at } => ("open".into(), 0, opened_at),
+            BreakerState::HalfOpen { probes, since } => ("half_open".into(), probes, since),
+        }
+    }
+
+    fn restore(&mut self, snapshot: Snapshot) -> PyResult<()> {
+        let (name, count, at) = snapshot;
+        let state = match name.as_str() {
+            "closed" => BreakerState::Closed { failures: count },
+            "open" => BreakerState::Open { opened_at: at },
+            "half_open" => BreakerState::HalfOpen {
+                probes: count,
+                since: at,
+            },
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "unknown breaker state {other:?}"
+                )))
+            }
+        };
+        self.inner = CircuitBreaker::with_state(self.inner.policy(), state);
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        let p = self.inner.policy();
+        format!(
+            "CircuitBreaker(state={:?}, failure_threshold={}, reset_timeout={}, half_open_max={})",
+            self.inner.state().name(),
+            p.failure_threshold,
+            p.reset_timeout,
+            p.half_open_max
+        )
+    }
+}
+
+// ---------------------------------------------------------------- backoff
+
+#[pyclass(name = "Backoff", module = "oqronkit._core", frozen)]
+struct PyBackoff {
+    inner: Backoff,
+}
+
+#[pymethods]
+impl PyBackoff {
+    #[new]
+    #[pyo3(signature = (strategy = "exponential", base_delay = 2.0, max_delay = 60.0, jitter = 0.2))]
+    fn new(strategy: &str, base_delay: f64, max_delay: f64, jitter: f64) -> PyResult<Self> {
+        let strategy: Strategy = strategy.parse().map_err(config_error)?;
+        Ok(PyBackoff {
+            inner: Backoff::new(strategy, base_delay, max_delay, jitter).map_err(config_error)?,
+        })
+    }
+
+    fn delay(&self, attempt: u32, unit: f64) -> f64 {
+        self.inner.delay(attempt, unit)
+    }
+
+    #[pyo3(signature = (attempt, unit, retry_after = None, retry_after_cap = 3600.0))]
+    fn retry_delay(
+        &self,
+        attempt: u32,
+        unit: f64,
+        retry_after: Option<f64>,
+        retry_after_cap: f64,
+    ) -> f64 {
+        self.inner
+            .retry_delay(attempt, unit, retry_after, retry_after_cap)
+    }
+
+    fn __repr__(&self) -> String {
+        let b = &self.inner;
+        let strategy = match b.strategy {
+            Strategy::Fixed => "fixed",
+            Strategy::Exponential => "exponential",
+        };
+        format!(
+            "Backoff(strategy={strategy:?}, base_delay={}, max_delay={}, jitter={})",
+            b.base_delay, b.max_delay, b.jitter
+        )
+    }
+}
+
+#[pyfunction]
+fn parse_retry_after(value: &str, now: f64) -> Option<f64> {
+    backoff::parse_retry_after(value, now)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<PyMatcher>()?;
+    m.add_class::<PySigner>()?;
+    m.add_class::<PyTokenBucket>()?;
+    m.add_class::<PyKeyedBuckets>()?;
+    m.add_class::<PyCircuitBreaker>()?;
+    m.add_class::<PyBackoff>()?;
+    m.add_function(wrap_pyfunction!(validate_event, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_pattern, m)?)?;
+    m.add_function(wrap_pyfunction!(signature_header, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_signature_header, m)?)?;
+    m.add_function(wrap_pyfunction!(standard_signature_header, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_standard, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_retry_after, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! OqronKit's core: pure, synchronous, deterministic domain logic. Time is always a parameter.
+//! The Python bindings live in `bindings.rs` alone, behind the `python` feature, so `cargo test`
+//! covers everything here without an interpreter.
+
+pub mod backoff;
+pub mod breaker;
+pub mod bucket;
+pub mod matcher;
+pub mod signing;
+
+#[cfg(feature = "python")]
+mod bindings;

@@ -1,0 +1,475 @@
+//! HMAC signing and verification: OqronKit's default scheme and Standard Webhooks.
+//!
+//! Default scheme (compatible with the original): HMAC over `"<timestamp_ms>.<body>"`, sent as
+//! `t=<timestamp_ms>,v1=<lowercase hex>` with one `v1=` per secret while secrets rotate.
+//! Standard Webhooks: HMAC-SHA256 over `"<msg_id>.<timestamp_s>.<body>"`, sent as `v1,<base64>`,
+//! with `whsec_`-prefixed base64 secrets.
+//!
+//! A [`Signer`] keeps the HMAC state after the key setup, so signing many bodies with one secret
+//! pays for the key once. Verification is strict and compares in constant time.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::{Sha256, Sha512};
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    pub fn digest_len(self) -> usize {
+        match self {
+            Algorithm::Sha256 => 32,
+            Algorithm::Sha512 => 64,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = SigningError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sha256" => Ok(Algorithm::Sha256),
+            "sha512" => Ok(Algorithm::Sha512),
+            _ => Err(SigningError::UnknownAlgorithm(s.to_owned())),
+        }
+    }
+}
+
+/// A configuration error: these are raised to the caller, never turned into "does not verify".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningError {
+    UnknownAlgorithm(String),
+    EmptySecret,
+    BadStandardSecret,
+}
+
+impl fmt::Display for SigningError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SigningError::UnknownAlgorithm(name) => {
+                write!(
+                    f,
+                    "unknown signing algorithm {name:?}: use \"sha256\" or \"sha512\""
+                )
+            }
+            SigningError::EmptySecret => write!(f, "the signing secret is empty"),
+            SigningError::BadStandardSecret => write!(
+                f,
+                "a Standard Webhooks secret must be base64, optionally prefixed with \"whsec_\""
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SigningError {}
+
+/// Why a signature did not verify. Callers mostly want a yes/no; tests and logs want the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Malformed(&'static str),
+    OutsideTolerance,
+    NoMatch,
+}
+
+#[derive(Clone)]
+enum KeyedMac {
+    Sha256(Hmac<Sha256>),
+    Sha512(Hmac<Sha512>),
+}
+
+/// One secret with its HMAC key schedule done; cheap to reuse for any number of messages.
+#[derive(Clone)]
+pub struct Signer {
+    mac: KeyedMac,
+}
+
+impl fmt::Debug for Signer {
+    // Never print key material.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signer({})", self.algorithm().name())
+    }
+}
+
+impl Signer {
+    pub fn new(secret: &[u8], algorithm: Algorithm) -> Result<Self, SigningError> {
+        if secret.is_empty() {
+            return Err(SigningError::EmptySecret);
+        }
+        let mac = match algorithm {
+            Algorithm::Sha256 => {
+                KeyedMac::Sha256(Hmac::new_from_slice(secret).expect("HMAC takes any key length"))
+            }
+            Algorithm::Sha512 => {
+                KeyedMac::Sha512(Hmac::new_from_slice(secret).expect("HMAC takes any key length"))
+            }
+        };
+        Ok(Signer { mac })
+    }
+
+    /// A Standard Webhooks signer: `whsec_<base64>` (or bare base64), HMAC-SHA256.
+    pub fn standard(secret: &str) -> Result<Self, SigningError> {
+        let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+        let key = BASE64
+            .decode(encoded)
+            .map_err(|_| SigningError::BadStandardSecret)?;
+        Signer::new(&key, Algorithm::Sha256).map_err(|_| SigningError::BadStandardSecret)
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        match self.mac {
+            KeyedMac::Sha256(_) => Algorithm::Sha256,
+            KeyedMac::Sha512(_) => Algorithm::Sha512,
+        }
+    }
+
+    /// HMAC over the concatenation of `parts`, without building the concatenation.
+    pub fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
+        match &self.mac {
+            KeyedMac::Sha256(keyed) => run(keyed.clone(), parts),
+            KeyedMac::Sha512(keyed) => run(keyed.clone(), parts),
+        }
+    }
+
+    /// Lowercase hex HMAC of `"<timestamp_ms>.<body>"`: the `v1=` value of the default scheme.
+    pub fn sign_hex(&self, timestamp_ms: u64, body: &[u8]) -> String {
+        let mut prefix = itoa_buf(timestamp_ms);
+        prefix.push(b'.');
+        to_hex(&self.mac(&[&prefix, body]))
+    }
+
+    /// Base64 HMAC of `"<msg_id>.<timestamp_s>.<body>"`: a Standard Webhooks signature value.
+    pub fn sign_standard(&self, msg_id: &str, timestamp_s: u64, body: &[u8]) -> String {
+        let mut prefix = Vec::with_capacity(msg_id.len() + 22);
+        prefix.extend_from_slice(msg_id.as_bytes());
+        prefix.push(b'.');
+        prefix.extend_from_slice(&itoa_buf(timestamp_s));
+        prefix.push(b'.');
+        BASE64.encode(self.mac(&[&prefix, body]))
+    }
+}
+
+fn run<M: Mac>(mut mac: M, parts: &[&[u8]]) -> Vec<u8> {
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn itoa_buf(n: u64) -> Vec<u8> {
+    n.to_string().into_bytes()
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[(b >> 4) as usize]);
+        out.push(DIGITS[(b & 0x0f) as usize]);
+    }
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// Strict lowercase hex of exactly `len` bytes.
+fn from_hex(text: &str, len: usize) -> Option<Vec<u8>> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let raw = text.as_bytes();
+    if raw.len() != len * 2 {
+        return None;
+    }
+    raw.chunks_exact(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect()
+}
+
+/// Constant-time equality for equal-length MACs (the length itself is public).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Decimal digits only, no sign, no padding tricks beyond what fits in a u64.
+fn parse_timestamp(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn within(timestamp: u64, now: u64, tolerance: u64) -> bool {
+    timestamp.abs_diff(now) <= tolerance
+}
+
+/// The `X-Oqron-Signature` value: `t=<timestamp_ms>,v1=<hex>` with one `v1=` per signer.
+pub fn signature_header(timestamp_ms: u64, body: &[u8], signers: &[Signer]) -> String {
+    let mut header = format!("t={timestamp_ms}");
+    for signer in signers {
+        header.push_str(",v1=");
+        header.push_str(&signer.sign_hex(timestamp_ms, body));
+    }
+    header
+}
+
+/// Verifies a default-scheme header against any of `signers`.
+///
+/// Strict: comma-separated `key=value` parts (spaces allowed after a comma), exactly one `t=` with
+/// an integer millisecond timestamp, at least one `v1=` of exact lowercase hex; unknown keys are
+/// ignored so a future `v2=` does not break today's receivers.
+pub fn verify_header(
+    header: &str,
+    body: &[u8],
+    signers: &[Signer],
+    now_ms: u64,
+    tolerance_ms: u64,
+) -> Result<(), Rejection> {
+    let mut timestamp = None;
+    let mut candidates: Vec<&str> = Vec::new();
+    for (i, part) in header.split(',').enumerate() {
+        let part = if i == 0 {
+            part
+        } else {
+            part.trim_start_matches(' ')
+        };
+        let (key, value) = part
+            .split_once('=')
+            .ok_or(Rejection::Malformed("a part is not key=value"))?;
+        match key {
+            "t" if timestamp.is_some() => return Err(Rejection::Malformed("more than one t=")),
+            "t" => {
+                timestamp = Some(
+                    parse_timestamp(value)
+                        .ok_or(Rejection::Malformed("t= is not an integer timestamp"))?,
+                )
+            }
+            "v1" => candidates.push(value),
+            _ if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                return Err(Rejection::Malformed("a part has a bad key"))
+            }
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or(Rejection::Malformed("no t="))?;
+    if candidates.is_empty() {
+        return Err(Rejection::Malformed("no v1="));
+    }
+    if !within(timestamp, now_ms, tolerance_ms) {
+        return Err(Rejection::OutsideTolerance);
+    }
+    let mut prefix = itoa_buf(timestamp);
+    prefix.push(b'.');
+    any_signer_matches(signers, &[&prefix, body], |signer| {
+        candidates
+            .iter()
+            .filter_map(|c| from_hex(c, signer.algorithm().digest_len()))
+            .collect()
+    })
+}
+
+/// The Standard Webhooks `webhook-signature` value for one or more secrets.
+pub fn standard_signature_header(
+    msg_id: &str,
+    timestamp_s: u64,
+    body: &[u8],
+    signers: &[Signer],
+) -> String {
+    signers
+        .iter()
+        .map(|s| format!("v1,{}", s.sign_standard(msg_id, timestamp_s, body)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Verifies Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+pub fn verify_standard(
+    msg_id: &str,
+    timestamp: &str,
+    signature: &str,
+    body: &[u8],
+    signers: &[Signer],
+    now_s: u64,
+    tolerance_s: u64,
+) -> Result<(), Rejection> {
+    if msg_id.is_empty() {
+        return Err(Rejection::Malformed("webhook-id is empty"));
+    }
+    let timestamp = parse_timestamp(timestamp)
+        .ok_or(Rejection::Malformed("webhook-timestamp is not an integer"))?;
+    if !within(timestamp, now_s, tolerance_s) {
+        return Err(Rejection::OutsideTolerance);
+    }
+    let decoded: Vec<Vec<u8>> = signature
+        .split(' ')
+        .filter_map(|entry| entry.strip_prefix("v1,"))
+        .filter_map(|b64| BASE64.decode(b64).ok())
+        .collect();
+    if decoded.is_empty() {
+        return Err(Rejection::Malformed("no v1 signature"));
+    }
+    let prefix = format!("{msg_id}.{timestamp}.");
+    any_signer_matches(signers, &[prefix.as_bytes(), body], |_| decoded.clone())
+}
+
+fn any_signer_matches(
+    signers: &[Signer],
+    message: &[&[u8]],
+    candidates_for: impl Fn(&Signer) -> Vec<Vec<u8>>,
+) -> Result<(), Rejection> {
+    for signer in signers {
+        let expected = signer.mac(message);
+        if candidates_for(signer)
+            .iter()
+            .any(|candidate| constant_time_eq(candidate, &expected))
+        {
+            return Ok(());
+        }
+    }
+    Err(Rejection::NoMatch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &[u8] = br#"{"event":"test.event","foo":"bar"}"#;
+    const SECRET: &[u8] = b"test-secret-key-for-hmac";
+    const TS: u64 = 1_625_097_600_000;
+
+    fn signer(alg: Algorithm) -> Signer {
+        Signer::new(SECRET, alg).unwrap()
+    }
+
+    #[test]
+    fn original_vectors() {
+        assert_eq!(
+            signature_header(TS, BODY, &[signer(Algorithm::Sha256)]),
+            "t=1625097600000,v1=a41af425896e8c64e452179fb23f646011cac465eb62551847f941c5d6ac8ada"
+        );
+        assert_eq!(
+            signature_header(TS, BODY, &[signer(Algorithm::Sha512)]),
+            "t=1625097600000,v1=297f7516e0cb2e23d7fb8ccd4011b2e8b10dd322d88cabc1501a8b38cb8e3161\
+             ae44ea4913cb268cda94701626a9dedb53028805bec00c6490ee49ec417938d9"
+        );
+    }
+
+    #[test]
+    fn verifies_own_header_with_rotation() {
+        let old = signer(Algorithm::Sha256);
+        let new = Signer::new(b"new-secret", Algorithm::Sha256).unwrap();
+        let header = signature_header(TS, BODY, &[new.clone(), old.clone()]);
+        assert_eq!(verify_header(&header, BODY, &[old], TS, 300_000), Ok(()));
+        assert_eq!(verify_header(&header, BODY, &[new], TS, 300_000), Ok(()));
+        let other = Signer::new(b"other", Algorithm::Sha256).unwrap();
+        assert_eq!(
+            verify_header(&header, BODY, &[other], TS, 300_000),
+            Err(Rejection::NoMatch)
+        );
+    }
+
+    #[test]
+    fn strict_parsing() {
+        let s = signer(Algorithm::Sha256);
+        let good = signature_header(TS, BODY, &[s.clone()]);
+        let sig = good.split_once(",v1=").unwrap().1.to_owned();
+        let check = |h: &str| verify_header(h, BODY, &[s.clone()], TS, 300_000);
+        assert_eq!(check(&format!("t={TS}, v1={sig}")), Ok(()));
+        assert_eq!(check(&format!("v1={sig},t={TS}")), Ok(()));
+        assert_eq!(check(&format!("t={TS},v0=abc,v1={sig}")), Ok(()));
+        for bad in [
+            format!("t={TS}abc,v1={sig}"),
+            format!("t=-{TS},v1={sig}"),
+            format!("t={TS},t={TS},v1={sig}"),
+            format!("t={TS},v1={sig}zz"),
+            format!("t={TS},v1={sig}0"),
+            format!("t={TS},v1={}", sig.to_uppercase()),
+            format!("t={TS}"),
+            format!("v1={sig}"),
+            format!("t={TS},,v1={sig}"),
+            String::new(),
+        ] {
+            assert!(check(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tolerance_is_symmetric() {
+        let s = signer(Algorithm::Sha256);
+        let header = signature_header(TS, BODY, &[s.clone()]);
+        let at = |now| verify_header(&header, BODY, &[s.clone()], now, 300_000);
+        assert_eq!(at(TS + 300_000), Ok(()));
+        assert_eq!(at(TS - 300_000), Ok(()));
+        assert_eq!(at(TS + 300_001), Err(Rejection::OutsideTolerance));
+        assert_eq!(at(TS - 300_001), Err(Rejection::OutsideTolerance));
+    }
+
+    #[test]
+    fn algorithm_mismatch_does_not_verify() {
+        let header = signature_header(TS, BODY, &[signer(Algorithm::Sha512)]);
+        assert!(verify_header(&header, BODY, &[signer(Algorithm::Sha256)], TS, 1000).is_err());
+    }
+
+    #[test]
+    fn standard_webhooks_round_trip() {
+        // Secret and expectation from the Standard Webhooks reference test-suite.
+        let s = Signer::standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let header = standard_signature_header(
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            b"{\"test\": 2432232314}",
+            &[s.clone()],
+        );
+        assert_eq!(header, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        let ok = verify_standard(
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "1614265330",
+            &format!("v1a,xyz {header}"),
+            b"{\"test\": 2432232314}",
+            &[s.clone()],
+            1614265330 + 10,
+            300,
+        );
+        assert_eq!(ok, Ok(()));
+        let late = verify_standard(
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "1614265330",
+            &header,
+            b"{\"test\": 2432232314}",
+            &[s],
+            1614265330 + 301,
+            300,
+        );
+        assert_eq!(late, Err(Rejection::OutsideTolerance));
+        assert!(Signer::standard("whsec_!!!").is_err());
+    }
+
+    #[test]
+    fn configuration_errors() {
+        assert_eq!(
+            "md5".parse::<Algorithm>(),
+            Err(SigningError::UnknownAlgorithm("md5".into()))
+        );
+        assert!(Signer::new(b"", Algorithm::Sha256).is_err());
+        assert_eq!(format!("{:?}", signer(Algorithm::Sha256)), "Signer(sha256)");
+    }
+}
