@@ -84,7 +84,8 @@ impl Backoff {
             0.5
         };
         let factor = 1.0 - self.jitter + 2.0 * self.jitter * unit;
-        (raw * factor).min(self.max_delay)
+        // Clamp before multiplying so an overflowed power times a zero factor is 0, not NaN.
+        (raw.min(f64::MAX) * factor).min(self.max_delay)
     }
 
     /// The delay before the next attempt when the response carried `Retry-After`: the backoff
@@ -109,7 +110,7 @@ impl Backoff {
 pub fn parse_retry_after(value: &str, now: f64) -> Option<f64> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(value.parse::<f64>().ok()?);
+        return value.parse::<f64>().ok();
     }
     let at = httpdate::parse_http_date(value).ok()?;
     let at = at

@@ -8,8 +8,9 @@
 //! A [`Signer`] keeps the HMAC state after the key setup, so signing many bodies with one secret
 //! pays for the key once. Verification is strict and compares in constant time.
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD as BASE64};
+use base64::engine::DecodePaddingMode;
+use base64::{alphabet, Engine};
 use hmac::{Hmac, Mac};
 use sha2::{Sha256, Sha512};
 use std::fmt;
@@ -91,6 +92,12 @@ enum KeyedMac {
     Sha512(Hmac<Sha512>),
 }
 
+/// `whsec_` secrets are base64 with or without padding (both circulate).
+const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
 /// One secret with its HMAC key schedule done; cheap to reuse for any number of messages.
 #[derive(Clone)]
 pub struct Signer {
@@ -123,7 +130,7 @@ impl Signer {
     /// A Standard Webhooks signer: `whsec_<base64>` (or bare base64), HMAC-SHA256.
     pub fn standard(secret: &str) -> Result<Self, SigningError> {
         let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
-        let key = BASE64
+        let key = SECRET_BASE64
             .decode(encoded)
             .map_err(|_| SigningError::BadStandardSecret)?;
         Signer::new(&key, Algorithm::Sha256).map_err(|_| SigningError::BadStandardSecret)
@@ -390,9 +397,9 @@ mod tests {
     #[test]
     fn strict_parsing() {
         let s = signer(Algorithm::Sha256);
-        let good = signature_header(TS, BODY, &[s.clone()]);
+        let good = signature_header(TS, BODY, std::slice::from_ref(&s));
         let sig = good.split_once(",v1=").unwrap().1.to_owned();
-        let check = |h: &str| verify_header(h, BODY, &[s.clone()], TS, 300_000);
+        let check = |h: &str| verify_header(h, BODY, std::slice::from_ref(&s), TS, 300_000);
         assert_eq!(check(&format!("t={TS}, v1={sig}")), Ok(()));
         assert_eq!(check(&format!("v1={sig},t={TS}")), Ok(()));
         assert_eq!(check(&format!("t={TS},v0=abc,v1={sig}")), Ok(()));
@@ -415,8 +422,8 @@ mod tests {
     #[test]
     fn tolerance_is_symmetric() {
         let s = signer(Algorithm::Sha256);
-        let header = signature_header(TS, BODY, &[s.clone()]);
-        let at = |now| verify_header(&header, BODY, &[s.clone()], now, 300_000);
+        let header = signature_header(TS, BODY, std::slice::from_ref(&s));
+        let at = |now| verify_header(&header, BODY, std::slice::from_ref(&s), now, 300_000);
         assert_eq!(at(TS + 300_000), Ok(()));
         assert_eq!(at(TS - 300_000), Ok(()));
         assert_eq!(at(TS + 300_001), Err(Rejection::OutsideTolerance));
@@ -437,7 +444,7 @@ mod tests {
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
             1614265330,
             b"{\"test\": 2432232314}",
-            &[s.clone()],
+            std::slice::from_ref(&s),
         );
         assert_eq!(header, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         let ok = verify_standard(
@@ -445,7 +452,7 @@ mod tests {
             "1614265330",
             &format!("v1a,xyz {header}"),
             b"{\"test\": 2432232314}",
-            &[s.clone()],
+            std::slice::from_ref(&s),
             1614265330 + 10,
             300,
         );

@@ -1,13 +1,31 @@
 """Type stubs for the Rust core. Everything here is pure: time is always a parameter."""
 
 from collections.abc import Sequence
+from typing import Self, final
 
 __version__: str
+__all__ = [
+    "Backoff",
+    "CircuitBreaker",
+    "KeyedBuckets",
+    "Matcher",
+    "Signer",
+    "TokenBucket",
+    "__version__",
+    "parse_retry_after",
+    "signature_header",
+    "standard_signature_header",
+    "validate_event",
+    "validate_pattern",
+    "verify_signature_header",
+    "verify_standard",
+]
 
+@final
 class Matcher:
     """The event globs of many endpoints compiled into one trie; endpoint ids are positions."""
 
-    def __init__(self, endpoints: Sequence[Sequence[str]]) -> None: ...
+    def __new__(cls, endpoints: Sequence[Sequence[str]]) -> Self: ...
     @property
     def endpoint_count(self) -> int: ...
     def match(self, event: str) -> list[int]:
@@ -18,10 +36,11 @@ class Matcher:
 def validate_event(event: str) -> None: ...
 def validate_pattern(pattern: str) -> None: ...
 
+@final
 class Signer:
     """One HMAC secret with its key schedule done, reusable for any number of bodies."""
 
-    def __init__(self, secret: str | bytes, algorithm: str = "sha256") -> None: ...
+    def __new__(cls, secret: str | bytes, algorithm: str = "sha256") -> Self: ...
     @staticmethod
     def standard(secret: str) -> Signer:
         """A Standard Webhooks signer (HMAC-SHA256) from a `whsec_<base64>` secret."""
@@ -51,10 +70,11 @@ def verify_standard(
     tolerance_s: int,
 ) -> bool: ...
 
+@final
 class TokenBucket:
     """Holds up to `max` tokens, refilling at `max / per` a second; starts full."""
 
-    def __init__(self, max: float, per: float) -> None: ...
+    def __new__(cls, max: float, per: float) -> Self: ...
     @property
     def capacity(self) -> float: ...
     @property
@@ -67,22 +87,24 @@ class TokenBucket:
     def snapshot(self) -> tuple[float, float | None]: ...
     def restore(self, state: tuple[float, float | None]) -> None: ...
 
+@final
 class KeyedBuckets:
     """One token bucket per key, each with its own limit; unknown keys are unlimited."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> Self: ...
     def configure(self, key: str, max: float, per: float) -> None: ...
     def remove(self, key: str) -> bool: ...
     def try_acquire(self, key: str, now: float, n: float = 1.0) -> float | None: ...
     def __len__(self) -> int: ...
-    def __contains__(self, key: str) -> bool: ...
+    def __contains__(self, key: str, /) -> bool: ...
 
+@final
 class CircuitBreaker:
     """Closed / open / half-open state machine; `allow` returns None or the time to ask again."""
 
-    def __init__(
-        self, failure_threshold: int = 5, reset_timeout: float = 30.0, half_open_max: int = 1
-    ) -> None: ...
+    def __new__(
+        cls, failure_threshold: int = 5, reset_timeout: float = 30.0, half_open_max: int = 1
+    ) -> Self: ...
     @property
     def failure_threshold(self) -> int: ...
     @property
@@ -98,16 +120,17 @@ class CircuitBreaker:
     def snapshot(self) -> tuple[str, int, float]: ...
     def restore(self, snapshot: tuple[str, int, float]) -> None: ...
 
+@final
 class Backoff:
     """Retry delays: fixed or exponential, jittered by `unit` in [0, 1), capped."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         strategy: str = "exponential",
         base_delay: float = 2.0,
         max_delay: float = 60.0,
         jitter: float = 0.2,
-    ) -> None: ...
+    ) -> Self: ...
     def delay(self, attempt: int, unit: float) -> float: ...
     def retry_delay(
         self,

@@ -54,8 +54,10 @@ class Breaker:
         return self._core.state
 
     def __repr__(self) -> str:
-        return f"Breaker(state={self.state!r}, failure_threshold={self._core.failure_threshold}, "\
+        return (
+            f"Breaker(state={self.state!r}, failure_threshold={self._core.failure_threshold}, "
             f"reset_timeout={self._core.reset_timeout}, half_open_max={self._core.half_open_max})"
+        )
 
     def _enter(self) -> None:
         now = self._clock()

@@ -1,0 +1,145 @@
+"""`create_circuit_breaker` around the caller's own calls: sync, async (Trio and asyncio),
+decorator, and cancellation that is no verdict."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from oqronkit import Breaker, CircuitOpenError, ConfigurationError, create_circuit_breaker
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def breaker(clock: FakeClock) -> Breaker:
+    return create_circuit_breaker(failure_threshold=2, reset_timeout=10.0, clock=clock)
+
+
+def fail(breaker: Breaker) -> None:
+    with pytest.raises(Boom), breaker:
+        raise Boom
+
+
+def test_opens_after_consecutive_failures_and_recovers(breaker: Breaker, clock: FakeClock) -> None:
+    fail(breaker)
+    with breaker:
+        pass  # a success resets the count
+    fail(breaker)
+    assert breaker.state == "closed"
+    fail(breaker)
+    assert breaker.state == "open"
+    clock.now += 4
+    with pytest.raises(CircuitOpenError) as refused, breaker:
+        pytest.fail("must not run while open")
+    assert refused.value.retry_after == pytest.approx(6.0)
+    clock.now += 6
+    with breaker:  # the probe
+        assert breaker.state == "half_open"
+    assert breaker.state == "closed"
+
+
+def test_probe_failure_reopens_with_a_fresh_timer(breaker: Breaker, clock: FakeClock) -> None:
+    fail(breaker)
+    fail(breaker)
+    clock.now += 10
+    fail(breaker)
+    assert breaker.state == "open"
+    clock.now += 9.9
+    with pytest.raises(CircuitOpenError), breaker:
+        pass
+
+
+def test_failure_on_selects_what_counts(clock: FakeClock) -> None:
+    breaker = create_circuit_breaker(1, 10.0, failure_on=(ConnectionError,), clock=clock)
+    with pytest.raises(KeyError), breaker:
+        raise KeyError("the service answered; the caller's bug")
+    assert breaker.state == "closed"
+    with pytest.raises(ConnectionError), breaker:
+        raise ConnectionError
+    assert breaker.state == "open"
+
+
+def test_decorates_sync_functions(breaker: Breaker) -> None:
+    calls = []
+
+    @breaker
+    def call(x: int) -> int:
+        calls.append(x)
+        if x < 0:
+            raise Boom
+        return x * 2
+
+    assert call(2) == 4
+    for _ in range(2):
+        with pytest.raises(Boom):
+            call(-1)
+    with pytest.raises(CircuitOpenError):
+        call(3)
+    assert calls == [2, -1, -1]
+    assert call.__name__ == "call"
+
+
+@pytest.mark.anyio
+async def test_async_context_and_decorator(breaker: Breaker, clock: FakeClock) -> None:
+    @breaker
+    async def call(ok: bool) -> str:
+        await anyio.sleep(0)
+        if not ok:
+            raise Boom
+        return "done"
+
+    assert await call(True) == "done"
+    for _ in range(2):
+        with pytest.raises(Boom):
+            await call(False)
+    with pytest.raises(CircuitOpenError):
+        async with breaker:
+            pass
+    clock.now += 10
+    async with breaker:
+        await anyio.sleep(0)
+    assert breaker.state == "closed"
+
+
+@pytest.mark.anyio
+async def test_cancelled_probe_is_no_verdict_and_frees_its_slot(
+    breaker: Breaker, clock: FakeClock
+) -> None:
+    fail(breaker)
+    fail(breaker)
+    clock.now += 10
+    with anyio.CancelScope() as scope:
+        async with breaker:
+            scope.cancel()
+            await anyio.sleep(1)
+    assert breaker.state == "half_open"
+    async with breaker:  # the slot came back, so a new probe may go
+        pass
+    assert breaker.state == "closed"
+
+
+def test_bad_policy_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="failure_threshold"):
+        create_circuit_breaker(failure_threshold=0)
+
+
+def test_repr(breaker: Breaker) -> None:
+    assert repr(breaker) == (
+        "Breaker(state='closed', failure_threshold=2, reset_timeout=10.0, half_open_max=1)"
+    )
