@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 build: $(STAMP)  ## compile the Rust core (release) into the venv with the dev extras
-	$(VENV)/bin/maturin develop --release --extras dev -q
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --extras dev -q
 
 test: test-rust test-python  ## the whole test suite: Rust unit tests, then pytest
 

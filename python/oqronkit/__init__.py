@@ -2,27 +2,53 @@
 
 from oqronkit._core import __version__
 from oqronkit.breaker import Breaker, create_circuit_breaker
+from oqronkit.clock import Clock, FakeClock, SystemClock
+from oqronkit.config import CircuitBreaker, Endpoint, RateLimit, Retries, Security, Throttle
 from oqronkit.errors import (
     CircuitOpenError,
     ConfigurationError,
+    EgressDenied,
     InvalidEventName,
     InvalidPattern,
+    InvalidPayload,
+    KitNotRunning,
     OqronKitError,
+    PayloadTooLarge,
 )
+from oqronkit.kit import OqronKit
+from oqronkit.models import Attempt, Delivery
 from oqronkit.signing import (
     sign_standard_webhook,
     sign_webhook_payload,
     verify_standard_webhook,
     verify_webhook_signature,
 )
+from oqronkit.webhook import Webhook
 
 __all__ = [
+    "Attempt",
     "Breaker",
+    "CircuitBreaker",
     "CircuitOpenError",
+    "Clock",
     "ConfigurationError",
+    "Delivery",
+    "EgressDenied",
+    "Endpoint",
+    "FakeClock",
     "InvalidEventName",
     "InvalidPattern",
+    "InvalidPayload",
+    "KitNotRunning",
+    "OqronKit",
     "OqronKitError",
+    "PayloadTooLarge",
+    "RateLimit",
+    "Retries",
+    "Security",
+    "SystemClock",
+    "Throttle",
+    "Webhook",
     "__version__",
     "create_circuit_breaker",
     "sign_standard_webhook",

@@ -32,3 +32,20 @@ class CircuitOpenError(OqronKitError):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"circuit breaker is open; retry in {retry_after:.3f}s")
         self.retry_after = retry_after
+
+
+class InvalidPayload(OqronKitError, ValueError):
+    """A fired payload cannot be serialised to JSON; nothing was stored."""
+
+
+class PayloadTooLarge(InvalidPayload):
+    """A fired payload serialises to more than the kit's `max_payload_bytes`; nothing was stored."""
+
+
+class EgressDenied(OqronKitError):
+    """A request was refused because its host resolves to a private, loopback, link-local,
+    multicast or unspecified address (pass `allow_private_networks=True` or an allow-list)."""
+
+
+class KitNotRunning(OqronKitError, RuntimeError):
+    """An operation needs the kit to be open (`async with kit:`)."""

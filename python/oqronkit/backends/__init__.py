@@ -1,0 +1,29 @@
+"""Storage and queue backends, chosen by URL."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from oqronkit.backends.base import Backend
+from oqronkit.backends.memory import MemoryBackend
+from oqronkit.backends.sqlite import SQLiteBackend
+from oqronkit.errors import ConfigurationError
+
+__all__ = ["Backend", "MemoryBackend", "SQLiteBackend", "open_backend"]
+
+
+def open_backend(url: str | Backend) -> Backend:
+    """`memory://` or `sqlite:///relative/path.db` / `sqlite:////absolute/path.db`."""
+    if isinstance(url, Backend):
+        return url
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        return MemoryBackend()
+    if scheme == "sqlite":
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise ConfigurationError(f"a SQLite URL needs a path: sqlite:///file.db, not {url!r}")
+        return SQLiteBackend(path)
+    if scheme in ("redis", "rediss", "postgres", "postgresql"):
+        raise ConfigurationError(f"the {scheme} backend is not available in this version yet")
+    raise ConfigurationError(f"unknown backend URL {url!r}: use memory:// or sqlite:///path.db")

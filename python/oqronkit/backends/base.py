@@ -1,0 +1,96 @@
+"""The backend contract. Every backend (memory, SQLite, and later Redis and PostgreSQL) passes
+the one suite in tests/contract/.
+
+Rules every backend keeps:
+- a delivery's state and its place in the queue change in one atomic step;
+- `claim` hands a ready delivery to one owner at a time, under a lease; a delivery whose lease
+  expired is ready again (a crashed worker's work is picked up: at-least-once);
+- `settle` applies only while the caller still holds the lease.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping, Sequence
+
+from oqronkit.models import Claim, Delivery, Message, NewDelivery, Settlement, Status
+
+
+class Backend(ABC):
+    #: Seconds between checks for work added by other processes; None when no other process
+    #: can add work (memory).
+    poll_interval: float | None = None
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connects and creates the schema; idempotent."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Releases connections; the backend can be opened again."""
+
+    @abstractmethod
+    async def enqueue(
+        self,
+        messages: Sequence[Message],
+        deliveries: Sequence[NewDelivery],
+        *,
+        idempotency_since: float | None = None,
+    ) -> list[str] | None:
+        """Stores messages and their deliveries (ready now) in one atomic step.
+
+        With `idempotency_since`, a single message carrying an `idempotency_key` is a repeat if
+        a message of the same webhook and key was stored at or after that time: then nothing
+        is stored and the earlier fire's delivery ids are returned. Otherwise returns None.
+        """
+
+    @abstractmethod
+    async def claim(
+        self,
+        webhook: str,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        room: Mapping[str, int] | None = None,
+    ) -> list[Claim]:
+        """Leases up to `limit` ready deliveries of `webhook`, earliest due first, marking them
+        active; at most `room[e]` of them for endpoint `e` (endpoints not in `room`: no cap).
+        Deliveries whose lease expired are ready again first."""
+
+    @abstractmethod
+    async def next_due(self, webhook: str, skip_endpoints: Collection[str] = ()) -> float | None:
+        """When the next delivery of `webhook`, other than those of `skip_endpoints`, becomes
+        ready (a due time or a lease expiry)."""
+
+    @abstractmethod
+    async def renew(self, owner: str, ids: Collection[str], lease_until: float) -> set[str]:
+        """Extends the leases `owner` still holds; returns the ids it still holds."""
+
+    @abstractmethod
+    async def settle(
+        self, delivery_id: str, owner: str, settlement: Settlement, now: float
+    ) -> Delivery | None:
+        """Applies the outcome of a claim if `owner` still holds it and returns the delivery as
+        it now stands; None if the lease was lost."""
+
+    @abstractmethod
+    async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    @abstractmethod
+    async def list_deliveries(
+        self,
+        *,
+        webhook: str | None = None,
+        endpoint: str | None = None,
+        status: Status | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Delivery]:
+        """Newest first; `before` is the id to continue after (a cursor)."""
+
+    @abstractmethod
+    async def set_endpoint_enabled(self, webhook: str, endpoint: str, enabled: bool) -> None:
+        """Persists an endpoint's enabled flag (a 410 disables it), overriding the code's."""
+
+    @abstractmethod
+    async def endpoint_overrides(self, webhook: str) -> dict[str, bool]:
+        """The persisted enabled flags of `webhook`'s endpoints."""

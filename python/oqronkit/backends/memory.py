@@ -1,0 +1,277 @@
+"""`memory://`: everything in this process, lost at exit. For tests and quick experiments.
+
+Operations are plain synchronous code under one lock (they never wait), so they are atomic
+with respect to both tasks and threads (`fire_sync` may call from another thread).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from oqronkit.backends.base import Backend
+from oqronkit.models import (
+    QUEUED,
+    Claim,
+    Delivery,
+    Message,
+    NewDelivery,
+    Settlement,
+    Status,
+)
+
+_Heap = list[tuple[float, int, str]]
+
+
+@dataclass(slots=True)
+class _Row:
+    delivery: Delivery
+    lease_owner: str | None = None
+    lease_until: float = 0.0
+
+
+class MemoryBackend(Backend):
+    poll_interval = None
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._messages: dict[str, Message] = {}
+        self._rows: dict[str, _Row] = {}
+        self._order: list[str] = []  # delivery ids in creation order
+        self._by_message: dict[str, list[str]] = defaultdict(list)
+        self._fire_keys: dict[tuple[str, str], str] = {}  # (webhook, key) -> message id
+        # Heaps of (due, seq, id) of queued deliveries, per webhook and endpoint (so a full
+        # endpoint can be skipped cheaply), and of (lease_until, seq, id) of active ones, per
+        # webhook. Entries go stale when a row changes; stale tops are dropped when seen.
+        self._ready: dict[str, dict[str, _Heap]] = defaultdict(lambda: defaultdict(list))
+        self._leases: dict[str, _Heap] = defaultdict(list)
+        self._seq = itertools.count()
+        self._endpoint_flags: dict[tuple[str, str], bool] = {}
+
+    def __repr__(self) -> str:
+        return "MemoryBackend()"
+
+    async def enqueue(
+        self,
+        messages: Sequence[Message],
+        deliveries: Sequence[NewDelivery],
+        *,
+        idempotency_since: float | None = None,
+    ) -> list[str] | None:
+        with self._lock:
+            if idempotency_since is not None and len(messages) == 1:
+                repeat = self._repeat_of(messages[0], idempotency_since)
+                if repeat is not None:
+                    return repeat
+            for message in messages:
+                self._messages[message.id] = message
+                if message.idempotency_key is not None:
+                    self._fire_keys[(message.webhook, message.idempotency_key)] = message.id
+            for new in deliveries:
+                row = _Row(
+                    Delivery(
+                        id=new.id,
+                        webhook=new.webhook,
+                        endpoint_name=new.endpoint_name,
+                        event=new.event,
+                        status="waiting",
+                        attempts=(),
+                        error=None,
+                        idempotency_key=new.idempotency_key,
+                        next_attempt_at=new.created_at,
+                        created_at=new.created_at,
+                        updated_at=new.created_at,
+                        message_id=new.message_id,
+                    )
+                )
+                self._rows[new.id] = row
+                self._order.append(new.id)
+                self._by_message[new.message_id].append(new.id)
+                heapq.heappush(
+                    self._ready[new.webhook][new.endpoint_name],
+                    (new.created_at, next(self._seq), new.id),
+                )
+            return None
+
+    def _repeat_of(self, message: Message, since: float) -> list[str] | None:
+        if message.idempotency_key is None:
+            return None
+        earlier_id = self._fire_keys.get((message.webhook, message.idempotency_key))
+        earlier = self._messages.get(earlier_id) if earlier_id else None
+        if earlier is None or earlier.created_at < since:
+            return None
+        return list(self._by_message[earlier.id])
+
+    async def claim(
+        self,
+        webhook: str,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        room: Mapping[str, int] | None = None,
+    ) -> list[Claim]:
+        claims: list[Claim] = []
+        left = dict(room or {})
+        full = {endpoint for endpoint, n in left.items() if n <= 0}
+        with self._lock:
+            self._reclaim_expired(webhook, now)
+            while len(claims) < limit:
+                heap = self._earliest(webhook, full)
+                if heap is None or heap[0][0] > now:
+                    break
+                row = self._rows[heapq.heappop(heap)[2]]
+                d = row.delivery = replace(row.delivery, status="active", updated_at=now)
+                if d.endpoint_name in left:
+                    left[d.endpoint_name] -= 1
+                    if left[d.endpoint_name] <= 0:
+                        full.add(d.endpoint_name)
+                row.lease_owner, row.lease_until = owner, lease_until
+                heapq.heappush(self._leases[webhook], (lease_until, next(self._seq), d.id))
+                claims.append(
+                    Claim(
+                        id=d.id,
+                        message_id=d.message_id,
+                        webhook=d.webhook,
+                        endpoint_name=d.endpoint_name,
+                        event=d.event,
+                        body=self._messages[d.message_id].body,
+                        attempts_made=len(d.attempts),
+                        idempotency_key=d.idempotency_key,
+                        created_at=d.created_at,
+                    )
+                )
+        return claims
+
+    def _earliest(self, webhook: str, skip: Collection[str]) -> _Heap | None:
+        """The ready heap, among `webhook`'s endpoints not in `skip`, with the earliest head."""
+        best: _Heap | None = None
+        for endpoint, heap in self._ready[webhook].items():
+            if endpoint in skip:
+                continue
+            self._prune_ready(heap)
+            if heap and (best is None or heap[0] < best[0]):
+                best = heap
+        return best
+
+    def _prune_ready(self, heap: _Heap) -> None:
+        # Entries go stale when a delivery is claimed or rescheduled; drop them from the top.
+        while heap:
+            d = self._rows[heap[0][2]].delivery
+            if d.status in QUEUED and d.next_attempt_at == heap[0][0]:
+                return
+            heapq.heappop(heap)
+
+    def _prune_leases(self, heap: _Heap) -> None:
+        while heap:
+            row = self._rows[heap[0][2]]
+            if row.delivery.status == "active" and row.lease_until == heap[0][0]:
+                return
+            heapq.heappop(heap)
+
+    def _reclaim_expired(self, webhook: str, now: float) -> None:
+        leases = self._leases[webhook]
+        self._prune_leases(leases)
+        while leases and leases[0][0] < now:
+            self._requeue(self._rows[heapq.heappop(leases)[2]], now, now)
+            self._prune_leases(leases)
+
+    def _requeue(self, row: _Row, due: float, now: float, status: Status = "waiting") -> None:
+        d = row.delivery = replace(row.delivery, status=status, next_attempt_at=due, updated_at=now)
+        row.lease_owner = None
+        heapq.heappush(self._ready[d.webhook][d.endpoint_name], (due, next(self._seq), d.id))
+
+    async def next_due(self, webhook: str, skip_endpoints: Collection[str] = ()) -> float | None:
+        with self._lock:
+            times = []
+            heap = self._earliest(webhook, skip_endpoints)
+            if heap:
+                times.append(heap[0][0])
+            leases = self._leases[webhook]
+            self._prune_leases(leases)
+            if leases:
+                times.append(leases[0][0])
+            return min(times) if times else None
+
+    async def renew(self, owner: str, ids: Collection[str], lease_until: float) -> set[str]:
+        held = set()
+        with self._lock:
+            for delivery_id in ids:
+                row = self._rows.get(delivery_id)
+                if row and row.delivery.status == "active" and row.lease_owner == owner:
+                    row.lease_until = lease_until
+                    heapq.heappush(
+                        self._leases[row.delivery.webhook],
+                        (lease_until, next(self._seq), delivery_id),
+                    )
+                    held.add(delivery_id)
+        return held
+
+    async def settle(
+        self, delivery_id: str, owner: str, settlement: Settlement, now: float
+    ) -> Delivery | None:
+        with self._lock:
+            row = self._rows.get(delivery_id)
+            if row is None or row.delivery.status != "active" or row.lease_owner != owner:
+                return None
+            attempts = row.delivery.attempts
+            if settlement.attempt is not None:
+                attempts += (settlement.attempt,)
+            error = settlement.error if settlement.error is not None else row.delivery.error
+            if settlement.status in QUEUED:
+                due = settlement.next_attempt_at if settlement.next_attempt_at is not None else now
+                row.delivery = replace(row.delivery, attempts=attempts, error=error)
+                self._requeue(row, due, now, settlement.status)
+            else:
+                row.delivery = replace(
+                    row.delivery,
+                    status=settlement.status,
+                    attempts=attempts,
+                    error=error,
+                    next_attempt_at=None,
+                    updated_at=now,
+                )
+                row.lease_owner = None
+            return row.delivery
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        with self._lock:
+            row = self._rows.get(delivery_id)
+            return row.delivery if row else None
+
+    async def list_deliveries(
+        self,
+        *,
+        webhook: str | None = None,
+        endpoint: str | None = None,
+        status: Status | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Delivery]:
+        found: list[Delivery] = []
+        with self._lock:
+            for delivery_id in reversed(self._order):
+                if before is not None and delivery_id >= before:
+                    continue
+                d = self._rows[delivery_id].delivery
+                if (
+                    (webhook is None or d.webhook == webhook)
+                    and (endpoint is None or d.endpoint_name == endpoint)
+                    and (status is None or d.status == status)
+                ):
+                    found.append(d)
+                    if len(found) >= limit:
+                        break
+        return found
+
+    async def set_endpoint_enabled(self, webhook: str, endpoint: str, enabled: bool) -> None:
+        with self._lock:
+            self._endpoint_flags[(webhook, endpoint)] = enabled
+
+    async def endpoint_overrides(self, webhook: str) -> dict[str, bool]:
+        with self._lock:
+            return {e: on for (w, e), on in self._endpoint_flags.items() if w == webhook}

@@ -1,0 +1,432 @@
+"""`sqlite:///path.db`: the embedded durable default for one machine.
+
+Stdlib `sqlite3` in WAL mode. One connection, used by one thread at a time: every operation is
+a synchronous function run in a worker thread through anyio, under a lock that serialises them.
+The queue is the deliveries table itself (status + due time), so a state change and its queue
+entry are one row in one transaction, and a `kill -9` leaves every delivery either queued or
+finished. Several processes may share the file (WAL allows one writer at a time; the busy
+timeout makes the others wait).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import anyio
+
+from oqronkit.backends.base import Backend
+from oqronkit.models import Attempt, Claim, Delivery, Message, NewDelivery, Settlement, Status
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    webhook TEXT NOT NULL,
+    event TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    idempotency_key TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_fire_key ON messages (webhook, idempotency_key, created_at)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL REFERENCES messages (id),
+    webhook TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    event TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts TEXT NOT NULL DEFAULT '[]',
+    attempts_made INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    idempotency_key TEXT NOT NULL,
+    next_attempt_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL
+);
+CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (webhook, status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_leased ON deliveries (webhook, status, lease_until);
+CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message_id);
+CREATE TABLE IF NOT EXISTS endpoint_flags (
+    webhook TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    PRIMARY KEY (webhook, endpoint)
+);
+"""
+
+_DELIVERY_COLUMNS = (
+    "id, webhook, endpoint, event, status, attempts, error, idempotency_key, next_attempt_at, "
+    "created_at, updated_at, message_id"
+)
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        webhook=row["webhook"],
+        endpoint_name=row["endpoint"],
+        event=row["event"],
+        status=row["status"],
+        attempts=tuple(Attempt(**a) for a in json.loads(row["attempts"])),
+        error=row["error"],
+        idempotency_key=row["idempotency_key"],
+        next_attempt_at=row["next_attempt_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        message_id=row["message_id"],
+    )
+
+
+def _attempt_json(attempt: Attempt) -> str:
+    return json.dumps(
+        {
+            "at": attempt.at,
+            "duration": attempt.duration,
+            "status": attempt.status,
+            "error": attempt.error,
+            "response_body": attempt.response_body,
+        }
+    )
+
+
+def _choose(
+    conn: sqlite3.Connection, webhook: str, now: float, limit: int, left: dict[str, int]
+) -> list[str]:
+    """Ids of up to `limit` ready deliveries, earliest first, within each endpoint's room.
+
+    One query usually suffices; when an endpoint fills up mid-batch, the next query leaves it
+    out, so there are at most as many rounds as endpoints that fill."""
+    chosen: list[str] = []
+    taken: set[str] = set()
+    full = {endpoint for endpoint, n in left.items() if n <= 0}
+    while len(chosen) < limit:
+        skip, asked = list(full), limit + len(taken)
+        rows = conn.execute(
+            "SELECT id, endpoint FROM deliveries WHERE webhook = ? "
+            "AND status IN ('waiting', 'delayed') AND next_attempt_at <= ? "
+            f"AND endpoint NOT IN ({','.join('?' * len(skip))}) "
+            "ORDER BY next_attempt_at LIMIT ?",
+            (webhook, now, *skip, asked),
+        ).fetchall()
+        filled = False
+        for delivery_id, endpoint in rows:
+            if delivery_id in taken or endpoint in full:
+                continue
+            chosen.append(delivery_id)
+            taken.add(delivery_id)
+            if endpoint in left:
+                left[endpoint] -= 1
+                if left[endpoint] <= 0:
+                    full.add(endpoint)
+                    filled = True
+            if len(chosen) == limit:
+                break
+        if not filled or len(rows) < asked:
+            break
+    return chosen
+
+
+class SQLiteBackend(Backend):
+    poll_interval = 0.5  # other processes may add work to the same file
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self.path!r})"
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _connect(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._conn is None:
+                if self.path != ":memory:":
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+                )
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe across kill -9
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.executescript(SCHEMA)
+                self._conn = conn
+            return self._conn
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs `fn` in one immediate transaction (holding the write lock from the start)."""
+        conn = self._connect()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connect()
+        with self._lock:
+            return fn(conn)
+
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        # A worker thread per call; the lock serialises them on the one connection.
+        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+    async def open(self) -> None:
+        await self._run(self._connect)
+
+    async def close(self) -> None:
+        def close() -> None:
+            with self._lock:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
+        await self._run(close)
+
+    # ---------------------------------------------------------------- the contract
+
+    async def enqueue(
+        self,
+        messages: Sequence[Message],
+        deliveries: Sequence[NewDelivery],
+        *,
+        idempotency_since: float | None = None,
+    ) -> list[str] | None:
+        def enqueue(conn: sqlite3.Connection) -> list[str] | None:
+            if idempotency_since is not None and len(messages) == 1:
+                m = messages[0]
+                earlier = conn.execute(
+                    "SELECT id FROM messages WHERE webhook = ? AND idempotency_key = ? "
+                    "AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
+                    (m.webhook, m.idempotency_key, idempotency_since),
+                ).fetchone()
+                if earlier is not None:
+                    rows = conn.execute(
+                        "SELECT id FROM deliveries WHERE message_id = ? ORDER BY id", (earlier[0],)
+                    )
+                    return [r[0] for r in rows]
+            conn.executemany(
+                "INSERT INTO messages (id, webhook, event, body, created_at, idempotency_key) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (m.id, m.webhook, m.event, m.body, m.created_at, m.idempotency_key)
+                    for m in messages
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO deliveries (id, message_id, webhook, endpoint, event, status, "
+                "idempotency_key, next_attempt_at, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?)",
+                [
+                    (
+                        d.id,
+                        d.message_id,
+                        d.webhook,
+                        d.endpoint_name,
+                        d.event,
+                        d.idempotency_key,
+                        d.created_at,
+                        d.created_at,
+                        d.created_at,
+                    )
+                    for d in deliveries
+                ],
+            )
+            return None
+
+        return await self._run(self._write, enqueue)
+
+    async def claim(
+        self,
+        webhook: str,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        room: Mapping[str, int] | None = None,
+    ) -> list[Claim]:
+        def claim(conn: sqlite3.Connection) -> list[Claim]:
+            conn.execute(
+                "UPDATE deliveries SET status = 'waiting', next_attempt_at = ?, updated_at = ?, "
+                "lease_owner = NULL, lease_until = NULL "
+                "WHERE webhook = ? AND status = 'active' AND lease_until < ?",
+                (now, now, webhook, now),
+            )
+            chosen = _choose(conn, webhook, now, limit, dict(room or {}))
+            if not chosen:
+                return []
+            marks = ",".join("?" * len(chosen))
+            rows = conn.execute(
+                f"""
+                UPDATE deliveries
+                SET status = 'active', lease_owner = ?, lease_until = ?, updated_at = ?
+                WHERE id IN ({marks})
+                RETURNING id, message_id, webhook, endpoint, event, attempts_made,
+                          idempotency_key, created_at
+                """,
+                (owner, lease_until, now, *chosen),
+            ).fetchall()
+            message_ids = list({r["message_id"] for r in rows})
+            marks = ",".join("?" * len(message_ids))
+            bodies = dict(
+                conn.execute(f"SELECT id, body FROM messages WHERE id IN ({marks})", message_ids)
+            )
+            order = {delivery_id: i for i, delivery_id in enumerate(chosen)}
+            return [
+                Claim(
+                    id=r["id"],
+                    message_id=r["message_id"],
+                    webhook=r["webhook"],
+                    endpoint_name=r["endpoint"],
+                    event=r["event"],
+                    body=bodies[r["message_id"]],
+                    attempts_made=r["attempts_made"],
+                    idempotency_key=r["idempotency_key"],
+                    created_at=r["created_at"],
+                )
+                for r in sorted(rows, key=lambda r: order[r["id"]])
+            ]
+
+        return await self._run(self._write, claim)
+
+    async def next_due(self, webhook: str, skip_endpoints: Collection[str] = ()) -> float | None:
+        skip = list(skip_endpoints)
+        skip_sql = f"AND endpoint NOT IN ({','.join('?' * len(skip))})" if skip else ""
+
+        def next_due(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                f"""
+                SELECT MIN(t) FROM (
+                    SELECT MIN(next_attempt_at) AS t FROM deliveries
+                    WHERE webhook = ? AND status IN ('waiting', 'delayed') {skip_sql}
+                    UNION ALL
+                    SELECT MIN(lease_until) FROM deliveries WHERE webhook = ? AND status = 'active')
+                """,
+                (webhook, *skip, webhook),
+            ).fetchone()
+            return row[0] if row else None
+
+        return await self._run(self._read, next_due)
+
+    async def renew(self, owner: str, ids: Collection[str], lease_until: float) -> set[str]:
+        wanted = list(ids)
+        if not wanted:
+            return set()
+
+        def renew(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(
+                "UPDATE deliveries SET lease_until = ? "
+                "WHERE status = 'active' AND lease_owner = ? "
+                f"AND id IN ({','.join('?' * len(wanted))}) RETURNING id",
+                (lease_until, owner, *wanted),
+            ).fetchall()
+            return {r[0] for r in rows}
+
+        return await self._run(self._write, renew)
+
+    async def settle(
+        self, delivery_id: str, owner: str, settlement: Settlement, now: float
+    ) -> Delivery | None:
+        queued = settlement.status in ("waiting", "delayed")
+        due = (settlement.next_attempt_at or now) if queued else None
+        attempt = _attempt_json(settlement.attempt) if settlement.attempt else None
+
+        def settle(conn: sqlite3.Connection) -> Delivery | None:
+            row = conn.execute(
+                """
+                UPDATE deliveries SET
+                    status = ?, next_attempt_at = ?, updated_at = ?,
+                    error = COALESCE(?, error),
+                    attempts = CASE WHEN ? IS NULL THEN attempts
+                                    ELSE json_insert(attempts, '$[#]', json(?)) END,
+                    attempts_made = attempts_made + (? IS NOT NULL),
+                    lease_owner = NULL, lease_until = NULL
+                WHERE id = ? AND status = 'active' AND lease_owner = ?
+                RETURNING """
+                + _DELIVERY_COLUMNS,
+                (
+                    settlement.status,
+                    due,
+                    now,
+                    settlement.error,
+                    attempt,
+                    attempt,
+                    attempt,
+                    delivery_id,
+                    owner,
+                ),
+            ).fetchone()
+            return _delivery(row) if row else None
+
+        return await self._run(self._write, settle)
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        def get(conn: sqlite3.Connection) -> Delivery | None:
+            row = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)
+            ).fetchone()
+            return _delivery(row) if row else None
+
+        return await self._run(self._read, get)
+
+    async def list_deliveries(
+        self,
+        *,
+        webhook: str | None = None,
+        endpoint: str | None = None,
+        status: Status | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Delivery]:
+        where, args = [], []
+        for column, value in (("webhook", webhook), ("endpoint", endpoint), ("status", status)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if before is not None:
+            where.append("id < ?")
+            args.append(before)
+        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+
+        def select(conn: sqlite3.Connection) -> list[Delivery]:
+            return [_delivery(r) for r in conn.execute(sql, (*args, limit))]
+
+        return await self._run(self._read, select)
+
+    async def set_endpoint_enabled(self, webhook: str, endpoint: str, enabled: bool) -> None:
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO endpoint_flags (webhook, endpoint, enabled) VALUES (?, ?, ?) "
+                "ON CONFLICT (webhook, endpoint) DO UPDATE SET enabled = excluded.enabled",
+                (webhook, endpoint, int(enabled)),
+            )
+
+        await self._run(self._write, upsert)
+
+    async def endpoint_overrides(self, webhook: str) -> dict[str, bool]:
+        def select(conn: sqlite3.Connection) -> dict[str, bool]:
+            rows = conn.execute(
+                "SELECT endpoint, enabled FROM endpoint_flags WHERE webhook = ?", (webhook,)
+            )
+            return {r[0]: bool(r[1]) for r in rows}
+
+        return await self._run(self._read, select)

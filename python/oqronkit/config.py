@@ -1,0 +1,223 @@
+"""What users define: endpoints and the policies around them. Every object is immutable and
+validated on construction, so a bad definition fails where it is written, with a typed error.
+The Rust core validates what it owns (patterns, limits, breaker policy, backoff, secrets)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal, TypeAlias
+from urllib.parse import urlsplit
+
+from oqronkit import _core
+from oqronkit.errors import ConfigurationError
+
+Secret: TypeAlias = str | bytes
+Strategy: TypeAlias = Literal["fixed", "exponential"]
+Algorithm: TypeAlias = Literal["sha256", "sha512"]
+Method: TypeAlias = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP header name (RFC 9110 token)
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CR, LF, NUL and other controls
+
+# Headers OqronKit sets itself on every request; an endpoint may not override them.
+RESERVED_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "host",
+        "idempotency-key",
+        "user-agent",
+        "x-oqron-event",
+        "x-oqron-delivery",
+        "x-oqron-attempt",
+        "x-oqron-signature",
+        "x-oqron-timestamp",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "transfer-encoding",
+        "connection",
+    }
+)
+
+
+def check_header(name: str, value: str) -> None:
+    if not _TOKEN.fullmatch(name):
+        raise ConfigurationError(f"invalid HTTP header name {name!r}")
+    if _BAD_VALUE.search(value):
+        raise ConfigurationError(f"header {name!r} has a control character (CR/LF injection?)")
+
+
+def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not 0 < value < float("inf")
+    ):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, not {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Retries:
+    """`max` retries after the first attempt (so `max + 1` attempts), spaced by backoff:
+    exponential `base_delay · 2^(attempt-1) · U(1-jitter, 1+jitter)` capped at `max_delay`."""
+
+    max: int = 3
+    strategy: Strategy = "exponential"
+    base_delay: float = 2.0
+    max_delay: float = 60.0
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max, int) or isinstance(self.max, bool) or self.max < 0:
+            raise ConfigurationError(f"Retries.max must be a whole number >= 0, not {self.max!r}")
+        self.backoff()
+
+    def backoff(self) -> _core.Backoff:
+        return _core.Backoff(self.strategy, self.base_delay, self.max_delay, self.jitter)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `max` requests per `per` seconds to one endpoint (a token bucket)."""
+
+    max: int
+    per: float
+
+    def __post_init__(self) -> None:
+        _core.TokenBucket(self.max, self.per)
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """At most `max` attempts per `per` seconds across a whole webhook (a token bucket)."""
+
+    max: int
+    per: float
+
+    def __post_init__(self) -> None:
+        _core.TokenBucket(self.max, self.per)
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    """Breaker policy: open after `failure_threshold` consecutive failed attempts, half-open
+    after `reset_timeout` seconds, letting `half_open_max` probes through at a time."""
+
+    failure_threshold: int = 5
+    reset_timeout: float = 30.0
+    half_open_max: int = 1
+
+    def __post_init__(self) -> None:
+        self.new_state_machine()
+
+    def new_state_machine(self) -> _core.CircuitBreaker:
+        return _core.CircuitBreaker(self.failure_threshold, self.reset_timeout, self.half_open_max)
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """How requests are signed. A list of secrets signs with each (rotation). Secrets never
+    appear in the repr."""
+
+    signing_secret: Secret | Sequence[Secret] = field(repr=False)
+    signing_algorithm: Algorithm = "sha256"
+    signing_header: str = "X-Oqron-Signature"
+    timestamp_header: str = "X-Oqron-Timestamp"
+    include_timestamp: bool = True
+
+    def __post_init__(self) -> None:
+        secrets = (
+            (self.signing_secret,)
+            if isinstance(self.signing_secret, str | bytes)
+            else tuple(self.signing_secret or ())
+        )
+        if not secrets or any(not s for s in secrets):
+            raise ConfigurationError("Security needs a non-empty signing_secret")
+        object.__setattr__(self, "signing_secret", secrets)
+        for header in (self.signing_header, self.timestamp_header):
+            check_header(header, "")
+        _core.Signer(secrets[0], self.signing_algorithm)  # validates the algorithm
+
+    @property
+    def secrets(self) -> tuple[Secret, ...]:
+        return self.signing_secret  # type: ignore[return-value]  # normalised in __post_init__
+
+    def signers(self, scheme: str) -> list[_core.Signer]:
+        if scheme == "standard":
+            return [_core.Signer.standard(_text(s)) for s in self.secrets]
+        return [_core.Signer(s, self.signing_algorithm) for s in self.secrets]
+
+
+def _text(secret: Secret) -> str:
+    return secret.decode() if isinstance(secret, bytes) else secret
+
+
+SecuritySource: TypeAlias = (
+    Security | Callable[[], Security | None] | Callable[[], Awaitable[Security | None]] | None
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One receiver: where to send, which events, and how. Settings left as None fall back to
+    the webhook's."""
+
+    name: str
+    url: str
+    events: Sequence[str]
+    method: Method | None = None
+    headers: Mapping[str, str] | None = None
+    security: SecuritySource = None
+    retries: Retries | None = None
+    rate_limit: RateLimit | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    timeout: float | None = None
+    enabled: bool = True
+    max_in_flight: int | None = None
+    """At most this many requests in flight to this endpoint (default: half the webhook's
+    concurrency, at least 1), so one slow receiver cannot take every slot."""
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str) or _BAD_VALUE.search(self.name):
+            raise ConfigurationError(f"an endpoint needs a printable name, not {self.name!r}")
+        check_url(self.url)
+        events = (self.events,) if isinstance(self.events, str) else tuple(self.events)
+        if not events:
+            raise ConfigurationError(f"endpoint {self.name!r} subscribes to no events")
+        for pattern in events:
+            _core.validate_pattern(pattern)
+        object.__setattr__(self, "events", events)
+        if self.method is not None and self.method not in METHODS:
+            raise ConfigurationError(f"method must be one of {', '.join(METHODS)}")
+        headers = tuple((self.headers or {}).items())
+        for name, value in headers:
+            check_header(name, value)
+            if name.lower() in RESERVED_HEADERS:
+                raise ConfigurationError(
+                    f"header {name!r} is set by OqronKit and cannot be overridden"
+                )
+        object.__setattr__(self, "headers", MappingProxyType(dict(headers)))
+        _positive("timeout", self.timeout, allow_none=True)
+        if self.max_in_flight is not None and (
+            not isinstance(self.max_in_flight, int) or self.max_in_flight < 1
+        ):
+            raise ConfigurationError("max_in_flight must be a whole number >= 1")
+
+
+def check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ConfigurationError(f"invalid endpoint URL {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"endpoint URL must be http:// or https:// with a host: {url!r}")
+    if _BAD_VALUE.search(url) or " " in url:
+        raise ConfigurationError(f"endpoint URL has whitespace or control characters: {url!r}")

@@ -1,0 +1,125 @@
+"""One HTTP attempt of one delivery: build the signed request, send it under one deadline, read
+at most the capped response, and classify what came back. No queue or state here: the
+dispatcher decides what the outcome means for the delivery."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import anyio
+import httpx
+
+from oqronkit import _core
+from oqronkit.config import Security
+from oqronkit.errors import EgressDenied
+
+
+class Verdict(enum.Enum):
+    DELIVERED = "delivered"  # 2xx
+    RETRY = "retry"  # 408, 429, 5xx, connection errors, timeouts
+    GONE = "gone"  # 410: dead, and the endpoint is disabled
+    REJECTED = "rejected"  # any other 3xx/4xx, or a request we refuse to send: dead at once
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What an attempt got back: a status and a capped body, or an error."""
+
+    verdict: Verdict
+    duration: float
+    status: int | None = None
+    body: str | None = None
+    error: str | None = None
+    retry_after: str | None = None
+
+    @property
+    def counts_against_breaker(self) -> bool:
+        """Only retryable failures show the receiver is unwell; a 4xx shows it is up."""
+        return self.verdict is Verdict.RETRY
+
+
+def classify(status: int) -> Verdict:
+    if 200 <= status < 300:
+        return Verdict.DELIVERED
+    if status in (408, 429) or status >= 500:
+        return Verdict.RETRY
+    if status == 410:
+        return Verdict.GONE
+    return Verdict.REJECTED
+
+
+def signature_headers(
+    security: Security,
+    signers: list[_core.Signer],
+    scheme: str,
+    body: bytes,
+    now: float,
+    message_id: str,
+) -> dict[str, str]:
+    """Signs `body` at `now` (each attempt signs afresh, so late retries verify)."""
+    if scheme == "standard":
+        ts = int(now)
+        return {
+            "webhook-id": message_id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": _core.standard_signature_header(message_id, ts, body, signers),
+        }
+    ts_ms = int(now * 1000)
+    headers = {security.signing_header: _core.signature_header(body, ts_ms, signers)}
+    if security.include_timestamp:
+        headers[security.timestamp_header] = str(ts_ms)
+    return headers
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    timeout: float,
+    body_cap: int,
+) -> Response:
+    """Sends one request; never raises for HTTP or network trouble, only for cancellation."""
+    content = None if method == "GET" else body
+    request = client.build_request(method, url, headers=headers, content=content)
+    started = anyio.current_time()
+    try:
+        with anyio.fail_after(timeout):
+            response = await client.send(request, stream=True, follow_redirects=False)
+            try:
+                raw = await _read_capped(response, body_cap)
+            finally:
+                await response.aclose()
+    except TimeoutError:
+        return Response(
+            Verdict.RETRY, anyio.current_time() - started, error=f"timed out after {timeout:g}s"
+        )
+    except EgressDenied as exc:
+        return Response(Verdict.REJECTED, anyio.current_time() - started, error=str(exc))
+    except (httpx.TransportError, OSError) as exc:
+        return Response(
+            Verdict.RETRY,
+            anyio.current_time() - started,
+            error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+        )
+    return Response(
+        classify(response.status_code),
+        anyio.current_time() - started,
+        status=response.status_code,
+        body=raw.decode("utf-8", errors="replace") if raw else None,
+        retry_after=response.headers.get("retry-after"),
+    )
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    """At most `cap` bytes of the body; the rest is never read (the connection is dropped)."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_raw():
+        chunks.append(chunk[: cap - size])
+        size += len(chunks[-1])
+        if size >= cap:
+            break
+    return b"".join(chunks)

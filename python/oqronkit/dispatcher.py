@@ -1,0 +1,281 @@
+"""The dispatcher of one webhook in one process: claims ready deliveries, runs their attempts
+concurrently, and settles each outcome in the backend.
+
+- A claim is made as soon as a slot frees and work is ready; with nothing ready it sleeps until
+  the next due time, a wake-up from `fire`, or (for backends shared between processes) the
+  backend's poll interval.
+- `concurrency` bounds attempts in flight for the webhook, `max_in_flight` for each endpoint (a
+  full endpoint is skipped when claiming, so one slow receiver cannot take every slot), and the
+  kit-wide connection limiter guards httpx's pool.
+- Claims hold a lease that a heartbeat renews; a crashed process's deliveries are claimed again
+  once their leases expire.
+- Deferrals (rate limit, open breaker) re-queue a delivery without using an attempt; so does a
+  shutdown that cancels an attempt in flight.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import TaskGroup
+
+from oqronkit import delivery
+from oqronkit._core import parse_retry_after
+from oqronkit.clock import sleep
+from oqronkit.config import Retries
+from oqronkit.delivery import Verdict
+from oqronkit.hooks import Hook, run_hook
+from oqronkit.models import Attempt, Claim, Delivery, Settlement
+
+if TYPE_CHECKING:
+    from oqronkit.kit import OqronKit
+    from oqronkit.webhook import Webhook
+
+log = logging.getLogger("oqronkit")
+
+
+class Dispatcher:
+    def __init__(self, kit: OqronKit, webhook: Webhook) -> None:
+        self.kit = kit
+        self.webhook = webhook
+        self.owner = kit.worker_id
+        self._wake = anyio.Event()
+        self._stopping = False
+        self._in_flight: dict[str, Claim] = {}
+        self._per_endpoint: dict[str, int] = {}
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._attempts_scope = anyio.CancelScope()
+        self._hooks: TaskGroup
+        self._throttle = (
+            None
+            if webhook.throttle is None
+            else kit.core_bucket(webhook.throttle.max, webhook.throttle.per)
+        )
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claims and runs attempts until `stop` is called; then drains within the grace period."""
+        # Hooks run beside the attempts, so a slow hook holds no slot and no lease; they are
+        # bounded by their own timeout and allowed to finish at shutdown.
+        async with anyio.create_task_group() as self._hooks, anyio.create_task_group() as tg:
+            tg.start_soon(self._heartbeat)
+            with self._attempts_scope:
+                async with anyio.create_task_group() as attempts:
+                    await self._claim_loop(attempts)
+                    await self._drain()
+            tg.cancel_scope.cancel()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.wake()
+
+    async def _drain(self) -> None:
+        with anyio.move_on_after(self.kit.shutdown_grace):
+            await self._idle.wait()
+        self._attempts_scope.cancel()  # the rest go back to the queue, no attempt used
+
+    def _room(self) -> dict[str, int]:
+        """How many more attempts each endpoint may have in flight."""
+        return {
+            name: self.webhook.max_in_flight(name) - self._per_endpoint.get(name, 0)
+            for name in self.webhook.endpoint_names()
+        }
+
+    async def _claim_loop(self, attempts: TaskGroup) -> None:
+        clock, backend = self.kit.clock, self.kit.backend
+        while not self._stopping:
+            # A fresh event before looking, so a wake-up during the claim is not lost.
+            self._wake = anyio.Event()
+            free = self.webhook.concurrency - len(self._in_flight)
+            now = clock.now()
+            limit = free
+            if self._throttle is not None:
+                tokens = self._throttle.available(now)
+                limit = min(free, math.floor(tokens + 1e-9))
+                if free > 0 and limit == 0:
+                    await clock.wait(self._wake, now + (1 - tokens) / self._throttle.rate)
+                    continue
+            claims = []
+            if limit > 0:
+                claims = await backend.claim(
+                    self.webhook.name, self.owner, now, now + self.kit.lease, limit, self._room()
+                )
+            for claim in claims:
+                if self._throttle is not None:
+                    self._throttle.try_acquire(now)
+                self._start(attempts, claim)
+            if claims:
+                continue
+            await clock.wait(self._wake, await self._next_wakeup(now, free > 0))
+
+    async def _next_wakeup(self, now: float, can_claim: bool) -> float | None:
+        if not can_claim:
+            return None  # a finishing attempt wakes us
+        full = [name for name, room in self._room().items() if room <= 0]
+        due = await self.kit.backend.next_due(self.webhook.name, full)
+        poll = self.kit.backend.poll_interval
+        candidates = [t for t in (due, None if poll is None else now + poll) if t is not None]
+        return min(candidates) if candidates else None
+
+    def _start(self, attempts: TaskGroup, claim: Claim) -> None:
+        if claim.id in self._in_flight:
+            return  # our own lease lapsed (a stalled loop or a jumped clock); still ours
+        self._in_flight[claim.id] = claim
+        self._per_endpoint[claim.endpoint_name] = self._per_endpoint.get(claim.endpoint_name, 0) + 1
+        self._idle = anyio.Event()
+        attempts.start_soon(self._attempt_then_release, claim)
+
+    async def _attempt_then_release(self, claim: Claim) -> None:
+        try:
+            await self._attempt(claim)
+        finally:
+            del self._in_flight[claim.id]
+            self._per_endpoint[claim.endpoint_name] -= 1
+            if not self._in_flight:
+                self._idle.set()
+            self.wake()
+
+    async def _heartbeat(self) -> None:
+        interval = self.kit.lease / 3
+        while True:
+            await sleep(self.kit.clock, interval)
+            if self._in_flight:
+                now = self.kit.clock.now()
+                await self.kit.backend.renew(
+                    self.owner, list(self._in_flight), now + self.kit.lease
+                )
+
+    # ---------------------------------------------------------------- one attempt
+
+    async def _attempt(self, claim: Claim) -> None:
+        kit, webhook, clock = self.kit, self.webhook, self.kit.clock
+        endpoint = await webhook.endpoint_for_attempt(claim.endpoint_name)
+        if endpoint is None:
+            await self._settle(
+                claim,
+                Settlement(
+                    "held",
+                    error=(f"endpoint {claim.endpoint_name!r} is disabled or no longer registered"),
+                ),
+            )
+            return
+        key = f"{webhook.name}\x00{endpoint.name}"
+        now = clock.now()
+        if endpoint.rate_limit is not None:
+            wait = kit.rate_limit_wait(key, endpoint.rate_limit, now)
+            if wait is not None:
+                await self._settle(claim, Settlement("delayed", next_attempt_at=now + wait))
+                return
+        breaker = kit.breaker_for(key, endpoint.circuit_breaker or webhook.circuit_breaker)
+        retry_at = breaker.allow(now)
+        if retry_at is not None:
+            await self._settle(claim, Settlement("delayed", next_attempt_at=retry_at))
+            return
+
+        attempt_number = claim.attempts_made + 1
+        try:
+            headers = await webhook.request_headers(endpoint, claim, attempt_number, now)
+            started_at = clock.now()
+            async with kit.connection_slot():
+                response = await delivery.send(
+                    kit.client,
+                    endpoint.method or webhook.method,
+                    endpoint.url,
+                    headers,
+                    claim.body,
+                    timeout=endpoint.timeout or webhook.timeout,
+                    body_cap=kit.response_body_cap,
+                )
+        except anyio.get_cancelled_exc_class():
+            breaker.release(clock.now())
+            with anyio.CancelScope(shield=True):
+                await self._settle(claim, Settlement("waiting", next_attempt_at=clock.now()))
+            raise
+
+        now = clock.now()
+        if response.counts_against_breaker:
+            breaker.record_failure(now)
+        else:
+            breaker.record_success(now)
+        attempt = Attempt(
+            at=started_at,
+            duration=response.duration,
+            status=response.status,
+            error=response.error,
+            response_body=response.body,
+        )
+        await self._conclude(
+            claim,
+            endpoint.name,
+            attempt,
+            response,
+            attempt_number,
+            now,
+            retries=endpoint.retries or webhook.retries,
+        )
+
+    async def _conclude(
+        self,
+        claim: Claim,
+        endpoint_name: str,
+        attempt: Attempt,
+        response: delivery.Response,
+        attempt_number: int,
+        now: float,
+        *,
+        retries: Retries,
+    ) -> None:
+        webhook = self.webhook
+        failure = None if response.verdict is Verdict.DELIVERED else _describe(response)
+        if response.verdict is Verdict.DELIVERED:
+            settlement = Settlement("completed", attempt=attempt)
+        elif response.verdict is Verdict.RETRY and attempt_number <= retries.max:
+            retry_after = (
+                parse_retry_after(response.retry_after, now) if response.retry_after else None
+            )
+            delay = webhook.backoff(retries).retry_delay(
+                attempt_number, self.kit.random.random(), retry_after, self.kit.retry_after_cap
+            )
+            settlement = Settlement(
+                "delayed", next_attempt_at=now + delay, attempt=attempt, error=failure
+            )
+        else:
+            settlement = Settlement("dead", attempt=attempt, error=failure)
+        if response.verdict is Verdict.GONE:
+            await self.kit.disable_endpoint(webhook.name, endpoint_name)
+        settled = await self._settle(claim, settlement)
+        if settled is None:
+            return
+        if failure is not None:
+            self._hook(webhook.on_failure, settled)
+        if settled.status == "completed":
+            self._hook(webhook.on_success, settled)
+        elif settled.status == "dead":
+            self._hook(webhook.on_dead, settled)
+
+    async def _settle(self, claim: Claim, settlement: Settlement) -> Delivery | None:
+        now = self.kit.clock.now()
+        settled = await self.kit.backend.settle(claim.id, self.owner, settlement, now)
+        if settled is None:
+            log.warning(
+                "delivery %s: lease lost before it settled; another worker will retry it", claim.id
+            )
+        return settled
+
+    def _hook(self, hook: Hook | None, delivery: Delivery) -> None:
+        """Runs `hook` beside the attempts, on the delivery as this outcome left it."""
+        if hook is not None:
+            self._hooks.start_soon(
+                functools.partial(run_hook, hook, delivery, timeout=self.kit.hook_timeout)
+            )
+
+
+def _describe(response: delivery.Response) -> str:
+    return response.error if response.error is not None else f"HTTP {response.status}"

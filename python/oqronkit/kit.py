@@ -1,0 +1,309 @@
+"""`OqronKit`: the backend, the webhooks defined on it, and — while `async with kit:` is open —
+one dispatcher per webhook in this process, sharing one httpx client."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import random as random_module
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import httpx
+from anyio.abc import TaskGroup
+
+from oqronkit import _core
+from oqronkit.backends import Backend, open_backend
+from oqronkit.clock import Clock, SystemClock
+from oqronkit.config import CircuitBreaker, Method, RateLimit, Retries, SecuritySource, Throttle
+from oqronkit.dispatcher import Dispatcher
+from oqronkit.egress import EgressPolicy, guarded_transport
+from oqronkit.errors import ConfigurationError, KitNotRunning
+from oqronkit.hooks import Hook
+from oqronkit.ids import new_id
+from oqronkit.models import Delivery, Status
+from oqronkit.webhook import EndpointSource, Scheme, Webhook
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+FLAGS_TTL = 1.0  # seconds an endpoint's persisted enabled flag may be stale in this process
+
+
+class OqronKit:
+    """The webhook sender.
+
+    `backend`: `memory://`, `sqlite:///path.db` (or a `Backend`). `dispatch=False` makes a
+    producer/operator kit that stores and queries but delivers nothing itself. `clock` injects
+    time (tests); `random` the jitter source. Durations are seconds.
+    """
+
+    def __init__(
+        self,
+        backend: str | Backend = "memory://",
+        *,
+        allow_private_networks: bool = False,
+        allow_networks: Iterable[str] = (),
+        dispatch: bool = True,
+        clock: Clock | None = None,
+        lease: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
+        max_payload_bytes: int = 256 * 1024,
+        response_body_cap: int = 64 * 1024,
+        retry_after_cap: float = 3600.0,
+        shutdown_grace: float = 10.0,
+        hook_timeout: float = 10.0,
+        idempotency_window: float = 24 * 3600.0,
+        user_agent: str | None = None,
+        random: random_module.Random | None = None,
+    ) -> None:
+        for name, value in (
+            ("lease", lease),
+            ("retry_after_cap", retry_after_cap),
+            ("shutdown_grace", shutdown_grace),
+            ("hook_timeout", hook_timeout),
+            ("idempotency_window", idempotency_window),
+        ):
+            if not (isinstance(value, int | float) and 0 < value < float("inf")):
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
+        for name, count in (
+            ("max_connections", max_connections),
+            ("max_payload_bytes", max_payload_bytes),
+            ("response_body_cap", response_body_cap),
+        ):
+            if not isinstance(count, int) or count < 1:
+                raise ConfigurationError(f"{name} must be a whole number >= 1")
+        self.backend = open_backend(backend)
+        self.egress = EgressPolicy(
+            allow_private_networks=allow_private_networks, allow=allow_networks
+        )
+        self.dispatch = dispatch
+        self.clock: Clock = clock or SystemClock()
+        self.lease = float(lease)
+        self.max_connections = max_connections
+        self.max_payload_bytes = max_payload_bytes
+        self.response_body_cap = response_body_cap
+        self.retry_after_cap = float(retry_after_cap)
+        self.shutdown_grace = float(shutdown_grace)
+        self.hook_timeout = float(hook_timeout)
+        self.idempotency_window = float(idempotency_window)
+        self.user_agent = user_agent or f"oqronkit-python/{_core.__version__}"
+        self.random = random or random_module.Random()
+        self.worker_id = new_id("wrk")
+        self.rate_limits = _core.KeyedBuckets()
+        self._transport = transport
+        self._webhooks: dict[str, Webhook] = {}
+        self._breakers: dict[str, tuple[CircuitBreaker, _core.CircuitBreaker]] = {}
+        self._flags: dict[str, tuple[float, dict[str, bool]]] = {}
+        self._dispatchers: dict[str, Dispatcher] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._connections: anyio.CapacityLimiter | None = None
+        self._task_group: TaskGroup | None = None
+        self._exit_stack: contextlib.AsyncExitStack | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self._task_group is not None else "stopped"
+        return f"OqronKit({self.backend!r}, webhooks={list(self._webhooks)}, {state})"
+
+    # ---------------------------------------------------------------- definitions
+
+    def webhook(
+        self,
+        name: str,
+        *,
+        endpoints: EndpointSource,
+        security: SecuritySource = None,
+        retries: Retries | None = None,
+        concurrency: int = 10,
+        throttle: Throttle | None = None,
+        timeout: float = 30.0,
+        circuit_breaker: CircuitBreaker | None = None,
+        on_success: Hook | None = None,
+        on_failure: Hook | None = None,
+        on_dead: Hook | None = None,
+        scheme: Scheme = "oqron",
+        method: Method = "POST",
+        headers: Mapping[str, str] | None = None,
+    ) -> Webhook:
+        """Defines a webhook; if the kit is running, its dispatcher starts at once."""
+        if name in self._webhooks:
+            raise ConfigurationError(f"a webhook named {name!r} is already defined")
+        webhook = Webhook(
+            self,
+            name,
+            endpoints=endpoints,
+            security=security,
+            retries=retries,
+            concurrency=concurrency,
+            throttle=throttle,
+            timeout=timeout,
+            circuit_breaker=circuit_breaker,
+            on_success=on_success,
+            on_failure=on_failure,
+            on_dead=on_dead,
+            scheme=scheme,
+            method=method,
+            headers=headers,
+        )
+        self._webhooks[name] = webhook
+        if self._task_group is not None and self.dispatch:
+            self._start_dispatcher(webhook)
+        return webhook
+
+    def get_webhook(self, name: str) -> Webhook:
+        try:
+            return self._webhooks[name]
+        except KeyError:
+            raise ConfigurationError(f"no webhook named {name!r}") from None
+
+    # ---------------------------------------------------------------- lifetime
+
+    async def __aenter__(self) -> OqronKit:
+        if self._task_group is not None:
+            raise RuntimeError("this kit is already running")
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await self.backend.open()
+            stack.push_async_callback(self.backend.close)
+            limits = httpx.Limits(
+                max_connections=self.max_connections,
+                max_keepalive_connections=self.max_connections,
+            )
+            transport = self._transport or guarded_transport(self.egress, limits)
+            self._client = await stack.enter_async_context(
+                httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False)
+            )
+            self._connections = anyio.CapacityLimiter(self.max_connections)
+            self._task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.push_async_callback(self._stop_dispatchers)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._exit_stack = stack
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        if self.dispatch:
+            for webhook in self._webhooks.values():
+                self._start_dispatcher(webhook)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._exit_stack = self._exit_stack, None
+        self._token = self._loop_thread = None
+        try:
+            if stack is not None:
+                await stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._task_group = None
+            self._client = None
+            self._dispatchers.clear()
+
+    def _start_dispatcher(self, webhook: Webhook) -> None:
+        assert self._task_group is not None
+        dispatcher = Dispatcher(self, webhook)
+        self._dispatchers[webhook.name] = dispatcher
+        self._task_group.start_soon(dispatcher.run, name=f"oqronkit dispatcher {webhook.name}")
+
+    async def _stop_dispatchers(self) -> None:
+        """Graceful: stop claiming, let attempts in flight finish within `shutdown_grace`, then
+        cancel the rest (they go back to the queue without using an attempt)."""
+        for dispatcher in self._dispatchers.values():
+            await dispatcher.stop()
+
+    def run_blocking(
+        self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Runs an async operation from synchronous code: on the kit's event loop if the kit is
+        running in another thread, else on a loop of its own."""
+        call = functools.partial(fn, *args, **kwargs)
+        if self._token is not None:
+            if threading.get_ident() == self._loop_thread:
+                raise RuntimeError("called from the kit's own event loop: use the async method")
+            return anyio.from_thread.run(call, token=self._token)
+        return anyio.run(call)
+
+    # ---------------------------------------------------------------- for dispatchers
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise KitNotRunning("the kit is not running: use `async with kit:`")
+        return self._client
+
+    @contextlib.asynccontextmanager
+    async def connection_slot(self) -> AsyncIterator[None]:
+        """One of `max_connections` slots, taken before httpx's pool is touched: no request
+        ever waits (and so is never cancelled) inside the pool (encode/httpcore#1093)."""
+        if self._connections is None:
+            raise KitNotRunning("the kit is not running: use `async with kit:`")
+        async with self._connections:
+            yield
+
+    def wake(self, webhook: str) -> None:
+        dispatcher = self._dispatchers.get(webhook)
+        if dispatcher is not None:
+            if self._loop_thread == threading.get_ident():
+                dispatcher.wake()
+            elif self._token is not None:
+                anyio.from_thread.run_sync(dispatcher.wake, token=self._token)
+
+    def breaker_for(self, key: str, policy: CircuitBreaker) -> _core.CircuitBreaker:
+        entry = self._breakers.get(key)
+        if entry is None or entry[0] != policy:
+            entry = self._breakers[key] = (policy, policy.new_state_machine())
+        return entry[1]
+
+    def rate_limit_wait(self, key: str, limit: RateLimit, now: float) -> float | None:
+        self.rate_limits.configure(key, limit.max, limit.per)
+        return self.rate_limits.try_acquire(key, now)
+
+    @staticmethod
+    def core_bucket(max: int, per: float) -> _core.TokenBucket:
+        return _core.TokenBucket(max, per)
+
+    async def endpoint_flags(self, webhook: str) -> dict[str, bool]:
+        """Persisted enabled flags of `webhook`'s endpoints, refreshed at most every second."""
+        cached = self._flags.get(webhook)
+        if cached is not None and time.monotonic() - cached[0] < FLAGS_TTL:
+            return cached[1]
+        flags = await self.backend.endpoint_overrides(webhook)
+        self._flags[webhook] = (time.monotonic(), flags)
+        return flags
+
+    async def disable_endpoint(self, webhook: str, endpoint: str) -> None:
+        await self.backend.set_endpoint_enabled(webhook, endpoint, False)
+        self._flags.pop(webhook, None)
+
+    # ---------------------------------------------------------------- queries
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        return await self.backend.get_delivery(delivery_id)
+
+    async def list_deliveries(
+        self,
+        *,
+        webhook: str | None = None,
+        endpoint: str | None = None,
+        status: Status | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> list[Delivery]:
+        """Newest first. Pass the last id of a page as `cursor` for the next page."""
+        return await self.backend.list_deliveries(
+            webhook=webhook, endpoint=endpoint, status=status, limit=limit, before=cursor
+        )

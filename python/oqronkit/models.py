@@ -1,0 +1,90 @@
+"""The records OqronKit stores and returns. Bodies are stored once per fire (the message); each
+matched endpoint gets a delivery that points at it. No record holds a secret or a signature."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+Status: TypeAlias = Literal[
+    "waiting", "active", "delayed", "completed", "dead", "cancelled", "held"
+]
+QUEUED: frozenset[Status] = frozenset({"waiting", "delayed"})
+TERMINAL: frozenset[Status] = frozenset({"completed", "dead", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One HTTP attempt: when, how long, and the answer (`status`) or the failure (`error`)."""
+
+    at: float
+    duration: float
+    status: int | None = None
+    error: str | None = None
+    response_body: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One fire: the serialised body, stored once however many endpoints match."""
+
+    id: str
+    webhook: str
+    event: str
+    body: bytes
+    created_at: float
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    id: str
+    message_id: str
+    webhook: str
+    endpoint_name: str
+    event: str
+    idempotency_key: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A delivery as `get_delivery` and `list_deliveries` return it."""
+
+    id: str
+    webhook: str
+    endpoint_name: str
+    event: str
+    status: Status
+    attempts: tuple[Attempt, ...]
+    error: str | None
+    idempotency_key: str
+    next_attempt_at: float | None
+    created_at: float
+    updated_at: float
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A delivery leased to one worker for one attempt, with the body it carries."""
+
+    id: str
+    message_id: str
+    webhook: str
+    endpoint_name: str
+    event: str
+    body: bytes
+    attempts_made: int
+    idempotency_key: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How an attempt (or a deferral, or a shutdown) leaves a claimed delivery."""
+
+    status: Status
+    next_attempt_at: float | None = None
+    attempt: Attempt | None = None
+    error: str | None = None

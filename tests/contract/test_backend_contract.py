@@ -1,0 +1,178 @@
+"""The backend contract: every backend passes this suite unchanged (memory and SQLite here;
+Redis and PostgreSQL plug into `make_backend`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from oqronkit.backends import Backend
+from oqronkit.ids import new_id
+from oqronkit.models import Attempt, Message, NewDelivery, Settlement
+from tests.conftest import BackendFactory
+
+pytestmark = pytest.mark.anyio
+T0 = 1_000_000.0
+
+
+@pytest.fixture
+async def backend(make_backend: BackendFactory) -> AsyncIterator[Backend]:
+    store = make_backend()
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def fire(
+    backend: Backend,
+    endpoints: list[str],
+    *,
+    webhook: str = "hooks",
+    event: str = "order.created",
+    at: float = T0,
+    key: str | None = None,
+    since: float | None = None,
+) -> tuple[list[str], list[str] | None]:
+    message = Message(new_id("msg"), webhook, event, b'{"n":1}', at, key)
+    deliveries = []
+    for endpoint in endpoints:
+        delivery_id = new_id("dlv")
+        deliveries.append(
+            NewDelivery(delivery_id, message.id, webhook, endpoint, event, delivery_id, at)
+        )
+    repeat = await backend.enqueue([message], deliveries, idempotency_since=since)
+    return [d.id for d in deliveries], repeat
+
+
+async def test_enqueue_then_claim_hands_out_each_delivery_once(backend: Backend) -> None:
+    ids, _ = await fire(backend, ["a", "b", "c"])
+    first = await backend.claim("hooks", "w1", T0, T0 + 30, limit=2)
+    second = await backend.claim("hooks", "w2", T0, T0 + 30, limit=10)
+    assert len(first) == 2 and len(second) == 1
+    assert sorted(c.id for c in first + second) == sorted(ids)
+    assert await backend.claim("hooks", "w3", T0, T0 + 30, limit=10) == []
+    claim = first[0]
+    assert claim.body == b'{"n":1}' and claim.attempts_made == 0 and claim.event == "order.created"
+    assert (await backend.get_delivery(claim.id)).status == "active"  # type: ignore[union-attr]
+
+
+async def test_claims_are_per_webhook_and_respect_endpoint_room(backend: Backend) -> None:
+    await fire(backend, ["a", "b"], webhook="one")
+    await fire(backend, ["a"], webhook="two")
+    claims = await backend.claim("one", "w", T0, T0 + 30, limit=10, room={"a": 0})
+    assert [(c.webhook, c.endpoint_name) for c in claims] == [("one", "b")]
+    assert await backend.next_due("one", ["a"]) == T0 + 30  # only b's lease is left
+    assert await backend.next_due("one") == T0
+
+
+async def test_room_caps_each_endpoint_within_one_claim(backend: Backend) -> None:
+    for _ in range(4):
+        await fire(backend, ["slow", "fast"])
+    claims = await backend.claim("hooks", "w", T0, T0 + 30, limit=6, room={"slow": 2})
+    endpoints = sorted(c.endpoint_name for c in claims)
+    assert endpoints == ["fast"] * 4 + ["slow"] * 2
+
+
+async def test_settle_completed_records_the_attempt(backend: Backend) -> None:
+    [delivery_id], _ = await fire(backend, ["a"])
+    await backend.claim("hooks", "w", T0, T0 + 30, limit=1)
+    attempt = Attempt(at=T0, duration=0.01, status=204)
+    assert await backend.settle(delivery_id, "w", Settlement("completed", attempt=attempt), T0 + 1)
+    d = await backend.get_delivery(delivery_id)
+    assert d is not None
+    assert (d.status, d.attempts, d.next_attempt_at) == ("completed", (attempt,), None)
+    assert await backend.claim("hooks", "w", T0 + 100, T0 + 130, limit=1) == []
+
+
+async def test_delayed_delivery_is_ready_at_its_due_time_only(backend: Backend) -> None:
+    [delivery_id], _ = await fire(backend, ["a"])
+    await backend.claim("hooks", "w", T0, T0 + 30, limit=1)
+    failed = Attempt(at=T0, duration=0.1, status=500, response_body="oops")
+    await backend.settle(delivery_id, "w", Settlement("delayed", T0 + 10, failed, "HTTP 500"), T0)
+    assert await backend.next_due("hooks") == T0 + 10
+    assert await backend.claim("hooks", "w", T0 + 9.9, T0 + 40, limit=1) == []
+    [again] = await backend.claim("hooks", "w", T0 + 10, T0 + 40, limit=1)
+    assert again.attempts_made == 1
+    d = await backend.get_delivery(delivery_id)
+    assert d is not None and d.error == "HTTP 500" and d.attempts == (failed,)
+
+
+async def test_deferral_without_an_attempt_keeps_the_count(backend: Backend) -> None:
+    [delivery_id], _ = await fire(backend, ["a"])
+    await backend.claim("hooks", "w", T0, T0 + 30, limit=1)
+    await backend.settle(delivery_id, "w", Settlement("delayed", T0 + 5), T0)
+    [claim] = await backend.claim("hooks", "w", T0 + 5, T0 + 35, limit=1)
+    assert claim.attempts_made == 0
+
+
+async def test_expired_lease_makes_the_delivery_ready_again(backend: Backend) -> None:
+    [delivery_id], _ = await fire(backend, ["a"])
+    await backend.claim("hooks", "crashed", T0, T0 + 30, limit=1)
+    assert await backend.next_due("hooks") == T0 + 30
+    assert await backend.claim("hooks", "w2", T0 + 29, T0 + 59, limit=1) == []
+    [reclaimed] = await backend.claim("hooks", "w2", T0 + 31, T0 + 61, limit=1)
+    assert reclaimed.id == delivery_id
+    # The crashed owner has lost it: its late result is refused.
+    late = Settlement("completed", attempt=Attempt(at=T0, duration=1, status=200))
+    assert not await backend.settle(delivery_id, "crashed", late, T0 + 32)
+    assert await backend.settle(delivery_id, "w2", late, T0 + 32)
+
+
+async def test_renew_extends_only_the_owners_leases(backend: Backend) -> None:
+    ids, _ = await fire(backend, ["a", "b"])
+    [mine] = await backend.claim("hooks", "me", T0, T0 + 30, limit=1)
+    await backend.claim("hooks", "other", T0, T0 + 30, limit=1)
+    assert await backend.renew("me", ids, T0 + 60) == {mine.id}
+    reclaimed = await backend.claim("hooks", "w", T0 + 45, T0 + 75, limit=5)
+    assert [c.id for c in reclaimed] == [i for i in ids if i != mine.id]
+
+
+async def test_release_on_shutdown_requeues_without_an_attempt(backend: Backend) -> None:
+    [delivery_id], _ = await fire(backend, ["a"])
+    await backend.claim("hooks", "w", T0, T0 + 30, limit=1)
+    assert await backend.settle(delivery_id, "w", Settlement("waiting", T0 + 1), T0 + 1)
+    [claim] = await backend.claim("hooks", "w2", T0 + 1, T0 + 31, limit=1)
+    assert claim.attempts_made == 0
+
+
+async def test_idempotent_fire_returns_the_first_ids_within_the_window(backend: Backend) -> None:
+    first, repeat = await fire(backend, ["a", "b"], key="order-1", since=T0 - 60)
+    assert repeat is None
+    second, repeat = await fire(backend, ["a", "b"], key="order-1", since=T0 - 60)
+    assert sorted(repeat or []) == sorted(first)
+    assert len(await backend.list_deliveries()) == 2
+    # Another webhook, or outside the window, is a new fire.
+    _, other = await fire(backend, ["a"], webhook="other", key="order-1", since=T0 - 60)
+    _, later = await fire(backend, ["a"], key="order-1", at=T0 + 100, since=T0 + 50)
+    assert other is None and later is None
+
+
+async def test_list_is_newest_first_filtered_and_paginated(backend: Backend) -> None:
+    ids = []
+    for endpoint in ["a", "b", "a", "b", "a"]:
+        fired, _ = await fire(backend, [endpoint])
+        ids += fired
+    page = await backend.list_deliveries(limit=2)
+    assert [d.id for d in page] == ids[::-1][:2]
+    rest = await backend.list_deliveries(limit=10, before=page[-1].id)
+    assert [d.id for d in rest] == ids[::-1][2:]
+    only_a = await backend.list_deliveries(endpoint="a")
+    assert [d.id for d in only_a] == [ids[4], ids[2], ids[0]]
+    [claimed] = await backend.claim("hooks", "w", T0, T0 + 30, limit=1)
+    assert [d.id for d in await backend.list_deliveries(status="active")] == [claimed.id]
+    assert await backend.list_deliveries(webhook="nope") == []
+
+
+async def test_endpoint_flags_persist(backend: Backend) -> None:
+    assert await backend.endpoint_overrides("hooks") == {}
+    await backend.set_endpoint_enabled("hooks", "a", False)
+    await backend.set_endpoint_enabled("hooks", "b", True)
+    await backend.set_endpoint_enabled("hooks", "b", False)
+    assert await backend.endpoint_overrides("hooks") == {"a": False, "b": False}
+    assert await backend.endpoint_overrides("other") == {}
+
+
+async def test_unknown_delivery(backend: Backend) -> None:
+    assert await backend.get_delivery("dlv_missing") is None
+    assert not await backend.settle("dlv_missing", "w", Settlement("completed"), T0)

@@ -1,0 +1,116 @@
+"""A real HTTP/1.1 receiver on loopback for the tests: a threaded stdlib server whose answers
+are scripted per path, recording every request it gets."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import anyio
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 204
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering (real time: it is a real socket)
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
+        self._defaults: dict[str, Reply] = {}
+        self.requests: list[Received] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                reply = receiver._record(
+                    Received(
+                        self.command,
+                        self.path,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body,
+                    )
+                )
+                if reply.delay:
+                    time.sleep(reply.delay)
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                if reply.body:
+                    self.wfile.write(reply.body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def respond(self, path: str, *replies: Reply | int, then: Reply | int = 204) -> None:
+        """Answers the next requests to `path` with `replies` in order, then with `then`."""
+        with self._lock:
+            self._scripts[path].extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
+            self._defaults[path] = then if isinstance(then, Reply) else Reply(then)
+
+    def _record(self, request: Received) -> Reply:
+        with self._lock:
+            self.requests.append(request)
+            self._lock.notify_all()
+            script = self._scripts.get(request.path)
+            if script:
+                return script.popleft()
+            return self._defaults.get(request.path, Reply())
+
+    def received(self, path: str | None = None) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    def wait_for_blocking(self, count: int, path: str | None, timeout: float) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self.received(path)) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"expected {count} requests to {path or 'any path'}, "
+                        f"got {len(self.received(path))}"
+                    )
+                self._lock.wait(left)
+            return self.received(path)
+
+    async def wait_for(
+        self, count: int, path: str | None = None, timeout: float = 10.0
+    ) -> list[Received]:
+        return await anyio.to_thread.run_sync(self.wait_for_blocking, count, path, timeout)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

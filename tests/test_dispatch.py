@@ -1,0 +1,597 @@
+"""End to end on memory and SQLite, Trio and asyncio: fire → fan-out → signed HTTP to a real
+receiver on loopback → outcome. Time-dependent behaviour runs on a FakeClock."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+from standardwebhooks.webhooks import Webhook as StandardVerifier
+
+from oqronkit import (
+    CircuitBreaker,
+    Delivery,
+    Endpoint,
+    FakeClock,
+    InvalidEventName,
+    InvalidPayload,
+    OqronKit,
+    PayloadTooLarge,
+    RateLimit,
+    Retries,
+    Security,
+    Throttle,
+    verify_webhook_signature,
+)
+from tests.conftest import BackendFactory
+from tests.receiver import Receiver, Reply
+
+pytestmark = pytest.mark.anyio
+NO_JITTER = Retries(max=3, base_delay=2.0, jitter=0.0)
+
+
+def make_kit(
+    make_backend: BackendFactory, clock: FakeClock | None = None, **options: Any
+) -> OqronKit:
+    return OqronKit(
+        make_backend(),
+        allow_private_networks=True,
+        clock=clock or FakeClock(),
+        random=random.Random(7),
+        **options,
+    )
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Waits for a condition the system will reach (a state change, not a duration)."""
+    with anyio.fail_after(timeout):
+        while not await check():
+            await anyio.sleep(0.005)
+
+
+async def status_of(kit: OqronKit, delivery_id: str, *statuses: str) -> Delivery:
+    found: list[Delivery] = []
+
+    async def reached() -> bool:
+        d = await kit.get_delivery(delivery_id)
+        if d is not None and d.status in statuses:
+            found.append(d)
+            return True
+        return False
+
+    await eventually(reached)
+    return found[-1]
+
+
+async def test_fan_out_signs_each_request(make_backend: BackendFactory, receiver: Receiver) -> None:
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "platform-events",
+        security=Security(signing_secret="platform-secret"),
+        endpoints=[
+            Endpoint(
+                "acme",
+                receiver.url("/acme"),
+                ["order.**", "user.signup"],
+                security=Security(
+                    signing_secret="acme-secret",
+                    signing_algorithm="sha512",
+                    signing_header="x-acme-signature",
+                ),
+            ),
+            Endpoint("analytics", receiver.url("/analytics"), ["user.*.activated"]),
+            Endpoint(
+                "partner",
+                receiver.url("/partner"),
+                ["order.payment.*"],
+                headers={"X-Partner": "p1"},
+            ),
+        ],
+    )
+    async with kit:
+        ids = await hook.fire("order.payment.completed", {"orderId": "ord_123", "total": 4.5})
+        assert len(ids) == 2
+        requests = await receiver.wait_for(2)
+        for delivery_id in ids:
+            d = await status_of(kit, delivery_id, "completed")
+            assert d.attempts[0].status == 204
+    by_path = {r.path: r for r in requests}
+    acme, partner = by_path["/acme"], by_path["/partner"]
+    assert acme.body == b'{"orderId":"ord_123","total":4.5}'
+    assert verify_webhook_signature(
+        acme.headers["x-acme-signature"], acme.body, "acme-secret", "sha512", now=kit.clock.now()
+    )
+    assert not verify_webhook_signature(
+        acme.headers["x-acme-signature"],
+        acme.body,
+        "platform-secret",
+        "sha512",
+        now=kit.clock.now(),
+    )
+    assert verify_webhook_signature(
+        partner.headers["x-oqron-signature"], partner.body, "platform-secret", now=kit.clock.now()
+    )
+    assert partner.headers["x-oqron-timestamp"] == partner.headers["x-oqron-signature"][2:15]
+    assert partner.headers["x-partner"] == "p1"
+    for request in (acme, partner):
+        assert request.method == "POST"
+        assert request.headers["content-type"] == "application/json"
+        assert request.headers["x-oqron-event"] == "order.payment.completed"
+        assert request.headers["x-oqron-attempt"] == "1"
+        assert request.headers["idempotency-key"] == request.headers["x-oqron-delivery"]
+        assert request.headers["idempotency-key"] in ids
+        assert request.headers["user-agent"].startswith("oqronkit-python/")
+
+
+async def test_nothing_matches_nothing_stored(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["order.*"])])
+    async with kit:
+        assert await hook.fire("user.created", {}) == []
+        assert await kit.list_deliveries() == []
+
+
+async def test_disabled_endpoints_get_nothing(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        endpoints=[
+            Endpoint("on", receiver.url("/on"), ["**"]),
+            Endpoint("off", receiver.url("/off"), ["**"], enabled=False),
+        ],
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("a.b", {})
+        assert (await status_of(kit, delivery_id, "completed")).endpoint_name == "on"
+
+
+async def test_retryable_failures_back_off_then_succeed(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    receiver.respond("/flaky", 500, 503)
+    kit = make_kit(make_backend, clock)
+    hook = kit.webhook(
+        "w",
+        retries=NO_JITTER,
+        security=Security(signing_secret="s"),
+        endpoints=[Endpoint("a", receiver.url("/flaky"), ["**"])],
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("e.x", {"n": 1})
+        d = await status_of(kit, delivery_id, "delayed")
+        assert d.next_attempt_at == pytest.approx(clock.now() + 2.0, abs=0.01)
+        clock.advance(1.9)
+        await anyio.sleep(0.05)
+        assert len(receiver.received()) == 1  # not due yet
+        clock.advance(0.1)
+        await eventually(lambda: _attempts(kit, delivery_id, 2))
+        d = await status_of(kit, delivery_id, "delayed")
+        assert d.next_attempt_at == pytest.approx(clock.now() + 4.0, abs=0.01)
+        clock.advance(4.0)
+        d = await status_of(kit, delivery_id, "completed")
+    assert [a.status for a in d.attempts] == [500, 503, 204]
+    assert [r.headers["x-oqron-attempt"] for r in receiver.received()] == ["1", "2", "3"]
+    keys = {r.headers["idempotency-key"] for r in receiver.received()}
+    assert keys == {delivery_id}
+    # Each attempt is signed at its own time, so a late retry still verifies.
+    last = receiver.received()[-1]
+    assert int(last.headers["x-oqron-timestamp"]) == int(clock.now() * 1000)
+
+
+async def _attempts(kit: OqronKit, delivery_id: str, n: int) -> bool:
+    d = await kit.get_delivery(delivery_id)
+    return d is not None and len(d.attempts) >= n
+
+
+async def test_retries_exhausted_is_dead_with_hooks(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    receiver.respond("/down", then=Reply(500, b"boom"))
+    seen: dict[str, list[str]] = {"failure": [], "dead": [], "success": []}
+    kit = make_kit(make_backend, clock)
+
+    async def on_dead(d: Delivery) -> None:
+        seen["dead"].append(d.status)
+
+    hook = kit.webhook(
+        "w",
+        retries=Retries(max=2, base_delay=1.0, jitter=0.0),
+        circuit_breaker=CircuitBreaker(failure_threshold=100),
+        on_failure=lambda d: seen["failure"].append(d.status),
+        on_dead=on_dead,
+        on_success=lambda d: seen["success"].append(d.status),
+        endpoints=[Endpoint("a", receiver.url("/down"), ["**"])],
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        for n in (1, 2):
+            await eventually(lambda n=n: _attempts(kit, delivery_id, n))
+            await status_of(kit, delivery_id, "delayed")
+            clock.advance(60)
+        d = await status_of(kit, delivery_id, "dead")
+        await eventually(lambda: _true(len(seen["dead"]) == 1))
+    assert len(d.attempts) == 3 and d.error == "HTTP 500"
+    assert d.attempts[-1].response_body == "boom"
+    assert seen == {"failure": ["delayed", "delayed", "dead"], "dead": ["dead"], "success": []}
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(400, "dead"), (404, "dead"), (302, "dead"), (408, "delayed"), (429, "delayed")],
+)
+async def test_outcome_classes(
+    make_backend: BackendFactory, receiver: Receiver, status: int, expected: str
+) -> None:
+    receiver.respond("/x", Reply(status, headers={"Location": receiver.url("/elsewhere")}))
+    kit = make_kit(make_backend)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/x"), ["**"])])
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        d = await status_of(kit, delivery_id, expected)
+    assert d.attempts[0].status == status
+    assert receiver.received("/elsewhere") == []  # redirects are never followed
+
+
+async def test_gone_kills_the_delivery_and_disables_the_endpoint(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    receiver.respond("/gone", 410)
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        endpoints=[
+            Endpoint("a", receiver.url("/gone"), ["**"]),
+            Endpoint("b", receiver.url("/b"), ["**"]),
+        ],
+    )
+    async with kit:
+        first = await hook.fire("e", {})
+        for delivery_id in first:
+            await status_of(kit, delivery_id, "dead", "completed")
+        later = await hook.fire("e", {})
+        assert len(later) == 1
+        assert (await status_of(kit, later[0], "completed")).endpoint_name == "b"
+
+
+async def test_connection_errors_and_timeouts_are_retried(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    closed = Receiver()
+    closed.close()  # nothing listens on this port any more
+    receiver.respond("/slow", then=Reply(204, delay=2.0))
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        endpoints=[
+            Endpoint("refused", closed.url("/"), ["**"]),
+            Endpoint("slow", receiver.url("/slow"), ["**"], timeout=0.2),
+        ],
+    )
+    async with kit:
+        ids = await hook.fire("e", {})
+        refused, slow = [await status_of(kit, i, "delayed") for i in ids]
+    assert refused.attempts[0].status is None and "Connect" in (refused.error or "")
+    assert slow.error == "timed out after 0.2s"
+
+
+async def test_retry_after_is_a_floor(make_backend: BackendFactory, receiver: Receiver) -> None:
+    clock = FakeClock()
+    receiver.respond("/limited", Reply(429, headers={"Retry-After": "30"}))
+    kit = make_kit(make_backend, clock)
+    hook = kit.webhook(
+        "w", retries=NO_JITTER, endpoints=[Endpoint("a", receiver.url("/limited"), ["**"])]
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        d = await status_of(kit, delivery_id, "delayed")
+        assert d.next_attempt_at == pytest.approx(clock.now() + 30, abs=0.01)
+        clock.advance(30)
+        await status_of(kit, delivery_id, "completed")
+
+
+async def test_breaker_defers_without_using_attempts(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    receiver.respond("/down", 500, 500)
+    kit = make_kit(make_backend, clock)
+    hook = kit.webhook(
+        "w",
+        retries=Retries(max=5, base_delay=100.0, max_delay=100.0, jitter=0.0),
+        circuit_breaker=CircuitBreaker(failure_threshold=2, reset_timeout=30.0),
+        endpoints=[Endpoint("a", receiver.url("/down"), ["**"])],
+    )
+    async with kit:
+        failing = [*await hook.fire("e", {}), *await hook.fire("e", {})]
+        for delivery_id in failing:
+            await status_of(kit, delivery_id, "delayed")
+        opened_at = clock.now()
+        [deferred] = await hook.fire("e", {})  # the breaker is open now
+        d = await status_of(kit, deferred, "delayed")
+        assert d.attempts == () and d.next_attempt_at == pytest.approx(opened_at + 30)
+        assert len(receiver.received()) == 2
+        clock.advance(30)  # half-open: exactly one probe, which succeeds and closes
+        await status_of(kit, deferred, "completed")
+        assert len(receiver.received()) == 3
+        clock.advance(70)  # the two failed deliveries' retries are due, breaker closed
+        for delivery_id in failing:
+            d = await status_of(kit, delivery_id, "completed")
+            assert len(d.attempts) == 2
+
+
+async def test_rate_limit_defers_without_using_attempts(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    kit = make_kit(make_backend, clock)
+    hook = kit.webhook(
+        "w",
+        concurrency=4,
+        endpoints=[
+            Endpoint(
+                "a",
+                receiver.url("/a"),
+                ["**"],
+                rate_limit=RateLimit(max=2, per=10.0),
+                max_in_flight=4,
+            )
+        ],
+    )
+    async with kit:
+        ids = [i for _ in range(3) for i in await hook.fire("e", {})]
+        await receiver.wait_for(2)
+        delayed = [d for d in [await kit.get_delivery(i) for i in ids] if d and not d.attempts]
+        await eventually(lambda: _statuses(kit, ids, {"completed": 2, "delayed": 1}))
+        [late] = [i for i in ids if (await kit.get_delivery(i)).status == "delayed"]  # type: ignore[union-attr]
+        d = await kit.get_delivery(late)
+        assert (
+            d is not None
+            and d.attempts == ()
+            and d.next_attempt_at == pytest.approx(clock.now() + 5)
+        )
+        clock.advance(5)
+        await status_of(kit, late, "completed")
+    assert delayed  # the third waited for a token
+
+
+async def _statuses(kit: OqronKit, ids: list[str], want: dict[str, int]) -> bool:
+    counts: dict[str, int] = {}
+    for delivery_id in ids:
+        d = await kit.get_delivery(delivery_id)
+        if d is not None:
+            counts[d.status] = counts.get(d.status, 0) + 1
+    return counts == want
+
+
+async def test_throttle_paces_the_whole_webhook(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    kit = make_kit(make_backend, clock)
+    hook = kit.webhook(
+        "w",
+        throttle=Throttle(max=3, per=60.0),
+        endpoints=[
+            Endpoint("a", receiver.url("/a"), ["**"]),
+            Endpoint("b", receiver.url("/b"), ["**"]),
+        ],
+    )
+    async with kit:
+        ids = [i for _ in range(3) for i in await hook.fire("e", {})]
+        await receiver.wait_for(3)
+        await anyio.sleep(0.1)
+        assert len(receiver.received()) == 3
+        clock.advance(20)  # one more token
+        await receiver.wait_for(4)
+        clock.advance(40)
+        for delivery_id in ids:
+            d = await status_of(kit, delivery_id, "completed")
+            assert len(d.attempts) == 1
+
+
+async def test_a_slow_endpoint_cannot_take_every_slot(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    receiver.respond("/slow", then=Reply(204, delay=1.0))
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        concurrency=4,
+        endpoints=[
+            Endpoint("slow", receiver.url("/slow"), ["slow"]),
+            Endpoint("fast", receiver.url("/fast"), ["fast"]),
+        ],
+    )
+    async with kit:
+        for _ in range(6):
+            await hook.fire("slow", {})
+        await receiver.wait_for(2, "/slow")  # half of the webhook's slots, no more
+        fast = await hook.fire("fast", {})
+        await status_of(kit, fast[0], "completed")
+        assert len(receiver.received("/slow")) == 2
+
+
+async def test_hook_errors_change_nothing(
+    make_backend: BackendFactory, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(_: Delivery) -> None:
+        raise RuntimeError("hook bug")
+
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w", on_success=explode, endpoints=[Endpoint("a", receiver.url("/a"), ["**"])]
+    )
+    with caplog.at_level(logging.ERROR, logger="oqronkit"):
+        async with kit:
+            [delivery_id] = await hook.fire("e", {})
+            await status_of(kit, delivery_id, "completed")
+            await eventually(lambda: _true("hook bug" in caplog.text))
+    assert (await kit.get_delivery(delivery_id)).status == "completed"  # type: ignore[union-attr]
+
+
+async def test_bad_input_raises_and_stores_nothing(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend, max_payload_bytes=100)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+    async with kit:
+        with pytest.raises(InvalidEventName):
+            await hook.fire("bad..event", {})
+        with pytest.raises(InvalidPayload, match="JSON"):
+            await hook.fire("e", {"when": object()})
+        with pytest.raises(InvalidPayload):
+            await hook.fire("e", {"n": float("nan")})
+        with pytest.raises(PayloadTooLarge, match="limit is 100"):
+            await hook.fire("e", {"blob": "x" * 200})
+        with pytest.raises(InvalidEventName):
+            await hook.fire_many([("ok", {}), ("bad event", {})])
+        with pytest.raises(InvalidPayload):
+            await hook.fire_many([("ok", {}), ("ok", {1, 2})])
+        assert await kit.list_deliveries() == []
+
+
+async def test_idempotency_key_dedupes_repeated_fires(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        endpoints=[
+            Endpoint("a", receiver.url("/a"), ["**"]),
+            Endpoint("b", receiver.url("/b"), ["**"]),
+        ],
+    )
+    async with kit:
+        first = await hook.fire("e", {"n": 1}, idempotency_key="order-1")
+        again = await hook.fire("e", {"n": 1}, idempotency_key="order-1")
+        other = await hook.fire("e", {"n": 1}, idempotency_key="order-2")
+        assert sorted(again) == sorted(first) and len(other) == 2
+        await receiver.wait_for(4)
+        assert len(await kit.list_deliveries()) == 4
+
+
+async def test_fire_many_one_write_for_a_batch(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        endpoints=[
+            Endpoint("orders", receiver.url("/o"), ["order.*"]),
+            Endpoint("all", receiver.url("/all"), ["**"]),
+        ],
+    )
+    async with kit:
+        ids = await hook.fire_many(
+            [("order.created", {"n": 1}), ("user.created", {"n": 2}), ("order.paid", {"n": 3})]
+        )
+        assert [len(i) for i in ids] == [2, 1, 2]
+        await receiver.wait_for(5)
+    assert sorted(r.body for r in receiver.received("/o")) == [b'{"n":1}', b'{"n":3}']
+
+
+async def test_fire_sync_from_a_thread_while_the_kit_runs(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+    async with kit:
+        ids = await anyio.to_thread.run_sync(lambda: hook.fire_sync("e", {"from": "thread"}))
+        await status_of(kit, ids[0], "completed")
+        with pytest.raises(RuntimeError, match="async method"):
+            hook.fire_sync("e", {})
+
+
+async def test_standard_webhooks_scheme(make_backend: BackendFactory, receiver: Receiver) -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    kit = OqronKit(make_backend(), allow_private_networks=True)  # real clock: the verifier's
+    hook = kit.webhook(
+        "w",
+        scheme="standard",
+        security=Security(signing_secret=secret),
+        endpoints=[Endpoint("a", receiver.url("/a"), ["**"])],
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("e", {"type": "e"})
+        [request] = await receiver.wait_for(1)
+    assert request.headers["webhook-id"] == delivery_id
+    assert StandardVerifier(secret).verify(request.body, request.headers) == {"type": "e"}
+
+
+async def test_egress_guard_refuses_loopback_by_default(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = OqronKit(make_backend(), clock=FakeClock())
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        d = await status_of(kit, delivery_id, "dead")
+    assert "non-public address" in (d.error or "") and receiver.received() == []
+
+
+async def test_graceful_shutdown_requeues_without_burning_an_attempt(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    receiver.respond("/slow", Reply(204, delay=3.0))
+    backend = make_backend()
+    kit = OqronKit(backend, allow_private_networks=True, clock=FakeClock(), shutdown_grace=0.1)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/slow"), ["**"])])
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        await receiver.wait_for(1)
+    d = await kit.get_delivery(delivery_id)
+    assert d is not None and d.status == "waiting" and d.attempts == ()
+
+
+async def test_endpoints_from_an_async_callable_and_security_callable(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    endpoints = [Endpoint("a", receiver.url("/a"), ["x.*"])]
+
+    async def current() -> list[Endpoint]:
+        return endpoints
+
+    kit = make_kit(make_backend)
+    hook = kit.webhook("w", endpoints=current, security=lambda: Security(signing_secret="s3"))
+    async with kit:
+        assert len(await hook.fire("x.y", {})) == 1
+        endpoints.append(Endpoint("b", receiver.url("/b"), ["x.*"]))
+        assert len(await hook.fire("x.y", {})) == 2
+        requests = await receiver.wait_for(3)
+    assert all(
+        verify_webhook_signature(r.headers["x-oqron-signature"], r.body, "s3", now=kit.clock.now())
+        for r in requests
+    )
+
+
+def test_thread_safety_of_fire_sync_without_a_running_kit(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+    results: list[list[str]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(hook.fire_sync("e", {}))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(len(r) for r in results) == [1, 1, 1, 1]
+    stored = anyio.run(kit.list_deliveries)
+    assert len(stored) == 4 and {d.status for d in stored} == {"waiting"}
