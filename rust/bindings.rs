@@ -5,7 +5,7 @@
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::backoff::{self, Backoff, Strategy};
 use crate::breaker::{BreakerPolicy, BreakerState, CircuitBreaker, Permit};
@@ -57,19 +57,29 @@ fn with_bytes<R>(value: &Bound<'_, PyAny>, what: &str, f: impl FnOnce(&[u8]) -> 
 #[pyclass(name = "Matcher", module = "oqronkit._core", frozen)]
 struct PyMatcher {
     inner: Matcher,
+    /// The endpoint ids as Python ints, made once: results reuse them instead of allocating.
+    ids: Vec<Py<PyAny>>,
+}
+
+impl PyMatcher {
+    fn list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, ids.iter().map(|&i| self.ids[i as usize].bind(py)))
+    }
 }
 
 #[pymethods]
 impl PyMatcher {
     #[new]
-    fn new(endpoints: Vec<Vec<PyBackedStr>>) -> PyResult<Self> {
+    fn new(py: Python<'_>, endpoints: Vec<Vec<PyBackedStr>>) -> PyResult<Self> {
         let patterns: Vec<Vec<&str>> = endpoints
             .iter()
             .map(|ps| ps.iter().map(|p| &**p).collect())
             .collect();
-        Ok(PyMatcher {
-            inner: Matcher::new(&patterns).map_err(glob_error)?,
-        })
+        let inner = Matcher::new(&patterns).map_err(glob_error)?;
+        let ids = (0..inner.endpoint_count())
+            .map(|i| Ok(i.into_pyobject(py)?.into_any().unbind()))
+            .collect::<PyResult<_>>()?;
+        Ok(PyMatcher { inner, ids })
     }
 
     #[getter]
@@ -78,14 +88,27 @@ impl PyMatcher {
     }
 
     #[pyo3(name = "match")]
-    fn match_one(&self, event: &str) -> PyResult<Vec<u32>> {
-        self.inner.matches(event).map_err(glob_error)
+    fn match_one<'py>(&self, py: Python<'py>, event: &str) -> PyResult<Bound<'py, PyList>> {
+        let ids = self.inner.matches(event).map_err(glob_error)?;
+        self.list(py, &ids)
     }
 
-    fn match_many(&self, py: Python<'_>, events: Vec<PyBackedStr>) -> PyResult<Vec<Vec<u32>>> {
+    fn match_many<'py>(
+        &self,
+        py: Python<'py>,
+        events: Vec<PyBackedStr>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let inner = &self.inner;
-        py.detach(|| inner.matches_many(&events))
-            .map_err(glob_error)
+        let (flat, ends) = py
+            .detach(|| inner.matches_many_flat(&events))
+            .map_err(glob_error)?;
+        let mut start = 0;
+        let lists = ends.iter().map(|&end| {
+            let list = self.list(py, &flat[start..end]);
+            start = end;
+            list
+        });
+        PyList::new(py, lists.collect::<PyResult<Vec<_>>>()?)
     }
 
     fn __repr__(&self) -> String {

@@ -47,6 +47,23 @@ fn name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         return Some("it is empty");
     }
+    if name.is_ascii() {
+        // Fast path (nearly every real name): one pass over the bytes.
+        if name.len() > MAX_NAME_CHARS {
+            return Some("it is longer than 255 characters");
+        }
+        let mut previous = b'.';
+        for &b in name.as_bytes() {
+            if b <= b' ' || b == 0x7f {
+                return Some("it contains whitespace or a control character");
+            }
+            if b == b'.' && previous == b'.' {
+                return Some("it has an empty segment");
+            }
+            previous = b;
+        }
+        return (previous == b'.').then_some("it has an empty segment");
+    }
     if name.chars().count() > MAX_NAME_CHARS {
         return Some("it is longer than 255 characters");
     }
@@ -84,21 +101,18 @@ pub fn validate_pattern(pattern: &str) -> Result<(), GlobError> {
 const NONE: u32 = u32::MAX;
 const ROOT: u32 = 0;
 
+/// A trie node as built: easy to grow.
 #[derive(Debug, Clone)]
-struct Node {
-    /// Child reached by a `*` segment.
+struct BuildNode {
     star: u32,
-    /// Child reached by a `**` segment.
     globstar: u32,
-    /// This node was reached by `**`, so it may also swallow further segments.
     loops: bool,
-    /// Endpoints with a pattern ending here.
     endpoints: Vec<u32>,
 }
 
-impl Node {
+impl BuildNode {
     fn new(loops: bool) -> Self {
-        Node {
+        BuildNode {
             star: NONE,
             globstar: NONE,
             loops,
@@ -107,45 +121,47 @@ impl Node {
     }
 }
 
+/// A trie node as matched: fixed size, its literal children and endpoints stored as ranges of
+/// two flat arrays, nodes numbered breadth-first so the hot upper levels sit together.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    /// Child reached by a `*` segment.
+    star: u32,
+    /// Child reached by a `**` segment.
+    globstar: u32,
+    /// Literal children: `children[first_child..first_child + child_count]`, sorted by segment.
+    first_child: u32,
+    child_count: u32,
+    /// Endpoints with a pattern ending here: `endpoints[first_endpoint..+endpoint_count]`.
+    first_endpoint: u32,
+    endpoint_count: u32,
+    /// This node was reached by `**`, so it may also swallow further segments.
+    loops: bool,
+}
+
 /// All patterns of a set of endpoints, compiled once; endpoint ids are the positions in the input.
 #[derive(Debug, Clone)]
 pub struct Matcher {
     nodes: Vec<Node>,
+    /// (segment id, child) pairs, each node's run sorted by segment id.
+    children: Vec<(u32, u32)>,
+    endpoints: Vec<u32>,
     /// Literal segments interned to ids, so an event segment is hashed once per step.
     segment_ids: FxHashMap<Box<str>, u32>,
-    /// Literal edges: (node, segment id) → child.
-    edges: FxHashMap<(u32, u32), u32>,
     /// Endpoints with a pattern that is exactly `*` or `**`.
     match_all: Vec<u32>,
     endpoint_count: usize,
 }
 
-impl Matcher {
-    /// Compiles `endpoints[i]` (a list of patterns) as endpoint `i`.
-    pub fn new<S: AsRef<str>>(endpoints: &[Vec<S>]) -> Result<Self, GlobError> {
-        let mut matcher = Matcher {
-            nodes: vec![Node::new(false)],
-            segment_ids: FxHashMap::default(),
-            edges: FxHashMap::default(),
-            match_all: Vec::new(),
-            endpoint_count: endpoints.len(),
-        };
-        for (id, patterns) in endpoints.iter().enumerate() {
-            let id = u32::try_from(id).expect("more than 4 billion endpoints");
-            for pattern in patterns {
-                matcher.insert(pattern.as_ref(), id)?;
-            }
-        }
-        matcher.match_all.sort_unstable();
-        matcher.match_all.dedup();
-        Ok(matcher)
-    }
+/// Grows the trie pattern by pattern, then freezes it into a [`Matcher`].
+struct Builder {
+    nodes: Vec<BuildNode>,
+    segment_ids: FxHashMap<Box<str>, u32>,
+    edges: FxHashMap<(u32, u32), u32>,
+    match_all: Vec<u32>,
+}
 
-    /// How many endpoints were compiled (including those with no patterns).
-    pub fn endpoint_count(&self) -> usize {
-        self.endpoint_count
-    }
-
+impl Builder {
     fn insert(&mut self, pattern: &str, id: u32) -> Result<(), GlobError> {
         validate_pattern(pattern)?;
         if pattern == "*" || pattern == "**" {
@@ -155,15 +171,15 @@ impl Matcher {
         let mut node = ROOT;
         for segment in pattern.split('.') {
             node = match segment {
-                "*" => self.child_or_insert(node, |n| &mut n.star, false),
-                "**" => self.child_or_insert(node, |n| &mut n.globstar, true),
+                "*" => self.wildcard_child(node, false),
+                "**" => self.wildcard_child(node, true),
                 literal => {
                     let next_id = self.segment_ids.len() as u32;
                     let seg = *self.segment_ids.entry(literal.into()).or_insert(next_id);
                     let fresh = self.nodes.len() as u32;
                     let child = *self.edges.entry((node, seg)).or_insert(fresh);
                     if child == fresh {
-                        self.nodes.push(Node::new(false));
+                        self.nodes.push(BuildNode::new(false));
                     }
                     child
                 }
@@ -173,66 +189,217 @@ impl Matcher {
         Ok(())
     }
 
-    fn child_or_insert(&mut self, node: u32, slot: fn(&mut Node) -> &mut u32, loops: bool) -> u32 {
-        let existing = *slot(&mut self.nodes[node as usize]);
-        if existing != NONE {
-            return existing;
+    fn wildcard_child(&mut self, node: u32, globstar: bool) -> u32 {
+        let fresh = self.nodes.len() as u32;
+        let parent = &mut self.nodes[node as usize];
+        let slot = if globstar {
+            &mut parent.globstar
+        } else {
+            &mut parent.star
+        };
+        if *slot != NONE {
+            return *slot;
         }
-        let child = self.nodes.len() as u32;
-        self.nodes.push(Node::new(loops));
-        *slot(&mut self.nodes[node as usize]) = child;
-        child
+        *slot = fresh;
+        self.nodes.push(BuildNode::new(globstar));
+        fresh
+    }
+
+    fn freeze(self, endpoint_count: usize) -> Matcher {
+        let mut literal: Vec<Vec<(u32, u32)>> = vec![Vec::new(); self.nodes.len()];
+        for (&(parent, seg), &child) in &self.edges {
+            literal[parent as usize].push((seg, child));
+        }
+        // Breadth-first renumbering.
+        let mut order = vec![ROOT];
+        let mut new_id = vec![NONE; self.nodes.len()];
+        new_id[ROOT as usize] = 0;
+        let mut i = 0;
+        while i < order.len() {
+            let old = order[i] as usize;
+            literal[old].sort_unstable();
+            let node = &self.nodes[old];
+            let kids = literal[old].iter().map(|&(_, c)| c);
+            for child in kids
+                .chain([node.star, node.globstar])
+                .filter(|&c| c != NONE)
+            {
+                new_id[child as usize] = order.len() as u32;
+                order.push(child);
+            }
+            i += 1;
+        }
+        let renumber = |old: u32| {
+            if old == NONE {
+                NONE
+            } else {
+                new_id[old as usize]
+            }
+        };
+        let mut matcher = Matcher {
+            nodes: Vec::with_capacity(order.len()),
+            children: Vec::with_capacity(self.edges.len()),
+            endpoints: Vec::new(),
+            segment_ids: self.segment_ids,
+            match_all: self.match_all,
+            endpoint_count,
+        };
+        for &old in &order {
+            let node = &self.nodes[old as usize];
+            let first_child = matcher.children.len() as u32;
+            let first_endpoint = matcher.endpoints.len() as u32;
+            matcher.children.extend(
+                literal[old as usize]
+                    .iter()
+                    .map(|&(seg, child)| (seg, renumber(child))),
+            );
+            matcher.endpoints.extend_from_slice(&node.endpoints);
+            matcher.nodes.push(Node {
+                star: renumber(node.star),
+                globstar: renumber(node.globstar),
+                first_child,
+                child_count: literal[old as usize].len() as u32,
+                first_endpoint,
+                endpoint_count: node.endpoints.len() as u32,
+                loops: node.loops,
+            });
+        }
+        matcher.match_all.sort_unstable();
+        matcher.match_all.dedup();
+        matcher
+    }
+}
+
+impl Matcher {
+    /// Compiles `endpoints[i]` (a list of patterns) as endpoint `i`.
+    pub fn new<S: AsRef<str>>(endpoints: &[Vec<S>]) -> Result<Self, GlobError> {
+        let mut builder = Builder {
+            nodes: vec![BuildNode::new(false)],
+            segment_ids: FxHashMap::default(),
+            edges: FxHashMap::default(),
+            match_all: Vec::new(),
+        };
+        for (id, patterns) in endpoints.iter().enumerate() {
+            let id = u32::try_from(id).expect("more than 4 billion endpoints");
+            for pattern in patterns {
+                builder.insert(pattern.as_ref(), id)?;
+            }
+        }
+        Ok(builder.freeze(endpoints.len()))
+    }
+
+    /// How many endpoints were compiled (including those with no patterns).
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoint_count
+    }
+
+    fn literal_child(&self, node: &Node, seg: u32) -> Option<u32> {
+        let start = node.first_child as usize;
+        let run = &self.children[start..start + node.child_count as usize];
+        run.binary_search_by_key(&seg, |&(s, _)| s)
+            .ok()
+            .map(|i| run[i].1)
     }
 
     /// The endpoints whose patterns match `event`, ascending and without repeats.
     pub fn matches(&self, event: &str) -> Result<Vec<u32>, GlobError> {
-        validate_event(event)?;
         let mut out = Vec::new();
-        self.collect(event, &mut out);
+        self.matches_into(event, &mut Scratch::default(), &mut out)?;
         Ok(out)
     }
 
     /// `matches` for many events in one call; fails on the first invalid name.
     pub fn matches_many<S: AsRef<str>>(&self, events: &[S]) -> Result<Vec<Vec<u32>>, GlobError> {
-        events.iter().map(|e| self.matches(e.as_ref())).collect()
+        let (flat, ends) = self.matches_many_flat(events)?;
+        let mut start = 0;
+        Ok(ends
+            .iter()
+            .map(|&end| {
+                let ids = flat[start..end].to_vec();
+                start = end;
+                ids
+            })
+            .collect())
     }
 
-    /// Appends the matches of an already validated event to `out`, then sorts and dedups `out`.
-    fn collect(&self, event: &str, out: &mut Vec<u32>) {
-        let mut live: Vec<u32> = vec![ROOT];
-        let mut next: Vec<u32> = Vec::new();
+    /// `matches_many` without an allocation per event: all ids in one vector, and for each
+    /// event the end of its run in it.
+    pub fn matches_many_flat<S: AsRef<str>>(
+        &self,
+        events: &[S],
+    ) -> Result<(Vec<u32>, Vec<usize>), GlobError> {
+        let mut scratch = Scratch::default();
+        let mut flat = Vec::with_capacity(events.len() * 2);
+        let mut ends = Vec::with_capacity(events.len());
+        for event in events {
+            self.matches_into(event.as_ref(), &mut scratch, &mut flat)?;
+            ends.push(flat.len());
+        }
+        Ok((flat, ends))
+    }
+
+    /// Appends the matches of `event` to `out` (ascending, no repeats within this event).
+    pub fn matches_into(
+        &self,
+        event: &str,
+        scratch: &mut Scratch,
+        out: &mut Vec<u32>,
+    ) -> Result<(), GlobError> {
+        validate_event(event)?;
+        let Scratch { live, next } = scratch;
+        live.clear();
+        live.push(ROOT);
         for segment in event.split('.') {
             let seg = self.segment_ids.get(segment).copied();
             next.clear();
-            for &id in &live {
+            for &id in live.iter() {
                 let node = &self.nodes[id as usize];
-                if let Some(seg) = seg {
-                    if let Some(&child) = self.edges.get(&(id, seg)) {
-                        push_unique(&mut next, child);
-                    }
+                if let Some(child) = seg.and_then(|seg| self.literal_child(node, seg)) {
+                    push_unique(next, child);
                 }
                 if node.star != NONE {
-                    push_unique(&mut next, node.star);
+                    push_unique(next, node.star);
                 }
                 if node.globstar != NONE {
-                    push_unique(&mut next, node.globstar);
+                    push_unique(next, node.globstar);
                 }
                 if node.loops {
-                    push_unique(&mut next, id);
+                    push_unique(next, id);
                 }
             }
-            std::mem::swap(&mut live, &mut next);
+            std::mem::swap(live, next);
             if live.is_empty() {
                 break;
             }
         }
-        for &id in &live {
-            out.extend_from_slice(&self.nodes[id as usize].endpoints);
+        let start = out.len();
+        for &id in live.iter() {
+            let node = &self.nodes[id as usize];
+            let first = node.first_endpoint as usize;
+            out.extend_from_slice(&self.endpoints[first..first + node.endpoint_count as usize]);
         }
         out.extend_from_slice(&self.match_all);
-        out.sort_unstable();
-        out.dedup();
+        let found = &mut out[start..];
+        if found.len() > 1 {
+            found.sort_unstable();
+            let mut kept = 1;
+            for i in 1..found.len() {
+                if found[i] != found[kept - 1] {
+                    found[kept] = found[i];
+                    kept += 1;
+                }
+            }
+            out.truncate(start + kept);
+        }
+        Ok(())
     }
+}
+
+/// Buffers reused from one event to the next.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    live: Vec<u32>,
+    next: Vec<u32>,
 }
 
 /// Live-state sets stay small (one per distinct trie path alive), so a linear scan beats hashing.

@@ -139,7 +139,7 @@ async def test_release_on_shutdown_requeues_without_an_attempt(backend: Backend)
 async def test_idempotent_fire_returns_the_first_ids_within_the_window(backend: Backend) -> None:
     first, repeat = await fire(backend, ["a", "b"], key="order-1", since=T0 - 60)
     assert repeat is None
-    second, repeat = await fire(backend, ["a", "b"], key="order-1", since=T0 - 60)
+    _, repeat = await fire(backend, ["a", "b"], key="order-1", since=T0 - 60)
     assert sorted(repeat or []) == sorted(first)
     assert len(await backend.list_deliveries()) == 2
     # Another webhook, or outside the window, is a new fire.
