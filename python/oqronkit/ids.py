@@ -8,10 +8,19 @@ import time
 
 _lock = threading.Lock()
 _last = (0, 0)
+_tag = os.urandom(6).hex()  # this process's; unique ids across processes without a syscall each
+
+
+def _new_process() -> None:
+    global _tag, _last
+    _tag, _last = os.urandom(6).hex(), (0, 0)
+
+
+os.register_at_fork(after_in_child=_new_process)
 
 
 def new_id(prefix: str) -> str:
-    """`<prefix>_<12 hex ms><4 hex seq><12 hex random>`: unique, ordered within a process."""
+    """`<prefix>_<12 hex ms><4 hex seq><12 hex process tag>`: unique, ordered within a process."""
     global _last
     ms = int(time.time() * 1000)
     with _lock:
@@ -23,4 +32,4 @@ def new_id(prefix: str) -> str:
         else:
             seq = 0
         _last = (ms, seq)
-    return f"{prefix}_{ms:012x}{seq:04x}{os.urandom(6).hex()}"
+    return f"{prefix}_{ms:012x}{seq:04x}{_tag}"
