@@ -302,6 +302,10 @@ impl PyTokenBucket {
         self.inner.available(now)
     }
 
+    fn allowance(&self, now: f64) -> u64 {
+        self.inner.allowance(now)
+    }
+
     fn snapshot(&self) -> (f64, Option<f64>) {
         self.inner.state()
     }

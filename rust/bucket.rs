@@ -7,8 +7,10 @@
 use rustc_hash::FxHashMap;
 use std::fmt;
 
-/// Floating-point slack, so waiting exactly the advertised time always yields the token.
-const EPSILON: f64 = 1e-9;
+/// Slack, in seconds of refill: a deficit that would be refilled within a microsecond counts
+/// as paid. Unix timestamps as f64 only resolve ~0.2 µs, so waiting exactly the advertised time
+/// must not fall short by a rounding error.
+const SLACK_SECONDS: f64 = 1e-6;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum BucketError {
@@ -108,6 +110,11 @@ impl TokenBucket {
         }
     }
 
+    /// How many whole tokens `try_acquire` would grant at `now` (without taking any).
+    pub fn allowance(&self, now: f64) -> u64 {
+        (self.available(now) + self.rate() * SLACK_SECONDS).floor() as u64
+    }
+
     /// Takes `n` tokens if they are there; otherwise says how long until they are.
     /// A clock that steps backwards refills nothing and never moves `updated_at` back.
     pub fn try_acquire(&mut self, now: f64, n: f64) -> Result<Acquire, BucketError> {
@@ -120,7 +127,7 @@ impl TokenBucket {
         self.tokens = self.available(now);
         let counted_at = self.updated_at.map_or(now, |last| last.max(now));
         self.updated_at = Some(counted_at);
-        if self.tokens + EPSILON >= n {
+        if self.tokens + self.rate() * SLACK_SECONDS >= n {
             self.tokens = (self.tokens - n).max(0.0);
             Ok(Acquire::Allowed)
         } else {

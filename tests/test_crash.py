@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def start_worker(backend: str, receiver: Receiver) -> subprocess.Popen[str]:
     worker = subprocess.Popen(
         [sys.executable, "-m", "tests.crash_worker", backend, receiver.url("")],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
@@ -59,6 +61,7 @@ async def test_sigkill_mid_run_loses_nothing(tmp_path: Path, receiver: Receiver)
     keys = [r.headers["idempotency-key"] for r in receiver.received()]
     assert set(keys) == expected  # every delivery arrived; a few twice (at-least-once)
     async with producer:
-        leftovers = [d for d in await producer.list_deliveries(limit=1000)
-                     if d.status != "completed"]
+        leftovers = [
+            d for d in await producer.list_deliveries(limit=1000) if d.status != "completed"
+        ]
     assert leftovers == []

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from typing import TYPE_CHECKING
 
 import anyio
@@ -50,6 +49,7 @@ class Dispatcher:
         self._idle = anyio.Event()
         self._idle.set()
         self._attempts_scope = anyio.CancelScope()
+        self._renewed_at = kit.clock.now()
         self._hooks: TaskGroup
         self._throttle = (
             None
@@ -95,12 +95,13 @@ class Dispatcher:
             self._wake = anyio.Event()
             free = self.webhook.concurrency - len(self._in_flight)
             now = clock.now()
+            await self._keep_leases(now)
             limit = free
             if self._throttle is not None:
-                tokens = self._throttle.available(now)
-                limit = min(free, math.floor(tokens + 1e-9))
+                limit = min(free, self._throttle.allowance(now))
                 if free > 0 and limit == 0:
-                    await clock.wait(self._wake, now + (1 - tokens) / self._throttle.rate)
+                    due = (1 - self._throttle.available(now)) / self._throttle.rate
+                    await clock.wait(self._wake, now + due)
                     continue
             claims = []
             if limit > 0:
@@ -143,14 +144,17 @@ class Dispatcher:
             self.wake()
 
     async def _heartbeat(self) -> None:
-        interval = self.kit.lease / 3
         while True:
-            await sleep(self.kit.clock, interval)
-            if self._in_flight:
-                now = self.kit.clock.now()
-                await self.kit.backend.renew(
-                    self.owner, list(self._in_flight), now + self.kit.lease
-                )
+            await sleep(self.kit.clock, self.kit.lease / 3)
+            await self._keep_leases(self.kit.clock.now())
+
+    async def _keep_leases(self, now: float) -> None:
+        """Renews the leases of attempts in flight once a third of the lease has passed. The
+        claim loop calls it too, before claiming, so a stalled heartbeat (or a test's jumped
+        clock) never lets this process reclaim its own work."""
+        if self._in_flight and now >= self._renewed_at + self.kit.lease / 3:
+            self._renewed_at = now
+            await self.kit.backend.renew(self.owner, list(self._in_flight), now + self.kit.lease)
 
     # ---------------------------------------------------------------- one attempt
 

@@ -54,7 +54,8 @@ class Backend(ABC):
     ) -> list[Claim]:
         """Leases up to `limit` ready deliveries of `webhook`, earliest due first, marking them
         active; at most `room[e]` of them for endpoint `e` (endpoints not in `room`: no cap).
-        Deliveries whose lease expired are ready again first."""
+        Deliveries whose lease expired are ready again first, except `owner`'s own (they are
+        still in flight in this process; its heartbeat is merely late)."""
 
     @abstractmethod
     async def next_due(self, webhook: str, skip_endpoints: Collection[str] = ()) -> float | None:

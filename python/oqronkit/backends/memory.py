@@ -119,7 +119,7 @@ class MemoryBackend(Backend):
         left = dict(room or {})
         full = {endpoint for endpoint, n in left.items() if n <= 0}
         with self._lock:
-            self._reclaim_expired(webhook, now)
+            self._reclaim_expired(webhook, owner, now)
             while len(claims) < limit:
                 heap = self._earliest(webhook, full)
                 if heap is None or heap[0][0] > now:
@@ -173,12 +173,20 @@ class MemoryBackend(Backend):
                 return
             heapq.heappop(heap)
 
-    def _reclaim_expired(self, webhook: str, now: float) -> None:
+    def _reclaim_expired(self, webhook: str, owner: str, now: float) -> None:
         leases = self._leases[webhook]
         self._prune_leases(leases)
+        own: _Heap = []
         while leases and leases[0][0] < now:
-            self._requeue(self._rows[heapq.heappop(leases)[2]], now, now)
+            entry = heapq.heappop(leases)
+            row = self._rows[entry[2]]
+            if row.lease_owner == owner:
+                own.append(entry)  # never reclaim one's own work: it is still in flight
+            else:
+                self._requeue(row, now, now)
             self._prune_leases(leases)
+        for entry in own:
+            heapq.heappush(leases, entry)
 
     def _requeue(self, row: _Row, due: float, now: float, status: Status = "waiting") -> None:
         d = row.delivery = replace(row.delivery, status=status, next_attempt_at=due, updated_at=now)

@@ -265,8 +265,8 @@ class SQLiteBackend(Backend):
             conn.execute(
                 "UPDATE deliveries SET status = 'waiting', next_attempt_at = ?, updated_at = ?, "
                 "lease_owner = NULL, lease_until = NULL "
-                "WHERE webhook = ? AND status = 'active' AND lease_until < ?",
-                (now, now, webhook, now),
+                "WHERE webhook = ? AND status = 'active' AND lease_until < ? AND lease_owner != ?",
+                (now, now, webhook, now, owner),
             )
             chosen = _choose(conn, webhook, now, limit, dict(room or {}))
             if not chosen:
