@@ -100,6 +100,24 @@ def speed_row(
     )
 
 
+def rate_row(label: str, per_second: float, min_per_second: float) -> Row:
+    """A row with an absolute throughput target (no peer)."""
+    return Row(
+        label=label,
+        ours=per_second,
+        peer=None,
+        ratio=None,
+        unit="/s",
+        target=f">= {min_per_second:,.0f}/s",
+        passed=per_second >= min_per_second,
+    )
+
+
+def info_row(label: str, value: float, unit: str) -> Row:
+    """A figure to report, with no target."""
+    return Row(label, value, None, None, unit, "-", True, informational=True)
+
+
 def growth_row(label: str, ours_factor: float, peer_factor: float, max_factor: float) -> Row:
     """A row of growth factors (cost at a large size / at a small one); lower is better."""
     return Row(
@@ -118,6 +136,10 @@ def _format_value(value: float | None, unit: str) -> str:
         return "-"
     if unit == "x":
         return f"{value:.2f}x"
+    if unit == "/s":
+        return f"{value:,.0f}/s"
+    if unit == "MiB":
+        return f"{value:,.1f} MiB"
     for scale, suffix in ((1e9, "s"), (1e6, "ms"), (1e3, "us")):
         if value >= scale:
             return f"{value / scale:.2f} {suffix}"

@@ -19,17 +19,25 @@ def _new_process() -> None:
 os.register_at_fork(after_in_child=_new_process)
 
 
-def new_id(prefix: str) -> str:
-    """`<prefix>_<12 hex ms><4 hex seq><12 hex process tag>`: unique, ordered within a process."""
+def new_ids(prefix: str, count: int) -> list[str]:
+    """`count` ids `<prefix>_<12 hex ms><4 hex seq><12 hex process tag>`: unique, and ordered
+    within a process."""
     global _last
     ms = int(time.time() * 1000)
     with _lock:
         last_ms, seq = _last
-        if ms <= last_ms:
-            ms, seq = last_ms, seq + 1
+        if ms > last_ms:
+            last_ms, seq = ms, -1
+        stamps = []
+        for _ in range(count):
+            seq += 1
             if seq > 0xFFFF:
-                ms, seq = ms + 1, 0
-        else:
-            seq = 0
-        _last = (ms, seq)
-    return f"{prefix}_{ms:012x}{seq:04x}{_tag}"
+                last_ms, seq = last_ms + 1, 0
+            stamps.append((last_ms << 16) | seq)
+        _last = (last_ms, seq)
+    head = prefix + "_"
+    return [head + stamp.to_bytes(8, "big").hex() + _tag for stamp in stamps]  # fastest format
+
+
+def new_id(prefix: str) -> str:
+    return new_ids(prefix, 1)[0]

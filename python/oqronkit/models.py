@@ -4,7 +4,7 @@ matched endpoint gets a delivery that points at it. No record holds a secret or 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Literal, NamedTuple, TypeAlias
 
 Status: TypeAlias = Literal[
     "waiting", "active", "delayed", "completed", "dead", "cancelled", "held"
@@ -24,8 +24,7 @@ class Attempt:
     response_body: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One fire: the serialised body, stored once however many endpoints match."""
 
     id: str
@@ -36,8 +35,9 @@ class Message:
     idempotency_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NewDelivery:
+class NewDelivery(NamedTuple):
+    """A delivery as `fire` creates it. A tuple: fan-out makes these by the hundred thousand."""
+
     id: str
     message_id: str
     webhook: str

@@ -25,7 +25,7 @@ from oqronkit.config import (
 from oqronkit.delivery import signature_headers
 from oqronkit.errors import ConfigurationError, InvalidPayload, PayloadTooLarge
 from oqronkit.hooks import Hook
-from oqronkit.ids import new_id
+from oqronkit.ids import new_ids
 from oqronkit.models import Claim, Message, NewDelivery
 
 if TYPE_CHECKING:
@@ -47,6 +47,11 @@ def serialise(payload: Any) -> bytes:
         ).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
+
+
+# A NamedTuple's constructor is a Python function; on the fan-out hot path, tuple's own is
+# twice as fast for the same object.
+_new_delivery = tuple.__new__
 
 
 async def _resolve(source: Callable[[], Any]) -> Any:
@@ -237,26 +242,29 @@ class Webhook:
         enabled: Sequence[bool],
         idempotency_key: str | None = None,
     ) -> tuple[list[Message], list[NewDelivery], list[list[str]]]:
-        now = self.kit.clock.now()
+        """The records one batch of fires stores: a message per event with targets, a delivery
+        per (event, enabled matching endpoint); and the delivery ids per event."""
+        now, name = self.kit.clock.now(), self.name
+        targets = [[endpoints[i].name for i in matched if enabled[i]] for matched in matches]
+        delivery_ids = iter(new_ids("dlv", sum(map(len, targets))))
+        message_ids = iter(new_ids("msg", sum(1 for t in targets if t)))
         messages: list[Message] = []
         deliveries: list[NewDelivery] = []
         ids: list[list[str]] = []
-        for event, body, matched in zip(events, bodies, matches, strict=True):
-            targets = [endpoints[i] for i in matched if enabled[i]]
-            if not targets:
-                ids.append([])
-                continue
-            message = Message(new_id("msg"), self.name, event, body, now, idempotency_key)
-            messages.append(message)
-            fired = []
-            for endpoint in targets:
-                delivery_id = new_id("dlv")
-                deliveries.append(
-                    NewDelivery(
-                        delivery_id, message.id, self.name, endpoint.name, event, delivery_id, now
+        for event, body, names in zip(events, bodies, targets, strict=True):
+            fired: list[str] = []
+            if names:
+                message_id = next(message_ids)
+                messages.append(Message(message_id, name, event, body, now, idempotency_key))
+                for endpoint_name in names:
+                    delivery_id = next(delivery_ids)
+                    deliveries.append(
+                        _new_delivery(
+                            NewDelivery,
+                            (delivery_id, message_id, name, endpoint_name, event, delivery_id, now),
+                        )
                     )
-                )
-                fired.append(delivery_id)
+                    fired.append(delivery_id)
             ids.append(fired)
         return messages, deliveries, ids
 

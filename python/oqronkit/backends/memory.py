@@ -7,15 +7,14 @@ with respect to both tasks and threads (`fire_sync` may call from another thread
 from __future__ import annotations
 
 import heapq
-import itertools
 import threading
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
 
 from oqronkit.backends.base import Backend
 from oqronkit.models import (
     QUEUED,
+    Attempt,
     Claim,
     Delivery,
     Message,
@@ -24,14 +23,50 @@ from oqronkit.models import (
     Status,
 )
 
-_Heap = list[tuple[float, int, str]]
+_Heap = list[tuple[float, str]]  # (due or lease expiry, delivery id): ids are unique and ordered
 
 
-@dataclass(slots=True)
 class _Row:
-    delivery: Delivery
-    lease_owner: str | None = None
-    lease_until: float = 0.0
+    """A delivery as stored: mutable, and cheap to create (a queue may hold millions)."""
+
+    __slots__ = (
+        "attempts",
+        "created_at",
+        "error",
+        "lease_owner",
+        "lease_until",
+        "new",
+        "next_attempt_at",
+        "status",
+        "updated_at",
+    )
+
+    def __init__(self, new: NewDelivery) -> None:
+        self.new = new  # the immutable part
+        self.status: Status = "waiting"
+        self.attempts: tuple[Attempt, ...] = ()
+        self.error: str | None = None
+        self.next_attempt_at: float | None = new.created_at
+        self.updated_at = new.created_at
+        self.lease_owner: str | None = None
+        self.lease_until = 0.0
+
+    def delivery(self) -> Delivery:
+        new = self.new
+        return Delivery(
+            id=new.id,
+            webhook=new.webhook,
+            endpoint_name=new.endpoint_name,
+            event=new.event,
+            status=self.status,
+            attempts=self.attempts,
+            error=self.error,
+            idempotency_key=new.idempotency_key,
+            next_attempt_at=self.next_attempt_at,
+            created_at=new.created_at,
+            updated_at=self.updated_at,
+            message_id=new.message_id,
+        )
 
 
 class MemoryBackend(Backend):
@@ -40,16 +75,14 @@ class MemoryBackend(Backend):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._messages: dict[str, Message] = {}
-        self._rows: dict[str, _Row] = {}
-        self._order: list[str] = []  # delivery ids in creation order
-        self._by_message: dict[str, list[str]] = defaultdict(list)
+        self._rows: dict[str, _Row] = {}  # in creation order
+        self._keyed: dict[str, list[str]] = {}  # delivery ids of messages fired with a key
         self._fire_keys: dict[tuple[str, str], str] = {}  # (webhook, key) -> message id
-        # Heaps of (due, seq, id) of queued deliveries, per webhook and endpoint (so a full
-        # endpoint can be skipped cheaply), and of (lease_until, seq, id) of active ones, per
-        # webhook. Entries go stale when a row changes; stale tops are dropped when seen.
+        # Heaps of (due, id) of queued deliveries, per webhook and endpoint (so a full endpoint
+        # can be skipped cheaply), and of (lease_until, id) of active ones, per webhook. Entries
+        # go stale when a row changes; stale tops are dropped when seen.
         self._ready: dict[str, dict[str, _Heap]] = defaultdict(lambda: defaultdict(list))
         self._leases: dict[str, _Heap] = defaultdict(list)
-        self._seq = itertools.count()
         self._endpoint_flags: dict[tuple[str, str], bool] = {}
 
     def __repr__(self) -> str:
@@ -71,30 +104,13 @@ class MemoryBackend(Backend):
                 self._messages[message.id] = message
                 if message.idempotency_key is not None:
                     self._fire_keys[(message.webhook, message.idempotency_key)] = message.id
+                    self._keyed[message.id] = []
+            rows, ready, keyed = self._rows, self._ready, self._keyed
             for new in deliveries:
-                row = _Row(
-                    Delivery(
-                        id=new.id,
-                        webhook=new.webhook,
-                        endpoint_name=new.endpoint_name,
-                        event=new.event,
-                        status="waiting",
-                        attempts=(),
-                        error=None,
-                        idempotency_key=new.idempotency_key,
-                        next_attempt_at=new.created_at,
-                        created_at=new.created_at,
-                        updated_at=new.created_at,
-                        message_id=new.message_id,
-                    )
-                )
-                self._rows[new.id] = row
-                self._order.append(new.id)
-                self._by_message[new.message_id].append(new.id)
-                heapq.heappush(
-                    self._ready[new.webhook][new.endpoint_name],
-                    (new.created_at, next(self._seq), new.id),
-                )
+                rows[new.id] = _Row(new)
+                heapq.heappush(ready[new.webhook][new.endpoint_name], (new.created_at, new.id))
+                if keyed and new.message_id in keyed:
+                    keyed[new.message_id].append(new.id)
             return None
 
     def _repeat_of(self, message: Message, since: float) -> list[str] | None:
@@ -104,7 +120,7 @@ class MemoryBackend(Backend):
         earlier = self._messages.get(earlier_id) if earlier_id else None
         if earlier is None or earlier.created_at < since:
             return None
-        return list(self._by_message[earlier.id])
+        return list(self._keyed[earlier.id])
 
     async def claim(
         self,
@@ -124,25 +140,26 @@ class MemoryBackend(Backend):
                 heap = self._earliest(webhook, full)
                 if heap is None or heap[0][0] > now:
                     break
-                row = self._rows[heapq.heappop(heap)[2]]
-                d = row.delivery = replace(row.delivery, status="active", updated_at=now)
-                if d.endpoint_name in left:
-                    left[d.endpoint_name] -= 1
-                    if left[d.endpoint_name] <= 0:
-                        full.add(d.endpoint_name)
+                row = self._rows[heapq.heappop(heap)[1]]
+                row.status, row.updated_at = "active", now
                 row.lease_owner, row.lease_until = owner, lease_until
-                heapq.heappush(self._leases[webhook], (lease_until, next(self._seq), d.id))
+                new = row.new
+                if new.endpoint_name in left:
+                    left[new.endpoint_name] -= 1
+                    if left[new.endpoint_name] <= 0:
+                        full.add(new.endpoint_name)
+                heapq.heappush(self._leases[webhook], (lease_until, new.id))
                 claims.append(
                     Claim(
-                        id=d.id,
-                        message_id=d.message_id,
-                        webhook=d.webhook,
-                        endpoint_name=d.endpoint_name,
-                        event=d.event,
-                        body=self._messages[d.message_id].body,
-                        attempts_made=len(d.attempts),
-                        idempotency_key=d.idempotency_key,
-                        created_at=d.created_at,
+                        id=new.id,
+                        message_id=new.message_id,
+                        webhook=new.webhook,
+                        endpoint_name=new.endpoint_name,
+                        event=new.event,
+                        body=self._messages[new.message_id].body,
+                        attempts_made=len(row.attempts),
+                        idempotency_key=new.idempotency_key,
+                        created_at=new.created_at,
                     )
                 )
         return claims
@@ -161,15 +178,15 @@ class MemoryBackend(Backend):
     def _prune_ready(self, heap: _Heap) -> None:
         # Entries go stale when a delivery is claimed or rescheduled; drop them from the top.
         while heap:
-            d = self._rows[heap[0][2]].delivery
-            if d.status in QUEUED and d.next_attempt_at == heap[0][0]:
+            row = self._rows[heap[0][1]]
+            if row.status in QUEUED and row.next_attempt_at == heap[0][0]:
                 return
             heapq.heappop(heap)
 
     def _prune_leases(self, heap: _Heap) -> None:
         while heap:
-            row = self._rows[heap[0][2]]
-            if row.delivery.status == "active" and row.lease_until == heap[0][0]:
+            row = self._rows[heap[0][1]]
+            if row.status == "active" and row.lease_until == heap[0][0]:
                 return
             heapq.heappop(heap)
 
@@ -179,7 +196,7 @@ class MemoryBackend(Backend):
         own: _Heap = []
         while leases and leases[0][0] < now:
             entry = heapq.heappop(leases)
-            row = self._rows[entry[2]]
+            row = self._rows[entry[1]]
             if row.lease_owner == owner:
                 own.append(entry)  # never reclaim one's own work: it is still in flight
             else:
@@ -189,9 +206,10 @@ class MemoryBackend(Backend):
             heapq.heappush(leases, entry)
 
     def _requeue(self, row: _Row, due: float, now: float, status: Status = "waiting") -> None:
-        d = row.delivery = replace(row.delivery, status=status, next_attempt_at=due, updated_at=now)
+        row.status, row.next_attempt_at, row.updated_at = status, due, now
         row.lease_owner = None
-        heapq.heappush(self._ready[d.webhook][d.endpoint_name], (due, next(self._seq), d.id))
+        new = row.new
+        heapq.heappush(self._ready[new.webhook][new.endpoint_name], (due, new.id))
 
     async def next_due(self, webhook: str, skip_endpoints: Collection[str] = ()) -> float | None:
         with self._lock:
@@ -210,12 +228,9 @@ class MemoryBackend(Backend):
         with self._lock:
             for delivery_id in ids:
                 row = self._rows.get(delivery_id)
-                if row and row.delivery.status == "active" and row.lease_owner == owner:
+                if row and row.status == "active" and row.lease_owner == owner:
                     row.lease_until = lease_until
-                    heapq.heappush(
-                        self._leases[row.delivery.webhook],
-                        (lease_until, next(self._seq), delivery_id),
-                    )
+                    heapq.heappush(self._leases[row.new.webhook], (lease_until, delivery_id))
                     held.add(delivery_id)
         return held
 
@@ -224,32 +239,24 @@ class MemoryBackend(Backend):
     ) -> Delivery | None:
         with self._lock:
             row = self._rows.get(delivery_id)
-            if row is None or row.delivery.status != "active" or row.lease_owner != owner:
+            if row is None or row.status != "active" or row.lease_owner != owner:
                 return None
-            attempts = row.delivery.attempts
             if settlement.attempt is not None:
-                attempts += (settlement.attempt,)
-            error = settlement.error if settlement.error is not None else row.delivery.error
+                row.attempts += (settlement.attempt,)
+            if settlement.error is not None:
+                row.error = settlement.error
             if settlement.status in QUEUED:
                 due = settlement.next_attempt_at if settlement.next_attempt_at is not None else now
-                row.delivery = replace(row.delivery, attempts=attempts, error=error)
                 self._requeue(row, due, now, settlement.status)
             else:
-                row.delivery = replace(
-                    row.delivery,
-                    status=settlement.status,
-                    attempts=attempts,
-                    error=error,
-                    next_attempt_at=None,
-                    updated_at=now,
-                )
+                row.status, row.next_attempt_at, row.updated_at = settlement.status, None, now
                 row.lease_owner = None
-            return row.delivery
+            return row.delivery()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         with self._lock:
             row = self._rows.get(delivery_id)
-            return row.delivery if row else None
+            return row.delivery() if row else None
 
     async def list_deliveries(
         self,
@@ -262,16 +269,16 @@ class MemoryBackend(Backend):
     ) -> list[Delivery]:
         found: list[Delivery] = []
         with self._lock:
-            for delivery_id in reversed(self._order):
+            for delivery_id in reversed(self._rows):
                 if before is not None and delivery_id >= before:
                     continue
-                d = self._rows[delivery_id].delivery
+                row = self._rows[delivery_id]
                 if (
-                    (webhook is None or d.webhook == webhook)
-                    and (endpoint is None or d.endpoint_name == endpoint)
-                    and (status is None or d.status == status)
+                    (webhook is None or row.new.webhook == webhook)
+                    and (endpoint is None or row.new.endpoint_name == endpoint)
+                    and (status is None or row.status == status)
                 ):
-                    found.append(d)
+                    found.append(row.delivery())
                     if len(found) >= limit:
                         break
         return found

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS messages (
     event TEXT NOT NULL,
     body BLOB NOT NULL,
     created_at REAL NOT NULL,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    delivery_ids TEXT  -- JSON list, kept only for fires with an idempotency key (repeats)
 );
 CREATE INDEX IF NOT EXISTS messages_fire_key ON messages (webhook, idempotency_key, created_at)
     WHERE idempotency_key IS NOT NULL;
@@ -52,10 +53,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at REAL NOT NULL,
     lease_owner TEXT,
     lease_until REAL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (webhook, status, next_attempt_at);
-CREATE INDEX IF NOT EXISTS deliveries_leased ON deliveries (webhook, status, lease_until);
-CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message_id);
 CREATE TABLE IF NOT EXISTS endpoint_flags (
     webhook TEXT NOT NULL,
     endpoint TEXT NOT NULL,
@@ -161,6 +160,7 @@ class SQLiteBackend(Backend):
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe across kill -9
                 conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: index updates stay in memory
                 conn.executescript(SCHEMA)
                 self._conn = conn
             return self._conn
@@ -212,41 +212,28 @@ class SQLiteBackend(Backend):
             if idempotency_since is not None and len(messages) == 1:
                 m = messages[0]
                 earlier = conn.execute(
-                    "SELECT id FROM messages WHERE webhook = ? AND idempotency_key = ? "
+                    "SELECT delivery_ids FROM messages WHERE webhook = ? AND idempotency_key = ? "
                     "AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
                     (m.webhook, m.idempotency_key, idempotency_since),
                 ).fetchone()
                 if earlier is not None:
-                    rows = conn.execute(
-                        "SELECT id FROM deliveries WHERE message_id = ? ORDER BY id", (earlier[0],)
-                    )
-                    return [r[0] for r in rows]
+                    return list(json.loads(earlier[0]))
+            keyed: dict[str, list[str]] = {m.id: [] for m in messages if m.idempotency_key}
+            if keyed:
+                for d in deliveries:
+                    if d.message_id in keyed:
+                        keyed[d.message_id].append(d.id)
             conn.executemany(
-                "INSERT INTO messages (id, webhook, event, body, created_at, idempotency_key) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (m.id, m.webhook, m.event, m.body, m.created_at, m.idempotency_key)
-                    for m in messages
-                ],
+                "INSERT INTO messages (id, webhook, event, body, created_at, idempotency_key, "
+                "delivery_ids) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*m, json.dumps(keyed[m.id]) if m.id in keyed else None) for m in messages],
             )
+            # Numbered parameters read each NewDelivery tuple as it is: no per-row repacking.
             conn.executemany(
                 "INSERT INTO deliveries (id, message_id, webhook, endpoint, event, status, "
                 "idempotency_key, next_attempt_at, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?)",
-                [
-                    (
-                        d.id,
-                        d.message_id,
-                        d.webhook,
-                        d.endpoint_name,
-                        d.event,
-                        d.idempotency_key,
-                        d.created_at,
-                        d.created_at,
-                        d.created_at,
-                    )
-                    for d in deliveries
-                ],
+                "VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?7, ?7)",
+                deliveries,
             )
             return None
 
