@@ -145,6 +145,9 @@ pub struct Matcher {
     nodes: Vec<Node>,
     /// (segment id, child) pairs, each node's run sorted by segment id.
     children: Vec<(u32, u32)>,
+    /// The root's literal children indexed by segment id: every event starts there, and the
+    /// root is the one node with a child per word, so a direct table beats a search.
+    root_children: Vec<u32>,
     endpoints: Vec<u32>,
     /// Literal segments interned to ids, so an event segment is hashed once per step.
     segment_ids: FxHashMap<Box<str>, u32>,
@@ -239,6 +242,7 @@ impl Builder {
         let mut matcher = Matcher {
             nodes: Vec::with_capacity(order.len()),
             children: Vec::with_capacity(self.edges.len()),
+            root_children: vec![NONE; self.segment_ids.len()],
             endpoints: Vec::new(),
             segment_ids: self.segment_ids,
             match_all: self.match_all,
@@ -263,6 +267,11 @@ impl Builder {
                 endpoint_count: node.endpoints.len() as u32,
                 loops: node.loops,
             });
+        }
+        let root = matcher.nodes[ROOT as usize];
+        let start = root.first_child as usize;
+        for &(seg, child) in &matcher.children[start..start + root.child_count as usize] {
+            matcher.root_children[seg as usize] = child;
         }
         matcher.match_all.sort_unstable();
         matcher.match_all.dedup();
@@ -293,7 +302,11 @@ impl Matcher {
         self.endpoint_count
     }
 
-    fn literal_child(&self, node: &Node, seg: u32) -> Option<u32> {
+    fn literal_child(&self, id: u32, node: &Node, seg: u32) -> Option<u32> {
+        if id == ROOT {
+            let child = self.root_children[seg as usize];
+            return (child != NONE).then_some(child);
+        }
         let start = node.first_child as usize;
         let run = &self.children[start..start + node.child_count as usize];
         run.binary_search_by_key(&seg, |&(s, _)| s)
@@ -354,7 +367,7 @@ impl Matcher {
             next.clear();
             for &id in live.iter() {
                 let node = &self.nodes[id as usize];
-                if let Some(child) = seg.and_then(|seg| self.literal_child(node, seg)) {
+                if let Some(child) = seg.and_then(|seg| self.literal_child(id, node, seg)) {
                     push_unique(next, child);
                 }
                 if node.star != NONE {

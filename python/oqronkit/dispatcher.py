@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup
 from oqronkit import delivery
 from oqronkit._core import parse_retry_after
 from oqronkit.clock import sleep
-from oqronkit.config import Retries
+from oqronkit.config import Endpoint, Retries
 from oqronkit.delivery import Verdict
 from oqronkit.hooks import Hook, run_hook
 from oqronkit.models import Attempt, Claim, Delivery, Settlement
@@ -184,19 +184,9 @@ class Dispatcher:
             return
 
         attempt_number = claim.attempts_made + 1
+        started_at = now
         try:
-            headers = await webhook.request_headers(endpoint, claim, attempt_number, now)
-            started_at = clock.now()
-            async with kit.connection_slot():
-                response = await delivery.send(
-                    kit.client,
-                    endpoint.method or webhook.method,
-                    endpoint.url,
-                    headers,
-                    claim.body,
-                    timeout=endpoint.timeout or webhook.timeout,
-                    body_cap=kit.response_body_cap,
-                )
+            response = await self._send(endpoint, claim, attempt_number, now)
         except anyio.get_cancelled_exc_class():
             breaker.release(clock.now())
             with anyio.CancelScope(shield=True):
@@ -204,7 +194,9 @@ class Dispatcher:
             raise
 
         now = clock.now()
-        if response.counts_against_breaker:
+        if not response.reached:
+            breaker.release(now)  # nothing was sent: no verdict on the receiver
+        elif response.counts_against_breaker:
             breaker.record_failure(now)
         else:
             breaker.record_success(now)
@@ -224,6 +216,28 @@ class Dispatcher:
             now,
             retries=endpoint.retries or webhook.retries,
         )
+
+    async def _send(
+        self, endpoint: Endpoint, claim: Claim, attempt_number: int, now: float
+    ) -> delivery.Response:
+        kit, webhook = self.kit, self.webhook
+        try:
+            headers = await webhook.request_headers(endpoint, claim, attempt_number, now)
+        except Exception as exc:  # a user's security callable failed: retry later
+            log.exception("delivery %s: could not prepare the request", claim.id)
+            return delivery.Response(
+                Verdict.RETRY, 0.0, error=f"could not prepare the request: {exc!r}", reached=False
+            )
+        async with kit.connections:
+            return await delivery.send(
+                kit.transport,
+                endpoint.method or webhook.method,
+                endpoint.url,
+                headers,
+                claim.body,
+                timeout=endpoint.timeout or webhook.timeout,
+                body_cap=kit.response_body_cap,
+            )
 
     async def _conclude(
         self,

@@ -8,7 +8,7 @@ import functools
 import random as random_module
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
@@ -103,7 +103,7 @@ class OqronKit:
         self._breakers: dict[str, tuple[CircuitBreaker, _core.CircuitBreaker]] = {}
         self._flags: dict[str, tuple[float, dict[str, bool]]] = {}
         self._dispatchers: dict[str, Dispatcher] = {}
-        self._client: httpx.AsyncClient | None = None
+        self._active_transport: httpx.AsyncBaseTransport | None = None
         self._connections: anyio.CapacityLimiter | None = None
         self._task_group: TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
@@ -180,9 +180,7 @@ class OqronKit:
                 max_keepalive_connections=self.max_connections,
             )
             transport = self._transport or guarded_transport(self.egress, limits)
-            self._client = await stack.enter_async_context(
-                httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False)
-            )
+            self._active_transport = await stack.enter_async_context(transport)
             self._connections = anyio.CapacityLimiter(self.max_connections)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._stop_dispatchers)
@@ -210,7 +208,7 @@ class OqronKit:
                 await stack.__aexit__(exc_type, exc, tb)
         finally:
             self._task_group = None
-            self._client = None
+            self._active_transport = None
             self._dispatchers.clear()
 
     def _start_dispatcher(self, webhook: Webhook) -> None:
@@ -240,19 +238,20 @@ class OqronKit:
     # ---------------------------------------------------------------- for dispatchers
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """The transport every delivery goes through (ours, or the one passed in)."""
+        if self._active_transport is None:
             raise KitNotRunning("the kit is not running: use `async with kit:`")
-        return self._client
+        return self._active_transport
 
-    @contextlib.asynccontextmanager
-    async def connection_slot(self) -> AsyncIterator[None]:
-        """One of `max_connections` slots, taken before httpx's pool is touched: no request
-        ever waits (and so is never cancelled) inside the pool (encode/httpcore#1093)."""
+    @property
+    def connections(self) -> anyio.CapacityLimiter:
+        """`max_connections` slots, one taken before each request touches the transport: no
+        request ever waits (and so is never cancelled) inside httpx's pool, which corrupts it
+        (encode/httpcore#1093)."""
         if self._connections is None:
             raise KitNotRunning("the kit is not running: use `async with kit:`")
-        async with self._connections:
-            yield
+        return self._connections
 
     def wake(self, webhook: str) -> None:
         dispatcher = self._dispatchers.get(webhook)
