@@ -45,8 +45,8 @@ bench: build  ## the micro-benchmarks: ours vs peers, side by side, with ratios
 bench-quick: build  ## a few-second smoke run of the benchmarks (numbers not meaningful)
 	$(PY) benches/run.py --quick
 
-demo: build  ## a tour of what works today
-	$(PY) examples/core_tour.py
+demo: build  ## the demo: webhooks delivered to local receivers on the embedded SQLite backend
+	$(PY) examples/demo.py
 
 all: lint test bench  ## everything
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import sys
 
 import bench_breaker
+import bench_delivery
+import bench_fanout
 import bench_matching
 import bench_signing
 from _harness import Row, exit_code, format_table, parse_args, settings, write_json
 
-BENCHMARKS = (bench_matching, bench_signing, bench_breaker)
+BENCHMARKS = (bench_matching, bench_signing, bench_breaker, bench_fanout, bench_delivery)
 
 
 def main() -> int:

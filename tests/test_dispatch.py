@@ -595,3 +595,22 @@ def test_thread_safety_of_fire_sync_without_a_running_kit(
     assert sorted(len(r) for r in results) == [1, 1, 1, 1]
     stored = anyio.run(kit.list_deliveries)
     assert len(stored) == 4 and {d.status for d in stored} == {"waiting"}
+
+
+async def test_an_immediate_retry_is_claimed_again_while_its_task_winds_down(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    # A zero backoff makes the delivery ready again the moment it settles, often before the
+    # task that settled it has left the dispatcher's books; it must still be attempted.
+    receiver.respond("/flaky", 500, 500)
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        retries=Retries(max=3, base_delay=0.0, max_delay=0.0, jitter=0.0),
+        circuit_breaker=CircuitBreaker(failure_threshold=100),
+        endpoints=[Endpoint("a", receiver.url("/flaky"), ["**"])],
+    )
+    async with kit:
+        ids = [i for _ in range(10) for i in await hook.fire("e", {})]
+        for delivery_id in ids:
+            await status_of(kit, delivery_id, "completed")

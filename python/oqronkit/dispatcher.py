@@ -16,6 +16,7 @@ concurrently, and settles each outcome in the backend.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from typing import TYPE_CHECKING
 
@@ -44,7 +45,10 @@ class Dispatcher:
         self.owner = kit.worker_id
         self._wake = anyio.Event()
         self._stopping = False
-        self._in_flight: dict[str, Claim] = {}
+        # Attempts running in this process, by a token of their own: the same delivery may be
+        # claimed again (a fast retry) before the task that settled it has quite finished.
+        self._in_flight: dict[int, Claim] = {}
+        self._tokens = itertools.count()
         self._per_endpoint: dict[str, int] = {}
         self._idle = anyio.Event()
         self._idle.set()
@@ -126,18 +130,17 @@ class Dispatcher:
         return min(candidates) if candidates else None
 
     def _start(self, attempts: TaskGroup, claim: Claim) -> None:
-        if claim.id in self._in_flight:
-            return  # our own lease lapsed (a stalled loop or a jumped clock); still ours
-        self._in_flight[claim.id] = claim
+        token = next(self._tokens)
+        self._in_flight[token] = claim
         self._per_endpoint[claim.endpoint_name] = self._per_endpoint.get(claim.endpoint_name, 0) + 1
         self._idle = anyio.Event()
-        attempts.start_soon(self._attempt_then_release, claim)
+        attempts.start_soon(self._attempt_then_release, token, claim)
 
-    async def _attempt_then_release(self, claim: Claim) -> None:
+    async def _attempt_then_release(self, token: int, claim: Claim) -> None:
         try:
             await self._attempt(claim)
         finally:
-            del self._in_flight[claim.id]
+            del self._in_flight[token]
             self._per_endpoint[claim.endpoint_name] -= 1
             if not self._in_flight:
                 self._idle.set()
@@ -154,7 +157,8 @@ class Dispatcher:
         clock) never lets this process reclaim its own work."""
         if self._in_flight and now >= self._renewed_at + self.kit.lease / 3:
             self._renewed_at = now
-            await self.kit.backend.renew(self.owner, list(self._in_flight), now + self.kit.lease)
+            ids = [claim.id for claim in self._in_flight.values()]
+            await self.kit.backend.renew(self.owner, ids, now + self.kit.lease)
 
     # ---------------------------------------------------------------- one attempt
 
