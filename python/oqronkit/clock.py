@@ -14,6 +14,7 @@ import time
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 
 
 class Clock(Protocol):
@@ -54,6 +55,7 @@ class FakeClock:
     async def wait(self, event: anyio.Event, until: float | None) -> None:
         if until is not None:
             if until <= self._now:
+                await anyio.lowlevel.checkpoint()  # still a scheduling point, as a real sleep is
                 return
             heapq.heappush(self._sleepers, (until, next(self._order), event))
         await event.wait()

@@ -11,6 +11,8 @@ from types import MappingProxyType
 from typing import Literal, TypeAlias
 from urllib.parse import urlsplit
 
+import httpx
+
 from oqronkit import _core
 from oqronkit.errors import ConfigurationError
 
@@ -50,6 +52,8 @@ def check_header(name: str, value: str) -> None:
         raise ConfigurationError(f"invalid HTTP header name {name!r}")
     if _BAD_VALUE.search(value):
         raise ConfigurationError(f"header {name!r} has a control character (CR/LF injection?)")
+    if not value.isascii():
+        raise ConfigurationError(f"header {name!r} must be ASCII (HTTP header values are bytes)")
 
 
 def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
@@ -173,8 +177,8 @@ class Endpoint:
     url: str
     events: Sequence[str]
     method: Method | None = None
-    headers: Mapping[str, str] | None = None
-    security: SecuritySource = None
+    headers: Mapping[str, str] | None = field(default=None, repr=False)  # may hold credentials
+    security: SecuritySource = field(default=None, repr=False)
     retries: Retries | None = None
     rate_limit: RateLimit | None = None
     circuit_breaker: CircuitBreaker | None = None
@@ -221,3 +225,7 @@ def check_url(url: str) -> None:
         raise ConfigurationError(f"endpoint URL must be http:// or https:// with a host: {url!r}")
     if _BAD_VALUE.search(url) or " " in url:
         raise ConfigurationError(f"endpoint URL has whitespace or control characters: {url!r}")
+    try:
+        httpx.URL(url)  # what the request will use: IDNA host names, percent-encoding
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ConfigurationError(f"invalid endpoint URL {url!r}: {exc}") from None

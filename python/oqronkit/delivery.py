@@ -88,9 +88,13 @@ async def send(
     It goes straight to the transport: a webhook delivery uses none of httpx's client features
     (cookies, auth flows, redirects, event hooks), and skipping them halves the CPU per request.
     Transports never follow redirects."""
-    content = None if method == "GET" else body
-    request = httpx.Request(method, url, headers=headers, content=content)
     started = anyio.current_time()
+    try:
+        request = httpx.Request(
+            method, url, headers=headers, content=None if method == "GET" else body
+        )
+    except Exception as exc:  # a request that cannot be expressed is no transient failure
+        return Response(Verdict.REJECTED, 0.0, error=f"invalid request: {exc}", reached=False)
     try:
         with anyio.fail_after(timeout):
             response = await transport.handle_async_request(request)

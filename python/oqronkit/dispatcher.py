@@ -2,15 +2,15 @@
 concurrently, and settles each outcome in the backend.
 
 - A claim is made as soon as a slot frees and work is ready; with nothing ready it sleeps until
-  the next due time, a wake-up from `fire`, or (for backends shared between processes) the
-  backend's poll interval.
-- `concurrency` bounds attempts in flight for the webhook, `max_in_flight` for each endpoint (a
-  full endpoint is skipped when claiming, so one slow receiver cannot take every slot), and the
-  kit-wide connection limiter guards httpx's pool.
+  the next due time, the moment a closed endpoint opens, a wake-up from `fire`, or the backend's
+  poll interval (work added by other processes).
+- `concurrency` bounds attempts in flight for the webhook and `max_in_flight` for each endpoint;
+  an endpoint that is full, rate-limited or behind an open breaker gets no room in the claim, so
+  its deliveries wait in the queue instead of being claimed only to be deferred.
 - Claims hold a lease that a heartbeat renews; a crashed process's deliveries are claimed again
   once their leases expire.
-- Deferrals (rate limit, open breaker) re-queue a delivery without using an attempt; so does a
-  shutdown that cancels an attempt in flight.
+- A deferral (rate limit, open breaker) re-queues a delivery without using an attempt; so does a
+  shutdown or a cancellation at any point of an attempt, and an unexpected error only delays it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from oqronkit import delivery
-from oqronkit._core import parse_retry_after
+from oqronkit._core import TokenBucket, parse_retry_after
 from oqronkit.clock import sleep
 from oqronkit.config import Endpoint, Retries
 from oqronkit.delivery import Verdict
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("oqronkit")
 
+RETRY_AFTER_ERROR = 5.0  # seconds before a delivery whose attempt broke unexpectedly is retried
+
 
 class Dispatcher:
     def __init__(self, kit: OqronKit, webhook: Webhook) -> None:
@@ -48,11 +50,13 @@ class Dispatcher:
         # Attempts running in this process, by a token of their own: the same delivery may be
         # claimed again (a fast retry) before the task that settled it has quite finished.
         self._in_flight: dict[int, Claim] = {}
+        self._settled: set[int] = set()
         self._tokens = itertools.count()
         self._per_endpoint: dict[str, int] = {}
         self._idle = anyio.Event()
         self._idle.set()
         self._attempts_scope = anyio.CancelScope()
+        self._startup_scope = anyio.CancelScope()
         self._renewed_at = kit.clock.now()
         self._hooks: TaskGroup
         self._throttle = (
@@ -66,6 +70,11 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Claims and runs attempts until `stop` is called; then drains within the grace period."""
+        with self._startup_scope:  # a slow endpoints callable must not hold up a shutdown
+            try:
+                await self.webhook.endpoints()  # so the first claim knows every endpoint's room
+            except Exception:
+                log.exception("webhook %s: the endpoints callable failed", self.webhook.name)
         # Hooks run beside the attempts, so a slow hook holds no slot and no lease; they are
         # bounded by their own timeout and allowed to finish at shutdown.
         async with anyio.create_task_group() as self._hooks, anyio.create_task_group() as tg:
@@ -78,6 +87,7 @@ class Dispatcher:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._startup_scope.cancel()
         self.wake()
 
     async def _drain(self) -> None:
@@ -85,12 +95,44 @@ class Dispatcher:
             await self._idle.wait()
         self._attempts_scope.cancel()  # the rest go back to the queue, no attempt used
 
-    def _room(self) -> dict[str, int]:
-        """How many more attempts each endpoint may have in flight."""
-        return {
-            name: self.webhook.max_in_flight(name) - self._per_endpoint.get(name, 0)
-            for name in self.webhook.endpoint_names()
-        }
+    # ---------------------------------------------------------------- claiming
+
+    def _room(self, now: float) -> tuple[dict[str, int], float | None]:
+        """How many attempts each endpoint may start now, and the earliest moment an endpoint
+        closed by its rate limit or breaker opens again."""
+        room: dict[str, int] = {}
+        opens: list[float] = []
+        for name in self.webhook.endpoint_names():
+            free = self.webhook.max_in_flight(name) - self._per_endpoint.get(name, 0)
+            closed_until = self._closed_until(name, now)
+            if closed_until is not None:
+                free = 0
+                opens.append(closed_until)
+            elif (bucket := self._rate_limit(name)) is not None:
+                free = min(free, bucket.allowance(now))
+                if free <= 0:
+                    opens.append(now + (1 - bucket.available(now)) / bucket.rate)
+            room[name] = free
+        return room, min(opens, default=None)
+
+    def _rate_limit(self, name: str) -> TokenBucket | None:
+        endpoint = self.webhook.endpoint_named(name)
+        if endpoint is None or endpoint.rate_limit is None:
+            return None
+        return self.kit.rate_limit_for(self._key(name), endpoint.rate_limit)
+
+    def _closed_until(self, name: str, now: float) -> float | None:
+        """When the endpoint's breaker will let a call through, if it will not now."""
+        endpoint = self.webhook.endpoint_named(name)
+        policy = (endpoint and endpoint.circuit_breaker) or self.webhook.circuit_breaker
+        state, count, at = self.kit.breaker_for(self._key(name), policy).snapshot()
+        reopens = at + policy.reset_timeout
+        if state == "open" or (state == "half_open" and count >= policy.half_open_max):
+            return reopens if now < reopens else None
+        return None
+
+    def _key(self, endpoint_name: str) -> str:
+        return f"{self.webhook.name}\x00{endpoint_name}"
 
     async def _claim_loop(self, attempts: TaskGroup) -> None:
         clock, backend = self.kit.clock, self.kit.backend
@@ -99,34 +141,45 @@ class Dispatcher:
             self._wake = anyio.Event()
             free = self.webhook.concurrency - len(self._in_flight)
             now = clock.now()
-            await self._keep_leases(now)
-            limit = free
-            if self._throttle is not None:
-                limit = min(free, self._throttle.allowance(now))
-                if free > 0 and limit == 0:
-                    due = (1 - self._throttle.available(now)) / self._throttle.rate
-                    await clock.wait(self._wake, now + due)
-                    continue
-            claims = []
-            if limit > 0:
-                claims = await backend.claim(
-                    self.webhook.name, self.owner, now, now + self.kit.lease, limit, self._room()
-                )
-            for claim in claims:
+            try:
+                await self._keep_leases(now)
+                room, opens = self._room(now)
+                limit = free
                 if self._throttle is not None:
-                    self._throttle.try_acquire(now)
-                self._start(attempts, claim)
-            if claims:
-                continue
-            await clock.wait(self._wake, await self._next_wakeup(now, free > 0))
+                    limit = min(free, self._throttle.allowance(now))
+                    if free > 0 and limit == 0:
+                        due = (1 - self._throttle.available(now)) / self._throttle.rate
+                        await clock.wait(self._wake, now + due)
+                        continue
+                claims = []
+                if limit > 0:
+                    lease_until = now + self.kit.lease
+                    claims = await backend.claim(
+                        self.webhook.name, self.owner, now, lease_until, limit, room
+                    )
+                for claim in claims:
+                    if self._throttle is not None:
+                        self._throttle.try_acquire(now)
+                    self._start(attempts, claim)
+                if claims:
+                    continue
+                wakeup = await self._next_wakeup(now, free > 0, room, opens)
+            except Exception:  # the backend failed (a locked database, a lost connection)
+                log.exception("webhook %s: claiming failed; trying again", self.webhook.name)
+                wakeup = now + RETRY_AFTER_ERROR
+            await clock.wait(self._wake, wakeup)
 
-    async def _next_wakeup(self, now: float, can_claim: bool) -> float | None:
+    async def _next_wakeup(
+        self, now: float, can_claim: bool, room: dict[str, int], opens: float | None
+    ) -> float | None:
         if not can_claim:
             return None  # a finishing attempt wakes us
-        full = [name for name, room in self._room().items() if room <= 0]
-        due = await self.kit.backend.next_due(self.webhook.name, full)
+        closed = [name for name, free in room.items() if free <= 0]
+        due = await self.kit.backend.next_due(self.webhook.name, closed)
         poll = self.kit.backend.poll_interval
-        candidates = [t for t in (due, None if poll is None else now + poll) if t is not None]
+        candidates = [
+            t for t in (due, opens, None if poll is None else now + poll) if t is not None
+        ]
         return min(candidates) if candidates else None
 
     def _start(self, attempts: TaskGroup, claim: Claim) -> None:
@@ -138,23 +191,46 @@ class Dispatcher:
 
     async def _attempt_then_release(self, token: int, claim: Claim) -> None:
         try:
-            await self._attempt(claim)
+            await self._attempt(token, claim)
+        except anyio.get_cancelled_exc_class():
+            await self._requeue_unsettled(token, claim, 0.0)  # shutdown: no attempt used
+            raise
+        except Exception:
+            log.exception("delivery %s: the attempt broke; it will be retried", claim.id)
+            await self._requeue_unsettled(token, claim, RETRY_AFTER_ERROR)
         finally:
             del self._in_flight[token]
+            self._settled.discard(token)
             self._per_endpoint[claim.endpoint_name] -= 1
             if not self._in_flight:
                 self._idle.set()
             self.wake()
 
+    async def _requeue_unsettled(self, token: int, claim: Claim, delay: float) -> None:
+        if token in self._settled:
+            return
+        with anyio.CancelScope(shield=True):
+            now = self.kit.clock.now()
+            requeue = Settlement(
+                "waiting" if delay == 0 else "delayed", next_attempt_at=now + delay
+            )
+            try:
+                await self.kit.backend.settle(claim.id, self.owner, requeue, now)
+            except Exception:
+                log.exception("delivery %s: could not requeue; its lease will expire", claim.id)
+
     async def _heartbeat(self) -> None:
         while True:
             await sleep(self.kit.clock, self.kit.lease / 3)
-            await self._keep_leases(self.kit.clock.now())
+            try:
+                await self._keep_leases(self.kit.clock.now())
+            except Exception:
+                log.exception("webhook %s: renewing leases failed", self.webhook.name)
 
     async def _keep_leases(self, now: float) -> None:
         """Renews the leases of attempts in flight once a third of the lease has passed. The
         claim loop calls it too, before claiming, so a stalled heartbeat (or a test's jumped
-        clock) never lets this process reclaim its own work."""
+        clock) never lets another worker take work that is still in flight here."""
         if self._in_flight and now >= self._renewed_at + self.kit.lease / 3:
             self._renewed_at = now
             ids = [claim.id for claim in self._in_flight.values()]
@@ -162,41 +238,40 @@ class Dispatcher:
 
     # ---------------------------------------------------------------- one attempt
 
-    async def _attempt(self, claim: Claim) -> None:
+    async def _attempt(self, token: int, claim: Claim) -> None:
         kit, webhook, clock = self.kit, self.webhook, self.kit.clock
-        endpoint = await webhook.endpoint_for_attempt(claim.endpoint_name)
-        if endpoint is None:
-            await self._settle(
-                claim,
-                Settlement(
-                    "held",
-                    error=(f"endpoint {claim.endpoint_name!r} is disabled or no longer registered"),
-                ),
-            )
+        try:
+            endpoint = await webhook.endpoint_for_attempt(claim.endpoint_name)
+        except Exception:  # the user's endpoints callable failed: try again later
+            log.exception("webhook %s: the endpoints callable failed", webhook.name)
+            later = clock.now() + RETRY_AFTER_ERROR
+            await self._settle(token, claim, Settlement("delayed", next_attempt_at=later))
             return
-        key = f"{webhook.name}\x00{endpoint.name}"
+        if endpoint is None:
+            reason = f"endpoint {claim.endpoint_name!r} is disabled or no longer registered"
+            await self._settle(token, claim, Settlement("held", error=reason))
+            return
         now = clock.now()
-        if endpoint.rate_limit is not None:
-            wait = kit.rate_limit_wait(key, endpoint.rate_limit, now)
+        if (bucket := self._rate_limit(endpoint.name)) is not None:
+            wait = bucket.try_acquire(now)
             if wait is not None:
-                await self._settle(claim, Settlement("delayed", next_attempt_at=now + wait))
+                await self._settle(token, claim, Settlement("delayed", next_attempt_at=now + wait))
                 return
-        breaker = kit.breaker_for(key, endpoint.circuit_breaker or webhook.circuit_breaker)
+        breaker = kit.breaker_for(
+            self._key(endpoint.name), endpoint.circuit_breaker or webhook.circuit_breaker
+        )
         retry_at = breaker.allow(now)
         if retry_at is not None:
-            await self._settle(claim, Settlement("delayed", next_attempt_at=retry_at))
+            await self._settle(token, claim, Settlement("delayed", next_attempt_at=retry_at))
             return
 
         attempt_number = claim.attempts_made + 1
         started_at = now
         try:
             response = await self._send(endpoint, claim, attempt_number, now)
-        except anyio.get_cancelled_exc_class():
-            breaker.release(clock.now())
-            with anyio.CancelScope(shield=True):
-                await self._settle(claim, Settlement("waiting", next_attempt_at=clock.now()))
+        except BaseException:
+            breaker.release(clock.now())  # cancelled: no verdict on the receiver
             raise
-
         now = clock.now()
         if not response.reached:
             breaker.release(now)  # nothing was sent: no verdict on the receiver
@@ -212,6 +287,7 @@ class Dispatcher:
             response_body=response.body,
         )
         await self._conclude(
+            token,
             claim,
             endpoint.name,
             attempt,
@@ -230,7 +306,10 @@ class Dispatcher:
         except Exception as exc:  # a user's security callable failed: retry later
             log.exception("delivery %s: could not prepare the request", claim.id)
             return delivery.Response(
-                Verdict.RETRY, 0.0, error=f"could not prepare the request: {exc!r}", reached=False
+                Verdict.RETRY,
+                0.0,
+                error=f"could not prepare the request: {type(exc).__name__}",
+                reached=False,
             )
         async with kit.connections:
             return await delivery.send(
@@ -245,6 +324,7 @@ class Dispatcher:
 
     async def _conclude(
         self,
+        token: int,
         claim: Claim,
         endpoint_name: str,
         attempt: Attempt,
@@ -272,7 +352,7 @@ class Dispatcher:
             settlement = Settlement("dead", attempt=attempt, error=failure)
         if response.verdict is Verdict.GONE:
             await self.kit.disable_endpoint(webhook.name, endpoint_name)
-        settled = await self._settle(claim, settlement)
+        settled = await self._settle(token, claim, settlement)
         if settled is None:
             return
         if failure is not None:
@@ -282,9 +362,10 @@ class Dispatcher:
         elif settled.status == "dead":
             self._hook(webhook.on_dead, settled)
 
-    async def _settle(self, claim: Claim, settlement: Settlement) -> Delivery | None:
+    async def _settle(self, token: int, claim: Claim, settlement: Settlement) -> Delivery | None:
         now = self.kit.clock.now()
         settled = await self.kit.backend.settle(claim.id, self.owner, settlement, now)
+        self._settled.add(token)
         if settled is None:
             log.warning(
                 "delivery %s: lease lost before it settled; another worker will retry it", claim.id

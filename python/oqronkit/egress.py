@@ -46,14 +46,9 @@ class EgressPolicy:
             address = address.ipv4_mapped
         if self.allow_private_networks or any(address in n for n in self.allowed):
             return True
-        return not (
-            address.is_private
-            or address.is_loopback
-            or address.is_link_local
-            or address.is_multicast
-            or address.is_unspecified
-            or address.is_reserved
-        )
+        # Globally routable only: this also refuses CGNAT (100.64/10, where some clouds keep
+        # their metadata service), benchmarking and documentation ranges.
+        return address.is_global and not address.is_multicast
 
     async def resolve(self, host: str, port: int) -> str:
         """The first address of `host`, after checking that the policy permits every one."""

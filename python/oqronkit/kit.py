@@ -96,11 +96,11 @@ class OqronKit:
         self.idempotency_window = float(idempotency_window)
         self.user_agent = user_agent or f"oqronkit-python/{_core.__version__}"
         self.random = random or random_module.Random()
-        self.worker_id = new_id("wrk")
-        self.rate_limits = _core.KeyedBuckets()
+        self.worker_id = new_id("wrk")  # renewed each time the kit opens
         self._transport = transport
         self._webhooks: dict[str, Webhook] = {}
         self._breakers: dict[str, tuple[CircuitBreaker, _core.CircuitBreaker]] = {}
+        self._rate_limits: dict[str, tuple[RateLimit, _core.TokenBucket]] = {}
         self._flags: dict[str, tuple[float, dict[str, bool]]] = {}
         self._dispatchers: dict[str, Dispatcher] = {}
         self._active_transport: httpx.AsyncBaseTransport | None = None
@@ -188,6 +188,9 @@ class OqronKit:
             await stack.aclose()
             raise
         self._exit_stack = stack
+        # A fresh identity per run: leases held by an earlier run of this kit (one that was
+        # cancelled mid-settle, say) are then reclaimed like any other worker's.
+        self.worker_id = new_id("wrk")
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
         if self.dispatch:
@@ -267,9 +270,11 @@ class OqronKit:
             entry = self._breakers[key] = (policy, policy.new_state_machine())
         return entry[1]
 
-    def rate_limit_wait(self, key: str, limit: RateLimit, now: float) -> float | None:
-        self.rate_limits.configure(key, limit.max, limit.per)
-        return self.rate_limits.try_acquire(key, now)
+    def rate_limit_for(self, key: str, limit: RateLimit) -> _core.TokenBucket:
+        entry = self._rate_limits.get(key)
+        if entry is None or entry[0] != limit:
+            entry = self._rate_limits[key] = (limit, _core.TokenBucket(limit.max, limit.per))
+        return entry[1]
 
     @staticmethod
     def core_bucket(max: int, per: float) -> _core.TokenBucket:
@@ -303,6 +308,8 @@ class OqronKit:
         cursor: str | None = None,
     ) -> list[Delivery]:
         """Newest first. Pass the last id of a page as `cursor` for the next page."""
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a whole number >= 1, not {limit!r}")
         return await self.backend.list_deliveries(
             webhook=webhook, endpoint=endpoint, status=status, limit=limit, before=cursor
         )

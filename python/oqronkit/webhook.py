@@ -8,7 +8,8 @@ import inspect
 import json
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
+from urllib.parse import quote
 
 from oqronkit import _core
 from oqronkit.config import (
@@ -37,6 +38,17 @@ EndpointSource: TypeAlias = (
     | Callable[[], Awaitable[Iterable[Endpoint]]]
 )
 Scheme: TypeAlias = Literal["oqron", "standard"]
+
+
+def header_safe(text: str) -> str:
+    """ASCII as it is; anything else percent-encoded as UTF-8 (header values are bytes)."""
+    return text if text.isascii() else quote(text, safe="")
+
+
+class _Compiled(NamedTuple):
+    endpoints: tuple[Endpoint, ...]
+    by_name: dict[str, Endpoint]
+    matcher: _core.Matcher
 
 
 def serialise(payload: Any) -> bytes:
@@ -107,9 +119,9 @@ class Webhook:
             if header.lower() in RESERVED_HEADERS:
                 raise ConfigurationError(f"header {header!r} is set by OqronKit")
         self._source = endpoints
-        self._endpoints: tuple[Endpoint, ...] = ()
-        self._by_name: dict[str, Endpoint] = {}
-        self._matcher = _core.Matcher([])
+        # One immutable snapshot, replaced whole: a fire that awaits between reading the
+        # endpoints and matching must never pair one version's matcher with another's list.
+        self._compiled = _Compiled((), {}, _core.Matcher([]))
         self._signers: dict[tuple[Security, str], list[_core.Signer]] = {}
         self._backoffs: dict[Retries, _core.Backoff] = {}
         if not callable(endpoints):
@@ -117,14 +129,15 @@ class Webhook:
         self._check_security(security)
 
     def __repr__(self) -> str:
-        return f"Webhook({self.name!r}, endpoints={len(self._endpoints)}, scheme={self.scheme!r})"
+        endpoints = len(self._compiled.endpoints)
+        return f"Webhook({self.name!r}, endpoints={endpoints}, scheme={self.scheme!r})"
 
     # ---------------------------------------------------------------- endpoints
 
     def _compile(self, endpoints: Iterable[Endpoint]) -> None:
         """Validates the endpoint set and rebuilds the matcher, only when the set changed."""
         endpoints = tuple(endpoints)
-        if endpoints == self._endpoints:
+        if endpoints == self._compiled.endpoints:
             return
         names = set()
         for endpoint in endpoints:
@@ -134,9 +147,11 @@ class Webhook:
                 raise ConfigurationError(f"two endpoints are named {endpoint.name!r}")
             names.add(endpoint.name)
             self._check_security(endpoint.security)
-        self._matcher = _core.Matcher([list(e.events) for e in endpoints])
-        self._endpoints = endpoints
-        self._by_name = {e.name: e for e in endpoints}
+        self._compiled = _Compiled(
+            endpoints,
+            {e.name: e for e in endpoints},
+            _core.Matcher([list(e.events) for e in endpoints]),
+        )
 
     def _check_security(self, security: SecuritySource) -> None:
         if isinstance(security, Security):
@@ -144,23 +159,29 @@ class Webhook:
 
     async def endpoints(self) -> tuple[Endpoint, ...]:
         """The current endpoints (calling the endpoints callable, if one was given)."""
+        return (await self._snapshot()).endpoints
+
+    async def _snapshot(self) -> _Compiled:
         if callable(self._source):
             self._compile(await _resolve(self._source))
-        return self._endpoints
+        return self._compiled
+
+    def endpoint_named(self, name: str) -> Endpoint | None:
+        """The endpoint of that name in the latest known set (no callable is called)."""
+        return self._compiled.by_name.get(name)
 
     def endpoint_names(self) -> list[str]:
-        return list(self._by_name)
+        return list(self._compiled.by_name)
 
     def max_in_flight(self, endpoint_name: str) -> int:
-        endpoint = self._by_name.get(endpoint_name)
+        endpoint = self._compiled.by_name.get(endpoint_name)
         if endpoint is not None and endpoint.max_in_flight is not None:
             return endpoint.max_in_flight
         return max(1, self.concurrency // 2)
 
     async def endpoint_for_attempt(self, name: str) -> Endpoint | None:
         """The endpoint a claimed delivery goes to, or None if it is gone or disabled."""
-        await self.endpoints()
-        endpoint = self._by_name.get(name)
+        endpoint = (await self._snapshot()).by_name.get(name)
         if endpoint is None:
             return None
         flags = await self.kit.endpoint_flags(self.name)
@@ -185,7 +206,9 @@ class Webhook:
         source = endpoint.security if endpoint.security is not None else self.security
         security = await _resolve(source) if callable(source) else source
         if security is not None and not isinstance(security, Security):
-            raise ConfigurationError(f"security callable returned {security!r}, not a Security")
+            # Never the value itself: it may well be the secret.
+            kind = type(security).__name__
+            raise ConfigurationError(f"the security callable returned a {kind}, not a Security")
         return security
 
     async def request_headers(
@@ -198,7 +221,7 @@ class Webhook:
                 "User-Agent": self.kit.user_agent,
                 "Accept-Encoding": "identity",
                 "Idempotency-Key": claim.idempotency_key,
-                "X-Oqron-Event": claim.event,
+                "X-Oqron-Event": header_safe(claim.event),
                 "X-Oqron-Delivery": claim.id,
                 "X-Oqron-Attempt": str(attempt_number),
             }
@@ -228,10 +251,10 @@ class Webhook:
         return body
 
     async def _targets(self) -> tuple[_core.Matcher, tuple[Endpoint, ...], list[bool]]:
-        endpoints = await self.endpoints()
+        compiled = await self._snapshot()
         flags = await self.kit.endpoint_flags(self.name)
-        enabled = [flags.get(e.name, e.enabled) for e in endpoints]
-        return self._matcher, endpoints, enabled
+        enabled = [flags.get(e.name, e.enabled) for e in compiled.endpoints]
+        return compiled.matcher, compiled.endpoints, enabled
 
     def _plan(
         self,

@@ -70,7 +70,7 @@ class _Row:
 
 
 class MemoryBackend(Backend):
-    poll_interval = None
+    poll_interval = 1.0  # other kits in this process may share it and add work
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -194,7 +194,7 @@ class MemoryBackend(Backend):
         leases = self._leases[webhook]
         self._prune_leases(leases)
         own: _Heap = []
-        while leases and leases[0][0] < now:
+        while leases and leases[0][0] <= now:
             entry = heapq.heappop(leases)
             row = self._rows[entry[1]]
             if row.lease_owner == owner:
@@ -249,8 +249,9 @@ class MemoryBackend(Backend):
                 due = settlement.next_attempt_at if settlement.next_attempt_at is not None else now
                 self._requeue(row, due, now, settlement.status)
             else:
-                row.status, row.next_attempt_at, row.updated_at = settlement.status, None, now
-                row.lease_owner = None
+                row.status, row.updated_at, row.lease_owner = settlement.status, now, None
+                if settlement.status != "held":  # held keeps its schedule for its release
+                    row.next_attempt_at = None
             return row.delivery()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:

@@ -252,7 +252,7 @@ class SQLiteBackend(Backend):
             conn.execute(
                 "UPDATE deliveries SET status = 'waiting', next_attempt_at = ?, updated_at = ?, "
                 "lease_owner = NULL, lease_until = NULL "
-                "WHERE webhook = ? AND status = 'active' AND lease_until < ? AND lease_owner != ?",
+                "WHERE webhook = ? AND status = 'active' AND lease_until <= ? AND lease_owner != ?",
                 (now, now, webhook, now, owner),
             )
             chosen = _choose(conn, webhook, now, limit, dict(room or {}))
@@ -331,14 +331,18 @@ class SQLiteBackend(Backend):
         self, delivery_id: str, owner: str, settlement: Settlement, now: float
     ) -> Delivery | None:
         queued = settlement.status in ("waiting", "delayed")
-        due = (settlement.next_attempt_at or now) if queued else None
+        if queued:
+            due: float | None = settlement.next_attempt_at or now
+        else:  # held keeps its schedule for its release; finished ones have none
+            due = None
         attempt = _attempt_json(settlement.attempt) if settlement.attempt else None
 
         def settle(conn: sqlite3.Connection) -> Delivery | None:
             row = conn.execute(
                 """
                 UPDATE deliveries SET
-                    status = ?, next_attempt_at = ?, updated_at = ?,
+                    status = ?, updated_at = ?,
+                    next_attempt_at = CASE WHEN ? = 'held' THEN next_attempt_at ELSE ? END,
                     error = COALESCE(?, error),
                     attempts = CASE WHEN ? IS NULL THEN attempts
                                     ELSE json_insert(attempts, '$[#]', json(?)) END,
@@ -349,8 +353,9 @@ class SQLiteBackend(Backend):
                 + _DELIVERY_COLUMNS,
                 (
                     settlement.status,
-                    due,
                     now,
+                    settlement.status,
+                    due,
                     settlement.error,
                     attempt,
                     attempt,

@@ -1,0 +1,180 @@
+"""What users' code, odd inputs and a shared backend must not break."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from urllib.parse import unquote
+
+import anyio
+import pytest
+
+from oqronkit import ConfigurationError, Endpoint, FakeClock, OqronKit, Security
+from oqronkit.backends import MemoryBackend
+from oqronkit.egress import EgressPolicy
+from tests.conftest import BackendFactory
+from tests.receiver import Receiver, Reply
+from tests.test_dispatch import make_kit, status_of
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_non_ascii_event_names_are_delivered(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["user.*"])])
+    async with kit:
+        [delivery_id] = await hook.fire("user.café", {})
+        await status_of(kit, delivery_id, "completed")
+    [request] = receiver.received()
+    assert unquote(request.headers["x-oqron-event"]) == "user.café"
+
+
+def test_definitions_refuse_what_http_cannot_carry() -> None:
+    with pytest.raises(ConfigurationError, match="ASCII"):
+        Endpoint("a", "https://example.com/", ["**"], headers={"X-Team": "Zoë"})
+    with pytest.raises(ConfigurationError, match="invalid endpoint URL"):
+        Endpoint("a", "http://☃☃☃..com/", ["**"])
+
+
+async def test_a_failing_endpoints_callable_does_not_stop_the_kit(
+    make_backend: BackendFactory, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    def endpoints() -> list[Endpoint]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # fire, dispatcher start, then this attempt's lookup
+            raise RuntimeError("registry down")
+        return [Endpoint("a", receiver.url("/a"), ["**"])]
+
+    clock = FakeClock()
+    kit = make_kit(make_backend, clock)
+    hook = kit.webhook("w", endpoints=endpoints)
+    with caplog.at_level(logging.ERROR, logger="oqronkit"):
+        async with kit:
+            [delivery_id] = await hook.fire("e", {})
+            d = await status_of(kit, delivery_id, "delayed", "completed")
+            if d.status == "delayed":
+                assert d.attempts == ()
+                clock.advance(5)
+                await status_of(kit, delivery_id, "completed")
+
+
+async def test_cancelled_anywhere_the_delivery_goes_back_to_the_queue(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    entered = anyio.Event()
+    armed = False
+
+    async def slow_endpoints() -> list[Endpoint]:
+        if armed:  # the attempt's lookup: shutdown lands here, before any request
+            entered.set()
+            await anyio.sleep(10)
+        return [Endpoint("a", receiver.url("/a"), ["**"])]
+
+    kit = OqronKit(
+        make_backend(), allow_private_networks=True, clock=FakeClock(), shutdown_grace=0.05
+    )
+    hook = kit.webhook("w", endpoints=slow_endpoints)
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        armed = True  # fire has returned without yielding since it stored the delivery
+        await entered.wait()
+    d = await kit.get_delivery(delivery_id)
+    assert d is not None and d.status == "waiting" and d.attempts == ()
+    # The same kit, opened again, sends it (it is not stuck behind its own old lease).
+    armed = False
+    async with kit:
+        await status_of(kit, delivery_id, "completed")
+
+
+async def test_first_claim_respects_caps_of_callable_endpoints(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    receiver.respond("/slow", then=Reply(204, delay=0.5))
+
+    async def endpoints() -> list[Endpoint]:
+        return [Endpoint("slow", receiver.url("/slow"), ["**"], max_in_flight=2)]
+
+    clock = FakeClock()
+    producer = OqronKit(make_backend(), dispatch=False, clock=clock)
+    producer.webhook("w", endpoints=endpoints)
+    async with producer:
+        await producer.get_webhook("w").fire_many([("e", {})] * 6)
+    kit = OqronKit(producer.backend, allow_private_networks=True, clock=clock)
+    kit.webhook("w", concurrency=8, endpoints=endpoints)
+    async with kit:
+        await receiver.wait_for(2)
+        await anyio.sleep(0.2)
+        assert len(receiver.received()) == 2
+
+
+async def test_a_worker_kit_picks_up_what_a_producer_kit_fires_on_one_memory_backend(
+    receiver: Receiver,
+) -> None:
+    shared, clock = MemoryBackend(), FakeClock()
+    endpoints = [Endpoint("a", receiver.url("/a"), ["**"])]
+    producer = OqronKit(shared, dispatch=False, clock=clock)
+    producer.webhook("w", endpoints=endpoints)
+    worker = OqronKit(shared, allow_private_networks=True, clock=clock)
+    worker.webhook("w", endpoints=endpoints)
+    async with worker, producer:
+        [delivery_id] = await producer.get_webhook("w").fire("e", {})
+        await anyio.sleep(0.05)
+        clock.advance(1.0)  # the worker's poll
+        await status_of(worker, delivery_id, "completed")
+
+
+async def test_secrets_stay_out_of_errors_logs_and_reprs(
+    make_backend: BackendFactory, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    kit = make_kit(make_backend)
+    endpoint = Endpoint(
+        "a",
+        receiver.url("/a"),
+        ["**"],
+        headers={"Authorization": "Bearer sk_1"},
+        security=lambda: "sk_live_SUPERSECRET",
+    )  # type: ignore[arg-type,return-value]
+    hook = kit.webhook("w", endpoints=[endpoint])
+    with caplog.at_level(logging.DEBUG, logger="oqronkit"):
+        async with kit:
+            [delivery_id] = await hook.fire("e", {})
+            d = await status_of(kit, delivery_id, "delayed")
+    assert "SUPERSECRET" not in (d.error or "") and "SUPERSECRET" not in caplog.text
+    assert "sk_1" not in repr(endpoint) and "s3cret" not in repr(Security(signing_secret="s3cret"))
+
+
+async def test_list_limit_must_be_positive(make_backend: BackendFactory) -> None:
+    kit = OqronKit(make_backend())
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="limit"):
+            await kit.list_deliveries(limit=bad)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "100.100.100.200",
+        "10.1.2.3",
+        "127.0.0.1",
+        "169.254.169.254",
+        "::1",
+        "::ffff:127.0.0.1",
+        "224.0.0.1",
+        "0.0.0.0",
+        "fd00::1",
+        "192.0.2.1",
+    ],
+)
+def test_egress_refuses_every_non_public_address(address: str) -> None:
+    assert not EgressPolicy().permits(ipaddress.ip_address(address))
+    assert EgressPolicy(allow_private_networks=True).permits(ipaddress.ip_address(address))
+
+
+def test_egress_allows_public_and_allow_listed_addresses() -> None:
+    assert EgressPolicy().permits(ipaddress.ip_address("93.184.216.34"))
+    assert EgressPolicy(allow=["10.0.0.0/8"]).permits(ipaddress.ip_address("10.9.9.9"))
