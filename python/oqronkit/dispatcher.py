@@ -62,7 +62,7 @@ class Dispatcher:
         self._throttle = (
             None
             if webhook.throttle is None
-            else kit.core_bucket(webhook.throttle.max, webhook.throttle.per)
+            else TokenBucket(webhook.throttle.max, webhook.throttle.per)
         )
 
     def wake(self) -> None:

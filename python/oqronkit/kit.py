@@ -276,10 +276,6 @@ class OqronKit:
             entry = self._rate_limits[key] = (limit, _core.TokenBucket(limit.max, limit.per))
         return entry[1]
 
-    @staticmethod
-    def core_bucket(max: int, per: float) -> _core.TokenBucket:
-        return _core.TokenBucket(max, per)
-
     async def endpoint_flags(self, webhook: str) -> dict[str, bool]:
         """Persisted enabled flags of `webhook`'s endpoints, refreshed at most every second."""
         cached = self._flags.get(webhook)
