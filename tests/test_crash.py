@@ -50,18 +50,24 @@ async def test_sigkill_mid_run_loses_nothing(tmp_path: Path, receiver: Receiver)
     first.stdout.close()  # type: ignore[union-attr]
     second = start_worker(backend, receiver)
     try:
-        with anyio.fail_after(60):
-            while {r.headers["idempotency-key"] for r in receiver.received()} < expected:
-                await anyio.sleep(0.05)
+        async with producer:
+            with anyio.fail_after(60):
+                while True:
+                    keys = {r.headers["idempotency-key"] for r in receiver.received()}
+                    unfinished = [
+                        d
+                        for d in await producer.list_deliveries(limit=1000)
+                        if d.status != "completed"
+                    ]
+                    if keys >= expected and not unfinished:
+                        break
+                    await anyio.sleep(0.1)
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=30) == 0
         second.stdout.close()  # type: ignore[union-attr]
 
+    # Every delivery arrived and finished; a few arrived twice (at-least-once: the killed
+    # worker's in-flight requests are sent again once their leases expire).
     keys = [r.headers["idempotency-key"] for r in receiver.received()]
-    assert set(keys) == expected  # every delivery arrived; a few twice (at-least-once)
-    async with producer:
-        leftovers = [
-            d for d in await producer.list_deliveries(limit=1000) if d.status != "completed"
-        ]
-    assert leftovers == []
+    assert set(keys) == expected
