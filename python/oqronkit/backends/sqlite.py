@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import anyio
+from anyio.lowlevel import RunVar
 
 from oqronkit.backends.base import Backend
 from oqronkit.models import Attempt, Claim, Delivery, Message, NewDelivery, Settlement, Status
@@ -135,6 +136,19 @@ def _choose(
     return chosen
 
 
+# Limiters belong to one event loop; fire_sync may run the backend on a loop of its own.
+_LIMITER: RunVar[anyio.CapacityLimiter] = RunVar("oqronkit_sqlite_limiter")
+
+
+def _limiter() -> anyio.CapacityLimiter:
+    try:
+        return _LIMITER.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(1)
+        _LIMITER.set(limiter)
+        return limiter
+
+
 class SQLiteBackend(Backend):
     poll_interval = 0.5  # other processes may add work to the same file
 
@@ -184,8 +198,11 @@ class SQLiteBackend(Backend):
             return fn(conn)
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        # A worker thread per call; the lock serialises them on the one connection.
-        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+        # One worker thread at a time for SQLite in this event loop (the lock serialises calls on
+        # the connection anyway),
+        # with a limiter of its own so slow sync hooks in anyio's shared pool cannot starve
+        # claims and settles.
+        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=_limiter())
 
     async def open(self) -> None:
         await self._run(self._connect)
