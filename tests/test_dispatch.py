@@ -616,3 +616,19 @@ async def test_an_immediate_retry_is_claimed_again_while_its_task_winds_down(
         ids = [i for _ in range(10) for i in await hook.fire("e", {})]
         for delivery_id in ids:
             await status_of(kit, delivery_id, "completed")
+
+
+async def test_a_hook_that_hangs_is_cut_off_and_changes_nothing(
+    make_backend: BackendFactory, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def hang(_: Delivery) -> None:
+        await anyio.sleep(60)
+
+    kit = make_kit(make_backend, hook_timeout=0.05)
+    hook = kit.webhook("w", on_success=hang, endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+    with caplog.at_level(logging.ERROR, logger="oqronkit"):
+        async with kit:  # leaving waits for hooks: this returns only because of the timeout
+            [delivery_id] = await hook.fire("e", {})
+            await status_of(kit, delivery_id, "completed")
+    assert "timed out" in caplog.text
+    assert (await kit.get_delivery(delivery_id)).status == "completed"  # type: ignore[union-attr]
