@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from oqronkit.backends import Backend, MemoryBackend, SQLiteBackend
 from tests.receiver import Receiver
+
+# `HYPOTHESIS_PROFILE=deep make test-python` searches far harder (minutes, not seconds).
+settings.register_profile("deep", max_examples=5_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(params=["asyncio", "trio"])
