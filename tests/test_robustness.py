@@ -9,7 +9,14 @@ from urllib.parse import unquote
 import anyio
 import pytest
 
-from oqronkit import ConfigurationError, Endpoint, FakeClock, OqronKit, Security
+from oqronkit import (
+    ConfigurationError,
+    Endpoint,
+    FakeClock,
+    InvalidPattern,
+    OqronKit,
+    Security,
+)
 from oqronkit.backends import MemoryBackend
 from oqronkit.egress import EgressPolicy
 from tests.conftest import BackendFactory
@@ -178,3 +185,10 @@ def test_egress_refuses_every_non_public_address(address: str) -> None:
 def test_egress_allows_public_and_allow_listed_addresses() -> None:
     assert EgressPolicy().permits(ipaddress.ip_address("93.184.216.34"))
     assert EgressPolicy(allow=["10.0.0.0/8"]).permits(ipaddress.ip_address("10.9.9.9"))
+
+
+async def test_listing_with_a_bad_glob_is_a_typed_error(make_backend: BackendFactory) -> None:
+    kit = OqronKit(make_backend())
+    async with kit:
+        with pytest.raises(InvalidPattern):
+            await kit.list_deliveries(event="order..created")

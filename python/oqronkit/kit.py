@@ -300,12 +300,24 @@ class OqronKit:
         webhook: str | None = None,
         endpoint: str | None = None,
         status: Status | None = None,
+        event: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> list[Delivery]:
-        """Newest first. Pass the last id of a page as `cursor` for the next page."""
+        """Newest first; dead letters are `status="dead"`. `event` is a glob (`order.**`),
+        `since`/`until` bound the creation time (Unix seconds). Pass the last id of a page as
+        `cursor` for the next page."""
         if not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a whole number >= 1, not {limit!r}")
         return await self.backend.list_deliveries(
-            webhook=webhook, endpoint=endpoint, status=status, limit=limit, before=cursor
+            webhook=webhook,
+            endpoint=endpoint,
+            status=status,
+            event=event,
+            since=since,
+            until=until,
+            limit=limit,
+            before=cursor,
         )

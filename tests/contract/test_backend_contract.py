@@ -186,3 +186,18 @@ async def test_endpoint_flags_persist(backend: Backend) -> None:
 async def test_unknown_delivery(backend: Backend) -> None:
     assert await backend.get_delivery("dlv_missing") is None
     assert not await backend.settle("dlv_missing", "w", Settlement("completed"), T0)
+
+
+async def test_list_filters_by_event_glob_and_time(backend: Backend) -> None:
+    [created], _ = await fire(backend, ["a"], event="order.created", at=T0)
+    [paid], _ = await fire(backend, ["a"], event="order.payment.completed", at=T0 + 10)
+    [signup], _ = await fire(backend, ["a"], event="user.signup", at=T0 + 20)
+    ids = lambda found: [d.id for d in found]  # noqa: E731
+    assert ids(await backend.list_deliveries(event="order.**")) == [paid, created]
+    assert ids(await backend.list_deliveries(event="order.*")) == [created]
+    assert ids(await backend.list_deliveries(event="*")) == [signup, paid, created]
+    assert ids(await backend.list_deliveries(since=T0 + 10)) == [signup, paid]
+    assert ids(await backend.list_deliveries(until=T0 + 10)) == [created]
+    assert ids(await backend.list_deliveries(event="order.**", since=T0 + 5, until=T0 + 15)) == [
+        paid
+    ]

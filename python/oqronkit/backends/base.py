@@ -11,9 +11,18 @@ Rules every backend keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
+from oqronkit import _core
 from oqronkit.models import Claim, Delivery, Message, NewDelivery, Settlement, Status
+
+
+def glob_predicate(pattern: str | None) -> Callable[[str], bool]:
+    """Whether an event name matches `pattern` (None matches all), by the Rust matcher."""
+    if pattern is None:
+        return lambda _: True
+    matcher = _core.Matcher([[pattern]])
+    return lambda event: bool(matcher.match(event))
 
 
 class Backend(ABC):
@@ -83,10 +92,14 @@ class Backend(ABC):
         webhook: str | None = None,
         endpoint: str | None = None,
         status: Status | None = None,
+        event: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
         limit: int = 100,
         before: str | None = None,
     ) -> list[Delivery]:
-        """Newest first; `before` is the id to continue after (a cursor)."""
+        """Newest first; `before` is the id to continue after (a cursor). `event` is a glob
+        (`order.**`); `since` (inclusive) and `until` (exclusive) bound the creation time."""
 
     @abstractmethod
     async def set_endpoint_enabled(self, webhook: str, endpoint: str, enabled: bool) -> None:

@@ -11,7 +11,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 
-from oqronkit.backends.base import Backend
+from oqronkit.backends.base import Backend, glob_predicate
 from oqronkit.models import (
     QUEUED,
     Attempt,
@@ -265,19 +265,27 @@ class MemoryBackend(Backend):
         webhook: str | None = None,
         endpoint: str | None = None,
         status: Status | None = None,
+        event: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
         limit: int = 100,
         before: str | None = None,
     ) -> list[Delivery]:
         found: list[Delivery] = []
+        event_matches = glob_predicate(event)
         with self._lock:
             for delivery_id in reversed(self._rows):
                 if before is not None and delivery_id >= before:
                     continue
                 row = self._rows[delivery_id]
+                new = row.new
                 if (
-                    (webhook is None or row.new.webhook == webhook)
-                    and (endpoint is None or row.new.endpoint_name == endpoint)
+                    (webhook is None or new.webhook == webhook)
+                    and (endpoint is None or new.endpoint_name == endpoint)
                     and (status is None or row.status == status)
+                    and (since is None or new.created_at >= since)
+                    and (until is None or new.created_at < until)
+                    and event_matches(new.event)
                 ):
                     found.append(row.delivery())
                     if len(found) >= limit:

@@ -10,6 +10,7 @@ timeout makes the others wait).
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -20,7 +21,7 @@ from typing import ParamSpec, TypeVar
 import anyio
 from anyio.lowlevel import RunVar
 
-from oqronkit.backends.base import Backend
+from oqronkit.backends.base import Backend, glob_predicate
 from oqronkit.models import Attempt, Claim, Delivery, Message, NewDelivery, Settlement, Status
 
 P = ParamSpec("P")
@@ -85,6 +86,16 @@ def _delivery(row: sqlite3.Row) -> Delivery:
         updated_at=row["updated_at"],
         message_id=row["message_id"],
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_glob(pattern: str) -> Callable[[str], bool]:
+    return glob_predicate(pattern)
+
+
+def _glob(pattern: str, event: str) -> bool:
+    """`oqron_glob(pattern, event)` in SQL: the same rules as fan-out."""
+    return _compiled_glob(pattern)(event)
 
 
 def _attempt_json(attempt: Attempt) -> str:
@@ -176,6 +187,7 @@ class SQLiteBackend(Backend):
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: index updates stay in memory
                 conn.executescript(SCHEMA)
+                conn.create_function("oqron_glob", 2, _glob, deterministic=True)
                 self._conn = conn
             return self._conn
 
@@ -400,10 +412,14 @@ class SQLiteBackend(Backend):
         webhook: str | None = None,
         endpoint: str | None = None,
         status: Status | None = None,
+        event: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
         limit: int = 100,
         before: str | None = None,
     ) -> list[Delivery]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | float] = []
         for column, value in (("webhook", webhook), ("endpoint", endpoint), ("status", status)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -411,6 +427,16 @@ class SQLiteBackend(Backend):
         if before is not None:
             where.append("id < ?")
             args.append(before)
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("created_at < ?")
+            args.append(until)
+        if event is not None:
+            glob_predicate(event)  # an invalid pattern raises here, not inside SQLite
+            where.append("oqron_glob(?, event)")
+            args.append(event)
         sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
         if where:
             sql += " WHERE " + " AND ".join(where)
