@@ -16,6 +16,8 @@ from standardwebhooks.webhooks import Webhook as StandardVerifier
 from oqronkit import (
     CircuitBreaker,
     Delivery,
+    DeliveryNotFound,
+    DeliveryStateError,
     Endpoint,
     FakeClock,
     InvalidEventName,
@@ -632,3 +634,33 @@ async def test_a_hook_that_hangs_is_cut_off_and_changes_nothing(
             await status_of(kit, delivery_id, "completed")
     assert "timed out" in caplog.text
     assert (await kit.get_delivery(delivery_id)).status == "completed"  # type: ignore[union-attr]
+
+
+async def test_resend_sends_a_dead_delivery_again_with_the_same_idempotency_key(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    receiver.respond("/a", 400)  # then 204
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        security=Security(signing_secret="s"),
+        endpoints=[Endpoint("a", receiver.url("/a"), ["**"])],
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("e", {"n": 1})
+        await status_of(kit, delivery_id, "dead")
+        kit.clock.advance(600)  # type: ignore[attr-defined]
+        copy_id = await kit.resend_webhook(delivery_id)
+        copy = await status_of(kit, copy_id, "completed")
+        with pytest.raises(DeliveryStateError, match="only completed, dead or cancelled"):
+            await kit.resend_webhook((await hook.fire("e", {}))[0])
+        with pytest.raises(DeliveryNotFound):
+            await kit.resend_webhook("dlv_missing")
+    first, second = receiver.received()[:2]
+    assert copy.resent_from == delivery_id and len(copy.attempts) == 1
+    assert second.headers["idempotency-key"] == first.headers["idempotency-key"] == delivery_id
+    assert second.headers["x-oqron-delivery"] == copy_id
+    assert verify_webhook_signature(
+        second.headers["x-oqron-signature"], second.body, "s", now=kit.clock.now()
+    )
+    assert int(second.headers["x-oqron-timestamp"]) > int(first.headers["x-oqron-timestamp"])

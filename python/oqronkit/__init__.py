@@ -7,6 +7,8 @@ from oqronkit.config import CircuitBreaker, Endpoint, RateLimit, Retries, Securi
 from oqronkit.errors import (
     CircuitOpenError,
     ConfigurationError,
+    DeliveryNotFound,
+    DeliveryStateError,
     EgressDenied,
     InvalidEventName,
     InvalidPattern,
@@ -33,6 +35,8 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "Delivery",
+    "DeliveryNotFound",
+    "DeliveryStateError",
     "EgressDenied",
     "Endpoint",
     "FakeClock",

@@ -49,3 +49,11 @@ class EgressDenied(OqronKitError):
 
 class KitNotRunning(OqronKitError, RuntimeError):
     """An operation needs the kit to be open (`async with kit:`)."""
+
+
+class DeliveryNotFound(OqronKitError, LookupError):
+    """No delivery has that id."""
+
+
+class DeliveryStateError(OqronKitError):
+    """The operation does not apply to the delivery in its current status."""

@@ -24,7 +24,12 @@ from oqronkit.clock import Clock, SystemClock
 from oqronkit.config import CircuitBreaker, Method, RateLimit, Retries, SecuritySource, Throttle
 from oqronkit.dispatcher import Dispatcher
 from oqronkit.egress import EgressPolicy, guarded_transport
-from oqronkit.errors import ConfigurationError, KitNotRunning
+from oqronkit.errors import (
+    ConfigurationError,
+    DeliveryNotFound,
+    DeliveryStateError,
+    KitNotRunning,
+)
 from oqronkit.hooks import Hook
 from oqronkit.ids import new_id
 from oqronkit.models import Delivery, Status
@@ -288,6 +293,23 @@ class OqronKit:
     async def disable_endpoint(self, webhook: str, endpoint: str) -> None:
         await self.backend.set_endpoint_enabled(webhook, endpoint, False)
         self._flags.pop(webhook, None)
+
+    # ---------------------------------------------------------------- operations
+
+    async def resend_webhook(self, delivery_id: str) -> str:
+        """Sends a finished delivery (completed, dead or cancelled) again, now, as a new
+        delivery: attempts reset, the same `Idempotency-Key`, signed afresh. Returns its id."""
+        resent = await self.backend.resend(delivery_id, new_id("dlv"), self.clock.now())
+        if resent is None:
+            existing = await self.backend.get_delivery(delivery_id)
+            if existing is None:
+                raise DeliveryNotFound(f"no delivery {delivery_id!r}")
+            raise DeliveryStateError(
+                f"delivery {delivery_id} is {existing.status}: only completed, dead or "
+                "cancelled deliveries can be resent"
+            )
+        self.wake(resent.webhook)
+        return resent.id
 
     # ---------------------------------------------------------------- queries
 

@@ -45,6 +45,7 @@ class NewDelivery(NamedTuple):
     event: str
     idempotency_key: str
     created_at: float
+    resent_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class Delivery:
     created_at: float
     updated_at: float
     message_id: str
+    resent_from: str | None = None  # the delivery this one was resent from
 
 
 @dataclass(frozen=True, slots=True)

@@ -284,7 +284,16 @@ class Webhook:
                     deliveries.append(
                         _new_delivery(
                             NewDelivery,
-                            (delivery_id, message_id, name, endpoint_name, event, delivery_id, now),
+                            (
+                                delivery_id,
+                                message_id,
+                                name,
+                                endpoint_name,
+                                event,
+                                delivery_id,
+                                now,
+                                None,
+                            ),
                         )
                     )
                     fired.append(delivery_id)

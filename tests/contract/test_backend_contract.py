@@ -201,3 +201,25 @@ async def test_list_filters_by_event_glob_and_time(backend: Backend) -> None:
     assert ids(await backend.list_deliveries(event="order.**", since=T0 + 5, until=T0 + 15)) == [
         paid
     ]
+
+
+async def test_resend_queues_a_copy_of_a_finished_delivery(backend: Backend) -> None:
+    [delivery_id], _ = await fire(backend, ["a"])
+    assert await backend.resend(delivery_id, "dlv_copy_early", T0) is None  # not finished
+    await backend.claim("hooks", "w", T0, T0 + 30, limit=1)
+    dead = Settlement("dead", attempt=Attempt(at=T0, duration=0.1, status=400), error="HTTP 400")
+    original = await backend.settle(delivery_id, "w", dead, T0 + 1)
+    assert original is not None
+    copy = await backend.resend(delivery_id, "dlv_copy", T0 + 50)
+    assert copy is not None
+    assert (copy.id, copy.status, copy.attempts, copy.resent_from) == (
+        "dlv_copy",
+        "waiting",
+        (),
+        delivery_id,
+    )
+    assert copy.idempotency_key == original.idempotency_key
+    assert copy.message_id == original.message_id and copy.endpoint_name == "a"
+    [claim] = await backend.claim("hooks", "w", T0 + 50, T0 + 80, limit=1)
+    assert claim.id == "dlv_copy" and claim.body == b'{"n":1}' and claim.attempts_made == 0
+    assert await backend.resend("dlv_missing", "dlv_x", T0) is None

@@ -83,6 +83,12 @@ class Backend(ABC):
         it now stands; None if the lease was lost."""
 
     @abstractmethod
+    async def resend(self, delivery_id: str, new_id: str, now: float) -> Delivery | None:
+        """Queues a copy of a finished delivery (completed, dead or cancelled) as `new_id`: the
+        same message, endpoint and idempotency key, no attempts, ready at `now`, linked by
+        `resent_from`. None if there is no such delivery or it has not finished."""
+
+    @abstractmethod
     async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
 
     @abstractmethod

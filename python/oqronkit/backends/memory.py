@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from oqronkit.backends.base import Backend, glob_predicate
 from oqronkit.models import (
     QUEUED,
+    TERMINAL,
     Attempt,
     Claim,
     Delivery,
@@ -66,6 +67,7 @@ class _Row:
             created_at=new.created_at,
             updated_at=self.updated_at,
             message_id=new.message_id,
+            resent_from=new.resent_from,
         )
 
 
@@ -253,6 +255,16 @@ class MemoryBackend(Backend):
                 if settlement.status != "held":  # held keeps its schedule for its release
                     row.next_attempt_at = None
             return row.delivery()
+
+    async def resend(self, delivery_id: str, new_id: str, now: float) -> Delivery | None:
+        with self._lock:
+            row = self._rows.get(delivery_id)
+            if row is None or row.status not in TERMINAL:
+                return None
+            copy = _Row(row.new._replace(id=new_id, created_at=now, resent_from=delivery_id))
+            self._rows[new_id] = copy
+            heapq.heappush(self._ready[copy.new.webhook][copy.new.endpoint_name], (now, new_id))
+            return copy.delivery()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         with self._lock:

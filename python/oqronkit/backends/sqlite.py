@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     lease_owner TEXT,
-    lease_until REAL
+    lease_until REAL,
+    resent_from TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (webhook, status, next_attempt_at);
 CREATE TABLE IF NOT EXISTS endpoint_flags (
@@ -67,7 +68,7 @@ CREATE TABLE IF NOT EXISTS endpoint_flags (
 
 _DELIVERY_COLUMNS = (
     "id, webhook, endpoint, event, status, attempts, error, idempotency_key, next_attempt_at, "
-    "created_at, updated_at, message_id"
+    "created_at, updated_at, message_id, resent_from"
 )
 
 
@@ -85,6 +86,7 @@ def _delivery(row: sqlite3.Row) -> Delivery:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         message_id=row["message_id"],
+        resent_from=row["resent_from"],
     )
 
 
@@ -260,8 +262,8 @@ class SQLiteBackend(Backend):
             # Numbered parameters read each NewDelivery tuple as it is: no per-row repacking.
             conn.executemany(
                 "INSERT INTO deliveries (id, message_id, webhook, endpoint, event, status, "
-                "idempotency_key, next_attempt_at, created_at, updated_at) "
-                "VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?7, ?7)",
+                "idempotency_key, next_attempt_at, created_at, updated_at, resent_from) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?7, ?7, ?8)",
                 deliveries,
             )
             return None
@@ -396,6 +398,21 @@ class SQLiteBackend(Backend):
             return _delivery(row) if row else None
 
         return await self._run(self._write, settle)
+
+    async def resend(self, delivery_id: str, new_id: str, now: float) -> Delivery | None:
+        def resend(conn: sqlite3.Connection) -> Delivery | None:
+            row = conn.execute(
+                "INSERT INTO deliveries (id, message_id, webhook, endpoint, event, status, "
+                "idempotency_key, next_attempt_at, created_at, updated_at, resent_from) "
+                "SELECT ?, message_id, webhook, endpoint, event, 'waiting', idempotency_key, "
+                "?, ?, ?, id FROM deliveries "
+                "WHERE id = ? AND status IN ('completed', 'dead', 'cancelled') "
+                "RETURNING " + _DELIVERY_COLUMNS,
+                (new_id, now, now, now, delivery_id),
+            ).fetchone()
+            return _delivery(row) if row else None
+
+        return await self._run(self._write, resend)
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         def get(conn: sqlite3.Connection) -> Delivery | None:
