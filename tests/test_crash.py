@@ -71,3 +71,30 @@ async def test_sigkill_mid_run_loses_nothing(tmp_path: Path, receiver: Receiver)
     # worker's in-flight requests are sent again once their leases expire).
     keys = [r.headers["idempotency-key"] for r in receiver.received()]
     assert set(keys) == expected
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_cancel_reaches_a_request_in_flight_in_another_process(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.respond("/a", then=Reply(204, delay=20.0))
+    receiver.respond("/b", then=Reply(204, delay=20.0))
+    backend = f"sqlite:///{tmp_path / 'cancel.db'}"
+    operator = define(backend, receiver.url(""), dispatch=False)
+    worker = start_worker(backend, receiver)
+    try:
+        async with operator:
+            ids = await operator.get_webhook("orders").fire("order.created", {})
+            await receiver.wait_for(2, timeout=10)
+            for delivery_id in ids:
+                assert await operator.cancel_delivery(delivery_id) == "aborted"
+            with anyio.fail_after(5):  # the worker checks every second
+                while True:
+                    found = [await operator.get_delivery(i) for i in ids]
+                    if all(d is not None and d.status == "cancelled" for d in found):
+                        break
+                    await anyio.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+        worker.stdout.close()  # type: ignore[union-attr]

@@ -664,3 +664,48 @@ async def test_resend_sends_a_dead_delivery_again_with_the_same_idempotency_key(
         second.headers["x-oqron-signature"], second.body, "s", now=kit.clock.now()
     )
     assert int(second.headers["x-oqron-timestamp"]) > int(first.headers["x-oqron-timestamp"])
+
+
+async def test_cancel_aborts_an_in_flight_request_at_once(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    receiver.respond("/slow", Reply(204, delay=10.0))
+    dead: list[Delivery] = []
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        on_dead=dead.append,
+        circuit_breaker=CircuitBreaker(failure_threshold=1),
+        endpoints=[Endpoint("a", receiver.url("/slow"), ["**"])],
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        await receiver.wait_for(1)
+        with anyio.fail_after(1.0):  # aborted at once, not after the receiver's 10 s
+            assert await kit.cancel_delivery(delivery_id) == "aborted"
+            d = await status_of(kit, delivery_id, "cancelled")
+        assert d.attempts == ()
+        assert await kit.cancel_delivery(delivery_id) == "finished"
+        with pytest.raises(DeliveryNotFound):
+            await kit.cancel_delivery("dlv_missing")
+        # Not a breaker failure (threshold 1): the next delivery goes straight through.
+        receiver.respond("/slow", 204)
+        [next_id] = await hook.fire("e", {})
+        await status_of(kit, next_id, "completed")
+    assert dead == []
+
+
+async def test_cancel_a_queued_delivery(make_backend: BackendFactory, receiver: Receiver) -> None:
+    clock = FakeClock()
+    producer = OqronKit(make_backend(), dispatch=False, clock=clock)
+    endpoints = [Endpoint("a", receiver.url("/a"), ["**"])]
+    hook = producer.webhook("w", endpoints=endpoints)
+    async with producer:
+        [delivery_id] = await hook.fire("e", {})
+        assert await producer.cancel_delivery(delivery_id) == "cancelled"
+    worker = OqronKit(producer.backend, allow_private_networks=True, clock=clock)
+    worker.webhook("w", endpoints=endpoints)
+    async with worker:
+        await anyio.sleep(0.2)
+    assert receiver.received() == []
+    assert (await worker.get_delivery(delivery_id)).status == "cancelled"  # type: ignore[union-attr]

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("oqronkit")
 
 RETRY_AFTER_ERROR = 5.0  # seconds before a delivery whose attempt broke unexpectedly is retried
+CANCEL_POLL = 1.0  # seconds between checks for cancellations asked for by other processes
 
 
 class Dispatcher:
@@ -51,6 +52,7 @@ class Dispatcher:
         # claimed again (a fast retry) before the task that settled it has quite finished.
         self._in_flight: dict[int, Claim] = {}
         self._settled: set[int] = set()
+        self._scopes: dict[int, anyio.CancelScope] = {}  # to abort one attempt (cancel_delivery)
         self._tokens = itertools.count()
         self._per_endpoint: dict[str, int] = {}
         self._idle = anyio.Event()
@@ -79,6 +81,7 @@ class Dispatcher:
         # bounded by their own timeout and allowed to finish at shutdown.
         async with anyio.create_task_group() as self._hooks, anyio.create_task_group() as tg:
             tg.start_soon(self._heartbeat)
+            tg.start_soon(self._watch_cancels)
             with self._attempts_scope:
                 async with anyio.create_task_group() as attempts:
                     await self._claim_loop(attempts)
@@ -189,9 +192,35 @@ class Dispatcher:
         self._idle = anyio.Event()
         attempts.start_soon(self._attempt_then_release, token, claim)
 
+    def cancel(self, delivery_id: str) -> bool:
+        """Aborts the attempt in flight for `delivery_id` here, if there is one."""
+        tokens = [t for t, claim in self._in_flight.items() if claim.id == delivery_id]
+        for token in tokens:
+            self._scopes[token].cancel()
+        return bool(tokens)
+
+    async def _watch_cancels(self) -> None:
+        """Cancellations asked for elsewhere (another process) reach this one within a second."""
+        while True:
+            await sleep(self.kit.clock, CANCEL_POLL)
+            if not self._in_flight:
+                continue
+            try:
+                ids = [claim.id for claim in self._in_flight.values()]
+                for delivery_id in await self.kit.backend.cancel_requested(self.owner, ids):
+                    self.cancel(delivery_id)
+            except Exception:
+                log.exception("webhook %s: checking for cancellations failed", self.webhook.name)
+
     async def _attempt_then_release(self, token: int, claim: Claim) -> None:
+        scope = self._scopes[token] = anyio.CancelScope()
         try:
-            await self._attempt(token, claim)
+            with scope:
+                await self._attempt(token, claim)
+            if scope.cancelled_caught and token not in self._settled:
+                # cancel_delivery: no breaker failure, no on_dead, no attempt recorded.
+                with anyio.CancelScope(shield=True):
+                    await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
         except anyio.get_cancelled_exc_class():
             await self._requeue_unsettled(token, claim, 0.0)  # shutdown: no attempt used
             raise
@@ -200,6 +229,7 @@ class Dispatcher:
             await self._requeue_unsettled(token, claim, RETRY_AFTER_ERROR)
         finally:
             del self._in_flight[token]
+            del self._scopes[token]
             self._settled.discard(token)
             self._per_endpoint[claim.endpoint_name] -= 1
             if not self._in_flight:

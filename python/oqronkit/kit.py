@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -295,6 +295,21 @@ class OqronKit:
         self._flags.pop(webhook, None)
 
     # ---------------------------------------------------------------- operations
+
+    async def cancel_delivery(
+        self, delivery_id: str
+    ) -> Literal["cancelled", "aborted", "finished"]:
+        """Cancels a delivery: a queued one at once ("cancelled"); one in flight has its
+        request aborted ("aborted": at once in this process, within a second on another); a
+        finished one is left alone ("finished"). Never a breaker failure, never `on_dead`."""
+        outcome = await self.backend.cancel(delivery_id, self.clock.now())
+        if outcome == "missing":
+            raise DeliveryNotFound(f"no delivery {delivery_id!r}")
+        if outcome == "requested":
+            for dispatcher in self._dispatchers.values():
+                dispatcher.cancel(delivery_id)
+            return "aborted"
+        return outcome
 
     async def resend_webhook(self, delivery_id: str) -> str:
         """Sends a finished delivery (completed, dead or cancelled) again, now, as a new

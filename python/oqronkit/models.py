@@ -9,6 +9,7 @@ from typing import Literal, NamedTuple, TypeAlias
 Status: TypeAlias = Literal[
     "waiting", "active", "delayed", "completed", "dead", "cancelled", "held"
 ]
+CancelOutcome: TypeAlias = Literal["cancelled", "requested", "finished", "missing"]
 QUEUED: frozenset[Status] = frozenset({"waiting", "delayed"})
 TERMINAL: frozenset[Status] = frozenset({"completed", "dead", "cancelled"})
 

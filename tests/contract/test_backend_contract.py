@@ -223,3 +223,20 @@ async def test_resend_queues_a_copy_of_a_finished_delivery(backend: Backend) -> 
     [claim] = await backend.claim("hooks", "w", T0 + 50, T0 + 80, limit=1)
     assert claim.id == "dlv_copy" and claim.body == b'{"n":1}' and claim.attempts_made == 0
     assert await backend.resend("dlv_missing", "dlv_x", T0) is None
+
+
+async def test_cancel_by_status(backend: Backend) -> None:
+    queued, active = (await fire(backend, ["a", "b"]))[0]
+    [claim] = await backend.claim("hooks", "w", T0, T0 + 30, limit=1, room={"a": 0})
+    assert claim.id == active
+    assert await backend.cancel(queued, T0 + 1) == "cancelled"
+    assert (await backend.get_delivery(queued)).status == "cancelled"  # type: ignore[union-attr]
+    assert await backend.claim("hooks", "w", T0 + 2, T0 + 32, limit=5) == []
+    assert await backend.cancel_requested("w", [active]) == set()
+    assert await backend.cancel(active, T0 + 1) == "requested"
+    assert await backend.cancel_requested("w", [active, queued]) == {active}
+    assert await backend.cancel_requested("someone-else", [active]) == set()
+    await backend.settle(active, "w", Settlement("cancelled", error="cancelled"), T0 + 2)
+    assert await backend.cancel_requested("w", [active]) == set()
+    assert await backend.cancel(active, T0 + 3) == "finished"
+    assert await backend.cancel("dlv_missing", T0) == "missing"

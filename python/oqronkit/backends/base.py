@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from oqronkit import _core
-from oqronkit.models import Claim, Delivery, Message, NewDelivery, Settlement, Status
+from oqronkit.models import CancelOutcome, Claim, Delivery, Message, NewDelivery, Settlement, Status
 
 
 def glob_predicate(pattern: str | None) -> Callable[[str], bool]:
@@ -81,6 +81,16 @@ class Backend(ABC):
     ) -> Delivery | None:
         """Applies the outcome of a claim if `owner` still holds it and returns the delivery as
         it now stands; None if the lease was lost."""
+
+    @abstractmethod
+    async def cancel(self, delivery_id: str, now: float) -> CancelOutcome:
+        """Cancels a delivery: a queued or held one becomes `cancelled` ("cancelled"); an
+        active one is flagged for its worker to abort ("requested"); a finished one is left
+        as it is ("finished"); "missing" if there is none. Settling clears the flag."""
+
+    @abstractmethod
+    async def cancel_requested(self, owner: str, ids: Collection[str]) -> set[str]:
+        """Which of `owner`'s active deliveries among `ids` have been asked to cancel."""
 
     @abstractmethod
     async def resend(self, delivery_id: str, new_id: str, now: float) -> Delivery | None:

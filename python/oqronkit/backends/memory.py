@@ -16,6 +16,7 @@ from oqronkit.models import (
     QUEUED,
     TERMINAL,
     Attempt,
+    CancelOutcome,
     Claim,
     Delivery,
     Message,
@@ -32,6 +33,7 @@ class _Row:
 
     __slots__ = (
         "attempts",
+        "cancel_requested",
         "created_at",
         "error",
         "lease_owner",
@@ -51,6 +53,7 @@ class _Row:
         self.updated_at = new.created_at
         self.lease_owner: str | None = None
         self.lease_until = 0.0
+        self.cancel_requested = False
 
     def delivery(self) -> Delivery:
         new = self.new
@@ -243,6 +246,7 @@ class MemoryBackend(Backend):
             row = self._rows.get(delivery_id)
             if row is None or row.status != "active" or row.lease_owner != owner:
                 return None
+            row.cancel_requested = False
             if settlement.attempt is not None:
                 row.attempts += (settlement.attempt,)
             if settlement.error is not None:
@@ -255,6 +259,30 @@ class MemoryBackend(Backend):
                 if settlement.status != "held":  # held keeps its schedule for its release
                     row.next_attempt_at = None
             return row.delivery()
+
+    async def cancel(self, delivery_id: str, now: float) -> CancelOutcome:
+        with self._lock:
+            row = self._rows.get(delivery_id)
+            if row is None:
+                return "missing"
+            if row.status in TERMINAL:
+                return "finished"
+            if row.status == "active":
+                row.cancel_requested = True
+                return "requested"
+            row.status, row.next_attempt_at, row.updated_at = "cancelled", None, now
+            return "cancelled"
+
+    async def cancel_requested(self, owner: str, ids: Collection[str]) -> set[str]:
+        with self._lock:
+            return {
+                i
+                for i in ids
+                if (row := self._rows.get(i)) is not None
+                and row.status == "active"
+                and row.lease_owner == owner
+                and row.cancel_requested
+            }
 
     async def resend(self, delivery_id: str, new_id: str, now: float) -> Delivery | None:
         with self._lock:

@@ -22,7 +22,17 @@ import anyio
 from anyio.lowlevel import RunVar
 
 from oqronkit.backends.base import Backend, glob_predicate
-from oqronkit.models import Attempt, Claim, Delivery, Message, NewDelivery, Settlement, Status
+from oqronkit.models import (
+    TERMINAL,
+    Attempt,
+    CancelOutcome,
+    Claim,
+    Delivery,
+    Message,
+    NewDelivery,
+    Settlement,
+    Status,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -55,7 +65,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at REAL NOT NULL,
     lease_owner TEXT,
     lease_until REAL,
-    resent_from TEXT
+    resent_from TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (webhook, status, next_attempt_at);
 CREATE TABLE IF NOT EXISTS endpoint_flags (
@@ -378,7 +389,7 @@ class SQLiteBackend(Backend):
                     attempts = CASE WHEN ? IS NULL THEN attempts
                                     ELSE json_insert(attempts, '$[#]', json(?)) END,
                     attempts_made = attempts_made + (? IS NOT NULL),
-                    lease_owner = NULL, lease_until = NULL
+                    lease_owner = NULL, lease_until = NULL, cancel_requested = 0
                 WHERE id = ? AND status = 'active' AND lease_owner = ?
                 RETURNING """
                 + _DELIVERY_COLUMNS,
@@ -398,6 +409,44 @@ class SQLiteBackend(Backend):
             return _delivery(row) if row else None
 
         return await self._run(self._write, settle)
+
+    async def cancel(self, delivery_id: str, now: float) -> CancelOutcome:
+        def cancel(conn: sqlite3.Connection) -> CancelOutcome:
+            row = conn.execute("SELECT status FROM deliveries WHERE id = ?", (delivery_id,))
+            found = row.fetchone()
+            if found is None:
+                return "missing"
+            status = found[0]
+            if status in TERMINAL:
+                return "finished"
+            if status == "active":
+                conn.execute(
+                    "UPDATE deliveries SET cancel_requested = 1 WHERE id = ?", (delivery_id,)
+                )
+                return "requested"
+            conn.execute(
+                "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, "
+                "updated_at = ? WHERE id = ?",
+                (now, delivery_id),
+            )
+            return "cancelled"
+
+        return await self._run(self._write, cancel)
+
+    async def cancel_requested(self, owner: str, ids: Collection[str]) -> set[str]:
+        wanted = list(ids)
+        if not wanted:
+            return set()
+
+        def select(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(
+                "SELECT id FROM deliveries WHERE status = 'active' AND lease_owner = ? "
+                f"AND cancel_requested = 1 AND id IN ({','.join('?' * len(wanted))})",
+                (owner, *wanted),
+            )
+            return {r[0] for r in rows}
+
+        return await self._run(self._read, select)
 
     async def resend(self, delivery_id: str, new_id: str, now: float) -> Delivery | None:
         def resend(conn: sqlite3.Connection) -> Delivery | None:
