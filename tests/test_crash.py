@@ -31,6 +31,13 @@ def start_worker(backend: str, receiver: Receiver) -> subprocess.Popen[str]:
     return worker
 
 
+def stop_gracefully(worker: subprocess.Popen[str]) -> None:
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert worker.stdout is not None
+    worker.stdout.close()
+
+
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_sigkill_mid_run_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:
     receiver.respond("/a", then=Reply(204, delay=0.005))
@@ -63,9 +70,7 @@ async def test_sigkill_mid_run_loses_nothing(tmp_path: Path, receiver: Receiver)
                         break
                     await anyio.sleep(0.1)
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=30) == 0
-        second.stdout.close()  # type: ignore[union-attr]
+        stop_gracefully(second)
 
     # Every delivery arrived and finished; a few arrived twice (at-least-once: the killed
     # worker's in-flight requests are sent again once their leases expire).
@@ -95,6 +100,4 @@ async def test_cancel_reaches_a_request_in_flight_in_another_process(
                         break
                     await anyio.sleep(0.05)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=30) == 0
-        worker.stdout.close()  # type: ignore[union-attr]
+        stop_gracefully(worker)
