@@ -15,6 +15,7 @@ import httpx
 
 from oqronkit import _core
 from oqronkit.errors import ConfigurationError
+from oqronkit.signing import signers_for, standard_signers_for
 
 Secret: TypeAlias = str | bytes
 Strategy: TypeAlias = Literal["fixed", "exponential"]
@@ -155,8 +156,8 @@ class Security:
 
     def signers(self, scheme: str) -> list[_core.Signer]:
         if scheme == "standard":
-            return [_core.Signer.standard(_text(s)) for s in self.secrets]
-        return [_core.Signer(s, self.signing_algorithm) for s in self.secrets]
+            return standard_signers_for([_text(s) for s in self.secrets])
+        return signers_for(self.secrets, self.signing_algorithm)
 
 
 def _text(secret: Secret) -> str:
