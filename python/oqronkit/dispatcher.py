@@ -28,6 +28,7 @@ from oqronkit._core import TokenBucket, parse_retry_after
 from oqronkit.clock import sleep
 from oqronkit.config import Endpoint, Retries
 from oqronkit.delivery import Verdict
+from oqronkit.events import EventKind, LifecycleEvent
 from oqronkit.hooks import Hook, run_hook
 from oqronkit.models import Attempt, Claim, Delivery, Settlement
 
@@ -61,11 +62,6 @@ class Dispatcher:
         self._startup_scope = anyio.CancelScope()
         self._renewed_at = kit.clock.now()
         self._hooks: TaskGroup
-        self._throttle = (
-            None
-            if webhook.throttle is None
-            else TokenBucket(webhook.throttle.max, webhook.throttle.per)
-        )
 
     def wake(self) -> None:
         self._wake.set()
@@ -88,7 +84,7 @@ class Dispatcher:
                     await self._drain()
             tg.cancel_scope.cancel()
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         self._stopping = True
         self._startup_scope.cancel()
         self.wake()
@@ -124,6 +120,10 @@ class Dispatcher:
             return None
         return self.kit.rate_limit_for(self._key(name), endpoint.rate_limit)
 
+    def _webhook_throttle(self) -> TokenBucket | None:
+        throttle = self.webhook.throttle  # may change at runtime (update_webhook)
+        return None if throttle is None else self.kit.rate_limit_for(self.webhook.name, throttle)
+
     def _closed_until(self, name: str, now: float) -> float | None:
         """When the endpoint's breaker will let a call through, if it will not now."""
         endpoint = self.webhook.endpoint_named(name)
@@ -144,14 +144,15 @@ class Dispatcher:
             self._wake = anyio.Event()
             free = self.webhook.concurrency - len(self._in_flight)
             now = clock.now()
+            throttle = self._webhook_throttle()
             try:
                 await self._keep_leases(now)
                 room, opens = self._room(now)
                 limit = free
-                if self._throttle is not None:
-                    limit = min(free, self._throttle.allowance(now))
+                if throttle is not None:
+                    limit = min(free, throttle.allowance(now))
                     if free > 0 and limit == 0:
-                        due = (1 - self._throttle.available(now)) / self._throttle.rate
+                        due = (1 - throttle.available(now)) / throttle.rate
                         await clock.wait(self._wake, now + due)
                         continue
                 claims = []
@@ -161,8 +162,8 @@ class Dispatcher:
                         self.webhook.name, self.owner, now, lease_until, limit, room
                     )
                 for claim in claims:
-                    if self._throttle is not None:
-                        self._throttle.try_acquire(now)
+                    if throttle is not None:
+                        throttle.try_acquire(now)
                     self._start(attempts, claim)
                 if claims:
                     continue
@@ -303,12 +304,16 @@ class Dispatcher:
             breaker.release(clock.now())  # cancelled: no verdict on the receiver
             raise
         now = clock.now()
+        was = breaker.state
         if not response.reached:
             breaker.release(now)  # nothing was sent: no verdict on the receiver
         elif response.counts_against_breaker:
             breaker.record_failure(now)
         else:
             breaker.record_success(now)
+        if breaker.state != was and breaker.state in ("open", "closed"):
+            kind: EventKind = "breaker.opened" if breaker.state == "open" else "breaker.closed"
+            self.kit.publish(LifecycleEvent(kind, webhook.name, now, endpoint.name, claim.id))
         attempt = Attempt(
             at=started_at,
             duration=response.duration,
@@ -381,7 +386,7 @@ class Dispatcher:
         else:
             settlement = Settlement("dead", attempt=attempt, error=failure)
         if response.verdict is Verdict.GONE:
-            await self.kit.disable_endpoint(webhook.name, endpoint_name)
+            await self.kit.disable_endpoint(webhook.name, endpoint_name, f"{failure} ({claim.id})")
         settled = await self._settle(token, claim, settlement)
         if settled is None:
             return
@@ -391,6 +396,11 @@ class Dispatcher:
             self._hook(webhook.on_success, settled)
         elif settled.status == "dead":
             self._hook(webhook.on_dead, settled)
+            self.kit.publish(
+                LifecycleEvent(
+                    "delivery.dead", webhook.name, now, endpoint_name, settled.id, settled.error
+                )
+            )
 
     async def _settle(self, token: int, claim: Claim, settlement: Settlement) -> Delivery | None:
         now = self.kit.clock.now()

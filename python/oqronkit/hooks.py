@@ -1,12 +1,12 @@
-"""User hooks (`on_success`, `on_failure`, `on_dead`): run under a timeout; an exception is
-logged and never changes the delivery."""
+"""User hooks (`on_success`, `on_failure`, `on_dead`, the kit's `on_event`): run under a
+timeout; an exception is logged and never changes the delivery."""
 
 from __future__ import annotations
 
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import anyio
 
@@ -17,17 +17,19 @@ log = logging.getLogger("oqronkit")
 Hook: TypeAlias = Callable[[Delivery], None] | Callable[[Delivery], Awaitable[None]]
 
 
-async def run_hook(hook: Hook, delivery: Delivery, *, timeout: float) -> None:
+async def run_hook(hook: Callable[[Any], Any], subject: Any, *, timeout: float) -> None:
+    """Calls `hook(subject)`: a coroutine function on the loop, anything else in a thread."""
     name = getattr(hook, "__qualname__", repr(hook))
+    about = getattr(subject, "id", None) or getattr(subject, "kind", "")
     try:
         with anyio.fail_after(timeout):
             if inspect.iscoroutinefunction(hook):
-                await hook(delivery)
+                await hook(subject)
             else:
-                result = await anyio.to_thread.run_sync(hook, delivery, abandon_on_cancel=True)
+                result = await anyio.to_thread.run_sync(hook, subject, abandon_on_cancel=True)
                 if inspect.isawaitable(result):
                     await result
     except TimeoutError:
-        log.error("hook %s timed out after %gs (delivery %s)", name, timeout, delivery.id)
+        log.error("hook %s timed out after %gs (%s)", name, timeout, about)
     except Exception:
-        log.exception("hook %s raised (delivery %s); the delivery is unchanged", name, delivery.id)
+        log.exception("hook %s raised (%s); nothing is changed by it", name, about)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import math
 import random as random_module
 import threading
-import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -20,8 +21,24 @@ from anyio.abc import TaskGroup
 
 from oqronkit import _core
 from oqronkit.backends import Backend, open_backend
-from oqronkit.clock import Clock, SystemClock
-from oqronkit.config import CircuitBreaker, Method, RateLimit, Retries, SecuritySource, Throttle
+from oqronkit.clock import Clock, SystemClock, sleep
+from oqronkit.config import (
+    CircuitBreaker,
+    Endpoint,
+    Method,
+    RateLimit,
+    Retries,
+    Security,
+    SecuritySource,
+    Throttle,
+)
+from oqronkit.definitions import (
+    WEBHOOK_FIELDS,
+    encode_changes,
+    endpoint_document,
+    webhook_document,
+    webhook_settings,
+)
 from oqronkit.dispatcher import Dispatcher
 from oqronkit.egress import EgressPolicy, guarded_transport
 from oqronkit.errors import (
@@ -30,15 +47,20 @@ from oqronkit.errors import (
     DeliveryStateError,
     KitNotRunning,
 )
-from oqronkit.hooks import Hook
+from oqronkit.events import EventBus, LifecycleEvent
+from oqronkit.hooks import Hook, run_hook
 from oqronkit.ids import new_id
-from oqronkit.models import Delivery, Status
+from oqronkit.models import NO_DEFINITIONS, WEBHOOK, Definitions, Delivery, Status
 from oqronkit.webhook import EndpointSource, Scheme, Webhook
+
+log = logging.getLogger("oqronkit")
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-FLAGS_TTL = 1.0  # seconds an endpoint's persisted enabled flag may be stale in this process
+# Seconds the stored definitions (runtime webhooks and endpoints, pauses) may be stale in this
+# process: changes made by other processes take effect here within this time.
+DEFINITIONS_TTL = 1.0
 
 
 class OqronKit:
@@ -68,6 +90,7 @@ class OqronKit:
         idempotency_window: float = 24 * 3600.0,
         user_agent: str | None = None,
         random: random_module.Random | None = None,
+        on_event: Callable[[LifecycleEvent], Any] | None = None,
     ) -> None:
         for name, value in (
             ("lease", lease),
@@ -85,6 +108,8 @@ class OqronKit:
         ):
             if not isinstance(count, int) or count < 1:
                 raise ConfigurationError(f"{name} must be a whole number >= 1")
+        if on_event is not None and not callable(on_event):
+            raise ConfigurationError("on_event must be a callable taking a LifecycleEvent")
         self.backend = open_backend(backend)
         self.egress = EgressPolicy(
             allow_private_networks=allow_private_networks, allow=allow_networks
@@ -105,8 +130,12 @@ class OqronKit:
         self._transport = transport
         self._webhooks: dict[str, Webhook] = {}
         self._breakers: dict[str, tuple[CircuitBreaker, _core.CircuitBreaker]] = {}
-        self._rate_limits: dict[str, tuple[RateLimit, _core.TokenBucket]] = {}
-        self._flags: dict[str, tuple[float, dict[str, bool]]] = {}
+        self._rate_limits: dict[str, tuple[RateLimit | Throttle, _core.TokenBucket]] = {}
+        self.definitions: Definitions = NO_DEFINITIONS  # as last read from the backend
+        self._definitions_read_at = -math.inf
+        self._on_event = on_event
+        self._events = EventBus()
+        self._watcher: anyio.CancelScope | None = None
         self._dispatchers: dict[str, Dispatcher] = {}
         self._active_transport: httpx.AsyncBaseTransport | None = None
         self._connections: anyio.CapacityLimiter | None = None
@@ -142,6 +171,8 @@ class OqronKit:
         """Defines a webhook; if the kit is running, its dispatcher starts at once."""
         if name in self._webhooks:
             raise ConfigurationError(f"a webhook named {name!r} is already defined")
+        if (name, WEBHOOK) in self.definitions.documents:
+            raise ConfigurationError(f"a webhook named {name!r} was created at runtime")
         webhook = Webhook(
             self,
             name,
@@ -169,6 +200,159 @@ class OqronKit:
             return self._webhooks[name]
         except KeyError:
             raise ConfigurationError(f"no webhook named {name!r}") from None
+
+    async def webhooks(self) -> list[Webhook]:
+        """Every webhook: defined in code, or created at runtime (by any process)."""
+        await self.current_definitions()
+        return list(self._webhooks.values())
+
+    # ---------------------------------------------------------------- runtime definitions
+
+    async def create_webhook(
+        self,
+        name: str,
+        *,
+        endpoints: Iterable[Endpoint] = (),
+        security: Security | None = None,
+        retries: Retries | None = None,
+        concurrency: int = 10,
+        throttle: Throttle | None = None,
+        timeout: float = 30.0,
+        circuit_breaker: CircuitBreaker | None = None,
+        scheme: Scheme = "oqron",
+        method: Method = "POST",
+        headers: Mapping[str, str] | None = None,
+    ) -> Webhook:
+        """Creates a webhook stored in the backend (secrets included): every process on the
+        backend sees it within a second, and every dispatching kit delivers it. Hooks belong
+        to webhooks defined in code; a runtime webhook reports through `on_event`."""
+        await self.current_definitions()
+        if name in self._webhooks:
+            raise ConfigurationError(f"a webhook named {name!r} is already defined")
+        settings = dict(
+            security=security,
+            retries=retries,
+            concurrency=concurrency,
+            throttle=throttle,
+            timeout=timeout,
+            circuit_breaker=circuit_breaker,
+            scheme=scheme,
+            method=method,
+            headers=headers,
+        )
+        endpoints = list(endpoints)
+        # Built once to validate everything before anything is stored.
+        Webhook(self, name, endpoints=endpoints, runtime=True, **settings)  # type: ignore[arg-type]
+        documents = [(e.name, endpoint_document(e)) for e in endpoints]
+        webhook_doc = webhook_document(settings)
+        # Endpoints first: a webhook is there once its own document is.
+        for endpoint_name, document in documents:
+            await self.backend.write_definition(name, endpoint_name, document, replace=True)
+        await self.write_definition(name, WEBHOOK, webhook_doc, replace=True)
+        return self.get_webhook(name)
+
+    async def update_webhook(self, name: str, **changes: Any) -> Webhook:
+        """Changes settings of a webhook created at runtime (`concurrency=20`, `retries=...`);
+        a setting given as None returns to its default. Webhooks defined in code change in
+        code."""
+        webhook = await self._runtime_webhook(name)
+        patch = encode_changes(changes, WEBHOOK_FIELDS, f"webhook {name!r}")
+        document = {**self.definitions.documents[(name, WEBHOOK)], **patch}
+        settings = webhook_settings({k: v for k, v in document.items() if v is not None})
+        webhook._configure(**settings)  # validates; the stored document follows
+        await self.write_definition(name, WEBHOOK, patch, replace=False)
+        return webhook
+
+    async def delete_webhook(self, name: str) -> int:
+        """Deletes a webhook created at runtime, with its endpoints. Its queued deliveries are
+        held, not failed; returns how many. Webhooks defined in code are removed in code."""
+        await self._runtime_webhook(name)
+        held = await self.backend.delete_webhook(name, self.clock.now())
+        await self.refresh_definitions()
+        return held
+
+    async def pause_webhook(self, name: str) -> int:
+        """Holds every queued delivery of the webhook, and every one fired from now on, until
+        `resume_webhook`; attempts already in flight finish. Returns how many were held."""
+        self.get_webhook(name)
+        return await self.set_paused(name, WEBHOOK, True)
+
+    async def resume_webhook(self, name: str) -> int:
+        """Releases the webhook's held deliveries (except those of paused endpoints), each due
+        when it was due before the pause. Returns how many were released."""
+        self.get_webhook(name)
+        return await self.set_paused(name, WEBHOOK, False)
+
+    async def _runtime_webhook(self, name: str) -> Webhook:
+        await self.current_definitions()
+        webhook = self.get_webhook(name)
+        if not webhook.runtime:
+            raise ConfigurationError(
+                f"webhook {name!r} is defined in code: change it there (its endpoints can be "
+                "changed at runtime)"
+            )
+        return webhook
+
+    async def write_definition(
+        self, webhook: str, endpoint: str, changes: Mapping[str, Any] | None, *, replace: bool
+    ) -> None:
+        await self.backend.write_definition(webhook, endpoint, changes, replace=replace)
+        await self.refresh_definitions()
+
+    async def set_paused(self, webhook: str, endpoint: str, paused: bool) -> int:
+        count = await self.backend.set_paused(webhook, endpoint, paused, self.clock.now())
+        await self.refresh_definitions()
+        kind = "paused" if paused else "resumed"
+        if endpoint == WEBHOOK:
+            self.publish(LifecycleEvent(f"webhook.{kind}", webhook, self.clock.now()))  # type: ignore[arg-type]
+        else:
+            self.publish(
+                LifecycleEvent(f"endpoint.{kind}", webhook, self.clock.now(), endpoint)  # type: ignore[arg-type]
+            )
+        if not paused:
+            self.wake(webhook)
+        return count
+
+    async def current_definitions(self) -> Definitions:
+        """The stored definitions, read again when the copy here is over a second old."""
+        if self.clock.now() - self._definitions_read_at >= DEFINITIONS_TTL:
+            await self.refresh_definitions()
+        return self.definitions
+
+    async def refresh_definitions(self) -> None:
+        self._definitions_read_at = self.clock.now()
+        fresh = await self.backend.definitions(self.definitions.version)
+        if fresh is not None:
+            self.definitions = fresh
+            self._sync_runtime_webhooks()
+
+    def _sync_runtime_webhooks(self) -> None:
+        """Makes this process's runtime webhooks (and their dispatchers) those stored."""
+        stored = {
+            webhook: document
+            for (webhook, endpoint), document in self.definitions.documents.items()
+            if endpoint == WEBHOOK
+        }
+        for name, document in stored.items():
+            webhook = self._webhooks.get(name)
+            try:
+                settings = webhook_settings(document)
+                if webhook is None:
+                    webhook = Webhook(self, name, endpoints=(), runtime=True, **settings)
+                    self._webhooks[name] = webhook
+                    if self._task_group is not None and self.dispatch:
+                        self._start_dispatcher(webhook)
+                elif webhook.runtime:
+                    webhook._configure(**settings)
+                else:
+                    log.warning("a webhook %r is defined in code and stored; the code wins", name)
+            except (ConfigurationError, TypeError, KeyError, ValueError) as exc:
+                log.warning("ignoring the stored webhook %r: %s", name, exc)
+        for name in [n for n, w in self._webhooks.items() if w.runtime and n not in stored]:
+            del self._webhooks[name]  # deleted (here or by another process)
+            dispatcher = self._dispatchers.pop(name, None)
+            if dispatcher is not None:
+                dispatcher.stop()
 
     # ---------------------------------------------------------------- lifetime
 
@@ -198,9 +382,16 @@ class OqronKit:
         self.worker_id = new_id("wrk")
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
+        try:
+            await self.refresh_definitions()  # runtime webhooks get dispatchers below
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         if self.dispatch:
             for webhook in self._webhooks.values():
                 self._start_dispatcher(webhook)
+        self._watcher = anyio.CancelScope()  # made here: stopping may come before the task runs
+        self._task_group.start_soon(self._watch_definitions, name="oqronkit definitions")
         return self
 
     async def __aexit__(
@@ -228,8 +419,21 @@ class OqronKit:
     async def _stop_dispatchers(self) -> None:
         """Graceful: stop claiming, let attempts in flight finish within `shutdown_grace`, then
         cancel the rest (they go back to the queue without using an attempt)."""
+        if self._watcher is not None:
+            self._watcher.cancel()
         for dispatcher in self._dispatchers.values():
-            await dispatcher.stop()
+            dispatcher.stop()
+
+    async def _watch_definitions(self) -> None:
+        """Runtime changes made by other processes reach this one within a second."""
+        assert self._watcher is not None
+        with self._watcher:
+            while True:
+                await sleep(self.clock, DEFINITIONS_TTL)
+                try:
+                    await self.current_definitions()
+                except Exception:
+                    log.exception("reading the stored definitions failed; trying again")
 
     def run_blocking(
         self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
@@ -275,24 +479,37 @@ class OqronKit:
             entry = self._breakers[key] = (policy, policy.new_state_machine())
         return entry[1]
 
-    def rate_limit_for(self, key: str, limit: RateLimit) -> _core.TokenBucket:
+    def rate_limit_for(self, key: str, limit: RateLimit | Throttle) -> _core.TokenBucket:
         entry = self._rate_limits.get(key)
         if entry is None or entry[0] != limit:
             entry = self._rate_limits[key] = (limit, _core.TokenBucket(limit.max, limit.per))
         return entry[1]
 
-    async def endpoint_flags(self, webhook: str) -> dict[str, bool]:
-        """Persisted enabled flags of `webhook`'s endpoints, refreshed at most every second."""
-        cached = self._flags.get(webhook)
-        if cached is not None and time.monotonic() - cached[0] < FLAGS_TTL:
-            return cached[1]
-        flags = await self.backend.endpoint_overrides(webhook)
-        self._flags[webhook] = (time.monotonic(), flags)
-        return flags
+    async def disable_endpoint(self, webhook: str, endpoint: str, reason: str) -> None:
+        """A 410 Gone: the endpoint is disabled, in every process, until re-enabled."""
+        await self.write_definition(webhook, endpoint, {"enabled": False}, replace=False)
+        now = self.clock.now()
+        self.publish(LifecycleEvent("endpoint.disabled", webhook, now, endpoint, detail=reason))
 
-    async def disable_endpoint(self, webhook: str, endpoint: str) -> None:
-        await self.backend.set_endpoint_enabled(webhook, endpoint, False)
-        self._flags.pop(webhook, None)
+    # ---------------------------------------------------------------- lifecycle events
+
+    def publish(self, event: LifecycleEvent) -> None:
+        self._events.publish(event)
+        if self._on_event is not None and self._task_group is not None:
+            self._task_group.start_soon(
+                functools.partial(run_hook, self._on_event, event, timeout=self.hook_timeout)
+            )
+
+    @contextlib.asynccontextmanager
+    async def events(self) -> AsyncIterator[AsyncIterator[LifecycleEvent]]:
+        """Lifecycle events published in this process from now on, for alerting::
+
+        async with kit.events() as events:
+            async for event in events:
+                if event.kind == "endpoint.disabled": ...
+        """
+        async with self._events.subscribe() as stream:
+            yield stream
 
     # ---------------------------------------------------------------- operations
 

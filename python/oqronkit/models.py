@@ -3,8 +3,9 @@ matched endpoint gets a delivery that points at it. No record holds a secret or 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, TypeAlias
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 Status: TypeAlias = Literal[
     "waiting", "active", "delayed", "completed", "dead", "cancelled", "held"
@@ -91,3 +92,23 @@ class Settlement:
     next_attempt_at: float | None = None
     attempt: Attempt | None = None
     error: str | None = None
+
+
+Document: TypeAlias = Mapping[str, Any]  # a persisted definition, as JSON-compatible values
+WEBHOOK = ""  # the endpoint key of a webhook's own definition and pause flag
+
+
+class Definitions(NamedTuple):
+    """What runtime operations persisted: definition documents and pause flags, each keyed by
+    (webhook, endpoint name) with `WEBHOOK` as the endpoint for the webhook itself. `version`
+    changes with every write, so a kit can cheaply tell whether its copy is current."""
+
+    version: int
+    documents: Mapping[tuple[str, str], Document]
+    paused: frozenset[tuple[str, str]]
+
+    def is_paused(self, webhook: str, endpoint: str) -> bool:
+        return (webhook, WEBHOOK) in self.paused or (webhook, endpoint) in self.paused
+
+
+NO_DEFINITIONS = Definitions(-1, {}, frozenset())

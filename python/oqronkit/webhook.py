@@ -4,8 +4,10 @@ backend write; the dispatcher takes it from there."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
+import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
@@ -13,6 +15,7 @@ from urllib.parse import quote
 
 from oqronkit import _core
 from oqronkit.config import (
+    METHODS,
     RESERVED_HEADERS,
     CircuitBreaker,
     Endpoint,
@@ -23,14 +26,23 @@ from oqronkit.config import (
     Throttle,
     check_header,
 )
+from oqronkit.definitions import (
+    ENDPOINT_FIELDS,
+    REMOVED,
+    encode_changes,
+    endpoint_document,
+    overlay_endpoint,
+)
 from oqronkit.delivery import signature_headers
 from oqronkit.errors import ConfigurationError, InvalidPayload, PayloadTooLarge
 from oqronkit.hooks import Hook
 from oqronkit.ids import new_ids
-from oqronkit.models import Claim, Message, NewDelivery
+from oqronkit.models import WEBHOOK, Claim, Definitions, Document, Message, NewDelivery
 
 if TYPE_CHECKING:
     from oqronkit.kit import OqronKit
+
+log = logging.getLogger("oqronkit")
 
 EndpointSource: TypeAlias = (
     Sequence[Endpoint]
@@ -72,6 +84,9 @@ async def _resolve(source: Callable[[], Any]) -> Any:
 
 
 class Webhook:
+    """A webhook: its endpoints (from the code, changed by runtime operations) and policies.
+    Made by `kit.webhook(...)` (in code) or `kit.create_webhook(...)` (stored, `runtime`)."""
+
     def __init__(
         self,
         kit: OqronKit,
@@ -90,43 +105,83 @@ class Webhook:
         scheme: Scheme = "oqron",
         method: Method = "POST",
         headers: Mapping[str, str] | None = None,
+        runtime: bool = False,
     ) -> None:
         if not name or not isinstance(name, str) or not name.isprintable():
             raise ConfigurationError(f"a webhook needs a printable name, not {name!r}")
-        if not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError("concurrency must be a whole number >= 1")
-        if not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
-            raise ConfigurationError("timeout must be a positive number of seconds")
-        if scheme not in ("oqron", "standard"):
-            raise ConfigurationError('scheme must be "oqron" or "standard"')
         for hook in (on_success, on_failure, on_dead):
             if hook is not None and not callable(hook):
                 raise ConfigurationError("hooks must be callables taking the Delivery")
         self.kit = kit
         self.name = name
+        self.runtime = runtime
+        self.on_success, self.on_failure, self.on_dead = on_success, on_failure, on_dead
+        self._signers: dict[tuple[Security, str], list[_core.Signer]] = {}
+        self._backoffs: dict[Retries, _core.Backoff] = {}
+        self._configure(
+            security=security,
+            retries=retries,
+            concurrency=concurrency,
+            throttle=throttle,
+            timeout=timeout,
+            circuit_breaker=circuit_breaker,
+            scheme=scheme,
+            method=method,
+            headers=headers,
+        )
+        self._source = endpoints if callable(endpoints) else tuple(endpoints)
+        # One immutable snapshot, replaced whole: a fire that awaits between reading the
+        # endpoints and matching must never pair one version's matcher with another's list.
+        self._compiled = _Compiled((), {}, _core.Matcher([]))
+        self._compiled_from: tuple[tuple[Endpoint, ...], int] | None = None
+        if not callable(endpoints):
+            self._compile(endpoints, kit.definitions)
+
+    def _configure(
+        self,
+        *,
+        security: SecuritySource = None,
+        retries: Retries | None = None,
+        concurrency: int = 10,
+        throttle: Throttle | None = None,
+        timeout: float = 30.0,
+        circuit_breaker: CircuitBreaker | None = None,
+        scheme: Scheme = "oqron",
+        method: Method = "POST",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Validates every setting, then applies them all (a bad one changes nothing)."""
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ConfigurationError("concurrency must be a whole number >= 1")
+        if not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
+            raise ConfigurationError("timeout must be a positive number of seconds")
+        if scheme not in ("oqron", "standard"):
+            raise ConfigurationError('scheme must be "oqron" or "standard"')
+        if method not in METHODS:
+            raise ConfigurationError(f"method must be one of {', '.join(METHODS)}")
+        policies: tuple[tuple[type, object], ...] = (
+            (Retries, retries),
+            (Throttle, throttle),
+            (CircuitBreaker, circuit_breaker),
+        )
+        for kind, policy in policies:
+            if policy is not None and not isinstance(policy, kind):
+                raise ConfigurationError(f"expected a {kind.__name__}, not {policy!r}")
+        headers = dict(headers or {})
+        for header, value in headers.items():
+            check_header(header, value)
+            if header.lower() in RESERVED_HEADERS:
+                raise ConfigurationError(f"header {header!r} is set by OqronKit")
+        self._check_security(security, scheme)
         self.security = security
         self.retries = retries or Retries()
         self.concurrency = concurrency
         self.throttle = throttle
         self.timeout = float(timeout)
         self.circuit_breaker = circuit_breaker or CircuitBreaker()
-        self.on_success, self.on_failure, self.on_dead = on_success, on_failure, on_dead
         self.scheme: Scheme = scheme
         self.method: Method = method
-        self.headers = dict(headers or {})
-        for header, value in self.headers.items():
-            check_header(header, value)
-            if header.lower() in RESERVED_HEADERS:
-                raise ConfigurationError(f"header {header!r} is set by OqronKit")
-        self._source = endpoints
-        # One immutable snapshot, replaced whole: a fire that awaits between reading the
-        # endpoints and matching must never pair one version's matcher with another's list.
-        self._compiled = _Compiled((), {}, _core.Matcher([]))
-        self._signers: dict[tuple[Security, str], list[_core.Signer]] = {}
-        self._backoffs: dict[Retries, _core.Backoff] = {}
-        if not callable(endpoints):
-            self._compile(endpoints)
-        self._check_security(security)
+        self.headers = headers
 
     def __repr__(self) -> str:
         endpoints = len(self._compiled.endpoints)
@@ -134,36 +189,68 @@ class Webhook:
 
     # ---------------------------------------------------------------- endpoints
 
-    def _compile(self, endpoints: Iterable[Endpoint]) -> None:
-        """Validates the endpoint set and rebuilds the matcher, only when the set changed."""
-        endpoints = tuple(endpoints)
-        if endpoints == self._compiled.endpoints:
+    def _compile(self, base: Iterable[Endpoint], definitions: Definitions) -> None:
+        """The endpoints as they stand (the code's, changed by stored documents) and their
+        matcher, rebuilt only when the set changed."""
+        base = tuple(base)
+        if self._compiled_from is not None and (
+            self._compiled_from[1] == definitions.version
+            and (base is self._compiled_from[0] or base == self._compiled_from[0])
+        ):
             return
         names = set()
-        for endpoint in endpoints:
+        for endpoint in base:
             if not isinstance(endpoint, Endpoint):
                 raise ConfigurationError(f"endpoints must be Endpoint objects, not {endpoint!r}")
             if endpoint.name in names:
                 raise ConfigurationError(f"two endpoints are named {endpoint.name!r}")
             names.add(endpoint.name)
             self._check_security(endpoint.security)
-        self._compiled = _Compiled(
-            endpoints,
-            {e.name: e for e in endpoints},
-            _core.Matcher([list(e.events) for e in endpoints]),
-        )
+        stored = {
+            endpoint: document
+            for (webhook, endpoint), document in definitions.documents.items()
+            if webhook == self.name and endpoint != WEBHOOK
+        }
+        endpoints = []
+        for endpoint in base:
+            endpoints.append(
+                overlay_endpoint(
+                    self.name, endpoint.name, endpoint, stored.pop(endpoint.name, None)
+                )
+            )
+        for name in sorted(stored):  # added at runtime: name order, the same in every process
+            endpoints.append(self._stored_endpoint(name, stored[name]))
+        current = tuple(e for e in endpoints if e is not None)
+        if current != self._compiled.endpoints:
+            self._compiled = _Compiled(
+                current,
+                {e.name: e for e in current},
+                _core.Matcher([list(e.events) for e in current]),
+            )
+        self._compiled_from = (base, definitions.version)
 
-    def _check_security(self, security: SecuritySource) -> None:
+    def _stored_endpoint(self, name: str, document: Document) -> Endpoint | None:
+        endpoint = overlay_endpoint(self.name, name, None, document)
+        try:
+            if endpoint is not None:
+                self._check_security(endpoint.security)
+        except ConfigurationError as exc:  # e.g. a secret the webhook's scheme cannot use
+            log.warning("webhook %s: ignoring the stored endpoint %r: %s", self.name, name, exc)
+            return None
+        return endpoint
+
+    def _check_security(self, security: SecuritySource, scheme: str | None = None) -> None:
         if isinstance(security, Security):
-            self._signers_for(security)  # a bad whsec_ secret fails at definition time
+            security.signers(scheme or self.scheme)  # a bad whsec_ secret fails at definition
 
     async def endpoints(self) -> tuple[Endpoint, ...]:
         """The current endpoints (calling the endpoints callable, if one was given)."""
         return (await self._snapshot()).endpoints
 
     async def _snapshot(self) -> _Compiled:
-        if callable(self._source):
-            self._compile(await _resolve(self._source))
+        definitions = await self.kit.current_definitions()
+        source = self._source
+        self._compile(await _resolve(source) if callable(source) else source, definitions)
         return self._compiled
 
     def endpoint_named(self, name: str) -> Endpoint | None:
@@ -180,12 +267,65 @@ class Webhook:
         return max(1, self.concurrency // 2)
 
     async def endpoint_for_attempt(self, name: str) -> Endpoint | None:
-        """The endpoint a claimed delivery goes to, or None if it is gone or disabled."""
+        """The endpoint a claimed delivery goes to; None if it is gone, disabled or paused."""
+        endpoint = (await self._snapshot()).by_name.get(name)
+        if endpoint is None or not endpoint.enabled:
+            return None
+        return None if self.kit.definitions.is_paused(self.name, name) else endpoint
+
+    # ---------------------------------------------------------------- runtime endpoints
+
+    async def add_endpoint(self, endpoint: Endpoint) -> None:
+        """Adds an endpoint, stored in the backend: a fan-out target from the next `fire`, in
+        every process within a second."""
+        if not isinstance(endpoint, Endpoint):
+            raise ConfigurationError(f"expected an Endpoint, not {type(endpoint).__name__}")
+        if endpoint.name in (await self._snapshot()).by_name:
+            raise ConfigurationError(
+                f"webhook {self.name!r} already has an endpoint {endpoint.name!r}"
+            )
+        self._check_security(endpoint.security)
+        document = endpoint_document(endpoint)
+        await self.kit.write_definition(self.name, endpoint.name, document, replace=True)
+
+    async def update_endpoint(self, name: str, **changes: Any) -> Endpoint:
+        """Changes some settings of an endpoint (one defined in code too); stored, so they
+        outlive restarts. A setting given as None returns to its default (for an endpoint
+        defined in code: to the code's value). Returns the endpoint as it now stands."""
+        current = await self._existing(name)
+        patch = encode_changes(changes, ENDPOINT_FIELDS, f"endpoint {name!r}")
+        updated = dataclasses.replace(current, **changes)  # validates
+        self._check_security(updated.security)
+        await self.kit.write_definition(self.name, name, patch, replace=False)
+        if changes.get("enabled") is True and not self.kit.definitions.is_paused(self.name, name):
+            # Release what was held while it was disabled (resuming what is not paused).
+            await self.kit.backend.set_paused(self.name, name, False, self.kit.clock.now())
+            self.kit.wake(self.name)
+        return (await self._snapshot()).by_name[name]
+
+    async def remove_endpoint(self, name: str) -> None:
+        """Removes an endpoint: it receives nothing more; its queued deliveries are held, not
+        failed (`resume_endpoint` after adding it again releases them)."""
+        await self._existing(name)
+        await self.kit.write_definition(self.name, name, {REMOVED: True}, replace=True)
+
+    async def pause_endpoint(self, name: str) -> int:
+        """Holds the endpoint's queued deliveries, and those fired from now on, until
+        `resume_endpoint`. Returns how many were held."""
+        await self._existing(name)
+        return await self.kit.set_paused(self.name, name, True)
+
+    async def resume_endpoint(self, name: str) -> int:
+        """Releases the endpoint's held deliveries, each due when it was due before the pause.
+        Returns how many were released."""
+        await self._existing(name)
+        return await self.kit.set_paused(self.name, name, False)
+
+    async def _existing(self, name: str) -> Endpoint:
         endpoint = (await self._snapshot()).by_name.get(name)
         if endpoint is None:
-            return None
-        flags = await self.kit.endpoint_flags(self.name)
-        return endpoint if flags.get(name, endpoint.enabled) else None
+            raise ConfigurationError(f"webhook {self.name!r} has no endpoint {name!r}")
+        return endpoint
 
     # ---------------------------------------------------------------- requests
 
@@ -251,10 +391,10 @@ class Webhook:
         return body
 
     async def _targets(self) -> tuple[_core.Matcher, tuple[Endpoint, ...], list[bool]]:
+        """A paused endpoint is still a target: its deliveries are stored held (the backend
+        decides, in the same step as the write). A disabled one is not."""
         compiled = await self._snapshot()
-        flags = await self.kit.endpoint_flags(self.name)
-        enabled = [flags.get(e.name, e.enabled) for e in compiled.endpoints]
-        return compiled.matcher, compiled.endpoints, enabled
+        return compiled.matcher, compiled.endpoints, [e.enabled for e in compiled.endpoints]
 
     def _plan(
         self,

@@ -9,7 +9,7 @@ import pytest
 
 from oqronkit.backends import Backend
 from oqronkit.ids import new_id
-from oqronkit.models import Attempt, Message, NewDelivery, Settlement
+from oqronkit.models import WEBHOOK, Attempt, Message, NewDelivery, Settlement
 from tests.conftest import BackendFactory
 
 pytestmark = pytest.mark.anyio
@@ -174,13 +174,96 @@ async def test_list_is_newest_first_filtered_and_paginated(backend: Backend) -> 
     assert await backend.list_deliveries(webhook="nope") == []
 
 
-async def test_endpoint_flags_persist(backend: Backend) -> None:
-    assert await backend.endpoint_overrides("hooks") == {}
-    await backend.set_endpoint_enabled("hooks", "a", False)
-    await backend.set_endpoint_enabled("hooks", "b", True)
-    await backend.set_endpoint_enabled("hooks", "b", False)
-    assert await backend.endpoint_overrides("hooks") == {"a": False, "b": False}
-    assert await backend.endpoint_overrides("other") == {}
+async def test_definitions_are_versioned_documents(backend: Backend) -> None:
+    first = await backend.definitions()
+    assert first is not None and first.documents == {} and first.paused == frozenset()
+    assert await backend.definitions(first.version) is None  # nothing changed
+    doc = {"url": "https://a.example/", "events": ["a.*"], "enabled": True}
+    assert await backend.write_definition("hooks", "a", doc, replace=True) == doc
+    merged = await backend.write_definition(
+        "hooks", "a", {"enabled": False, "url": None}, replace=False
+    )
+    assert merged == {"events": ["a.*"], "enabled": False}  # merged; None removes a key
+    await backend.write_definition("hooks", WEBHOOK, {"concurrency": 4}, replace=True)
+    now = await backend.definitions(first.version)
+    assert now is not None and now.version != first.version
+    assert now.documents == {("hooks", "a"): merged, ("hooks", WEBHOOK): {"concurrency": 4}}
+    await backend.write_definition("hooks", "a", None, replace=True)
+    later = await backend.definitions(now.version)
+    assert later is not None and later.documents == {("hooks", WEBHOOK): {"concurrency": 4}}
+
+
+async def test_pause_holds_queued_and_new_deliveries_and_resume_keeps_their_schedule(
+    backend: Backend,
+) -> None:
+    (ready, later), _ = await fire(backend, ["a", "b"])
+    [claim] = await backend.claim("hooks", "w1", T0, T0 + 30, limit=1, room={"a": 0})
+    await backend.settle(claim.id, "w1", Settlement("delayed", next_attempt_at=T0 + 600), T0)
+    (in_flight,), _ = await fire(backend, ["c"])
+    [active] = await backend.claim("hooks", "w1", T0, T0 + 30, limit=1, room={"a": 0, "b": 0})
+    assert active.id == in_flight and claim.id == later
+    assert await backend.set_paused("hooks", WEBHOOK, True, T0 + 1) == 2  # ready and later
+    defs = await backend.definitions()
+    assert defs is not None and defs.is_paused("hooks", "a") and not defs.is_paused("other", "a")
+    fired, _ = await fire(backend, ["a", "b"], at=T0 + 2)  # fired while paused: kept, held
+    # An attempt in flight that ends in a retry is held too, due when the retry was due.
+    await backend.settle(active.id, "w1", Settlement("delayed", next_attempt_at=T0 + 5), T0 + 3)
+    held = {d.id: d for d in await backend.list_deliveries(status="held")}
+    assert set(held) == {ready, later, active.id, *fired}
+    assert held[later].next_attempt_at == T0 + 600 and held[active.id].next_attempt_at == T0 + 5
+    assert await backend.claim("hooks", "w2", T0 + 700, T0 + 730, limit=10) == []
+    assert await backend.next_due("hooks") is None
+
+    assert await backend.set_paused("hooks", WEBHOOK, False, T0 + 4) == 5
+    after = {d.id: d for d in await backend.list_deliveries()}
+    assert after[later].status == "delayed" and after[later].next_attempt_at == T0 + 600
+    assert after[active.id].status == "delayed" and after[ready].status == "waiting"
+    claimed = await backend.claim("hooks", "w2", T0 + 10, T0 + 40, limit=10)
+    assert {c.id for c in claimed} == {ready, active.id, *fired}  # `later` is not due yet
+
+
+async def test_endpoint_pause_holds_only_that_endpoint(backend: Backend) -> None:
+    (a, b), _ = await fire(backend, ["a", "b"])
+    assert await backend.set_paused("hooks", "a", True, T0) == 1
+    [claim] = await backend.claim("hooks", "w1", T0, T0 + 30, limit=10)
+    assert claim.id == b
+    await backend.settle(b, "w1", Settlement("completed"), T0)
+    # Resuming the webhook (not paused) leaves the paused endpoint's deliveries held.
+    assert await backend.set_paused("hooks", WEBHOOK, False, T0) == 0
+    assert (await backend.get_delivery(a)).status == "held"  # type: ignore[union-attr]
+    # An expired lease of a paused endpoint's delivery comes back held, not queued.
+    await fire(backend, ["c"])
+    [claim_c] = await backend.claim("hooks", "w1", T0, T0 + 30, limit=10)
+    await backend.set_paused("hooks", "c", True, T0)
+    assert await backend.claim("hooks", "w2", T0 + 31, T0 + 60, limit=10) == []
+    assert (await backend.get_delivery(claim_c.id)).status == "held"  # type: ignore[union-attr]
+    assert await backend.set_paused("hooks", "a", False, T0 + 1) == 1
+    [again] = await backend.claim("hooks", "w2", T0 + 1, T0 + 30, limit=10)
+    assert again.id == a
+
+
+async def test_resend_while_paused_is_held(backend: Backend) -> None:
+    (delivery_id,), _ = await fire(backend, ["a"])
+    [claim] = await backend.claim("hooks", "w1", T0, T0 + 30, limit=1)
+    await backend.settle(claim.id, "w1", Settlement("dead", error="HTTP 400"), T0)
+    await backend.set_paused("hooks", "a", True, T0)
+    copy = await backend.resend(delivery_id, new_id("dlv"), T0 + 1)
+    assert copy is not None and copy.status == "held"
+
+
+async def test_delete_webhook_forgets_definitions_and_holds_its_deliveries(
+    backend: Backend,
+) -> None:
+    await backend.write_definition("hooks", WEBHOOK, {"concurrency": 2}, replace=True)
+    await backend.write_definition("hooks", "a", {"url": "https://a.example/"}, replace=True)
+    await backend.write_definition("other", WEBHOOK, {"concurrency": 3}, replace=True)
+    await backend.set_paused("hooks", "a", True, T0)
+    await fire(backend, ["a", "b"])
+    assert await backend.delete_webhook("hooks", T0) == 1  # b; a was held already
+    defs = await backend.definitions()
+    assert defs is not None and list(defs.documents) == [("other", WEBHOOK)]
+    assert defs.paused == frozenset()
+    assert {d.status for d in await backend.list_deliveries(webhook="hooks")} == {"held"}
 
 
 async def test_unknown_delivery(backend: Backend) -> None:

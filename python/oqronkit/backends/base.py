@@ -5,16 +5,30 @@ Rules every backend keeps:
 - a delivery's state and its place in the queue change in one atomic step;
 - `claim` hands a ready delivery to one owner at a time, under a lease; a delivery whose lease
   expired is ready again (a crashed worker's work is picked up: at-least-once);
-- `settle` applies only while the caller still holds the lease.
+- `settle` applies only while the caller still holds the lease;
+- a delivery of a paused webhook or endpoint is never queued: whatever would queue it (enqueue,
+  settle, resend, a lease expiring) makes it `held` instead, keeping its due time, in the same
+  step; resuming releases it with that due time.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 
 from oqronkit import _core
-from oqronkit.models import CancelOutcome, Claim, Delivery, Message, NewDelivery, Settlement, Status
+from oqronkit.models import (
+    CancelOutcome,
+    Claim,
+    Definitions,
+    Delivery,
+    Document,
+    Message,
+    NewDelivery,
+    Settlement,
+    Status,
+)
 
 
 def glob_predicate(pattern: str | None) -> Callable[[str], bool]:
@@ -117,10 +131,27 @@ class Backend(ABC):
         """Newest first; `before` is the id to continue after (a cursor). `event` is a glob
         (`order.**`); `since` (inclusive) and `until` (exclusive) bound the creation time."""
 
-    @abstractmethod
-    async def set_endpoint_enabled(self, webhook: str, endpoint: str, enabled: bool) -> None:
-        """Persists an endpoint's enabled flag (a 410 disables it), overriding the code's."""
+    # ---------------------------------------------------------------- runtime definitions
 
     @abstractmethod
-    async def endpoint_overrides(self, webhook: str) -> dict[str, bool]:
-        """The persisted enabled flags of `webhook`'s endpoints."""
+    async def definitions(self, known_version: int | None = None) -> Definitions | None:
+        """Every stored definition and pause flag; None if `known_version` is still current."""
+
+    @abstractmethod
+    async def write_definition(
+        self, webhook: str, endpoint: str, changes: Mapping[str, Any] | None, *, replace: bool
+    ) -> Document | None:
+        """Changes one definition document in one atomic step and returns it: `replace` stores
+        `changes` as the whole document; otherwise they are merged into it at the top level
+        (a None value removes that key). `changes=None` deletes the document."""
+
+    @abstractmethod
+    async def set_paused(self, webhook: str, endpoint: str, paused: bool, now: float) -> int:
+        """Pauses or resumes a webhook (`endpoint=WEBHOOK`) or one endpoint, in one atomic step
+        with its deliveries: pausing holds every queued one, resuming releases every held one
+        no longer under a pause, due when it was due. Returns how many were held or released."""
+
+    @abstractmethod
+    async def delete_webhook(self, webhook: str, now: float) -> int:
+        """Deletes a webhook's definitions and pause flags (its own and its endpoints') and
+        holds its queued deliveries, in one atomic step. Returns how many were held."""

@@ -10,15 +10,19 @@ import heapq
 import threading
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from oqronkit.backends.base import Backend, glob_predicate
 from oqronkit.models import (
     QUEUED,
     TERMINAL,
+    WEBHOOK,
     Attempt,
     CancelOutcome,
     Claim,
+    Definitions,
     Delivery,
+    Document,
     Message,
     NewDelivery,
     Settlement,
@@ -88,7 +92,9 @@ class MemoryBackend(Backend):
         # go stale when a row changes; stale tops are dropped when seen.
         self._ready: dict[str, dict[str, _Heap]] = defaultdict(lambda: defaultdict(list))
         self._leases: dict[str, _Heap] = defaultdict(list)
-        self._endpoint_flags: dict[tuple[str, str], bool] = {}
+        self._documents: dict[tuple[str, str], Document] = {}
+        self._paused: set[tuple[str, str]] = set()
+        self._version = 0
 
     def __repr__(self) -> str:
         return "MemoryBackend()"
@@ -110,10 +116,13 @@ class MemoryBackend(Backend):
                 if message.idempotency_key is not None:
                     self._fire_keys[(message.webhook, message.idempotency_key)] = message.id
                     self._keyed[message.id] = []
-            rows, ready, keyed = self._rows, self._ready, self._keyed
+            rows, ready, keyed, paused = self._rows, self._ready, self._keyed, self._paused
             for new in deliveries:
-                rows[new.id] = _Row(new)
-                heapq.heappush(ready[new.webhook][new.endpoint_name], (new.created_at, new.id))
+                row = rows[new.id] = _Row(new)
+                if paused and self._is_paused(new):
+                    row.status = "held"
+                else:
+                    heapq.heappush(ready[new.webhook][new.endpoint_name], (new.created_at, new.id))
                 if keyed and new.message_id in keyed:
                     keyed[new.message_id].append(new.id)
             return None
@@ -210,11 +219,19 @@ class MemoryBackend(Backend):
         for entry in own:
             heapq.heappush(leases, entry)
 
+    def _is_paused(self, new: NewDelivery) -> bool:
+        paused = self._paused
+        return (new.webhook, WEBHOOK) in paused or (new.webhook, new.endpoint_name) in paused
+
     def _requeue(self, row: _Row, due: float, now: float, status: Status = "waiting") -> None:
+        """Queues `row` due at `due`, or holds it there while it is paused."""
+        new = row.new
+        if self._paused and self._is_paused(new):
+            status = "held"
+        else:
+            heapq.heappush(self._ready[new.webhook][new.endpoint_name], (due, new.id))
         row.status, row.next_attempt_at, row.updated_at = status, due, now
         row.lease_owner = None
-        new = row.new
-        heapq.heappush(self._ready[new.webhook][new.endpoint_name], (due, new.id))
 
     async def next_due(self, webhook: str, skip_endpoints: Collection[str] = ()) -> float | None:
         with self._lock:
@@ -291,7 +308,7 @@ class MemoryBackend(Backend):
                 return None
             copy = _Row(row.new._replace(id=new_id, created_at=now, resent_from=delivery_id))
             self._rows[new_id] = copy
-            heapq.heappush(self._ready[copy.new.webhook][copy.new.endpoint_name], (now, new_id))
+            self._requeue(copy, now, now)
             return copy.delivery()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
@@ -332,10 +349,65 @@ class MemoryBackend(Backend):
                         break
         return found
 
-    async def set_endpoint_enabled(self, webhook: str, endpoint: str, enabled: bool) -> None:
+    async def definitions(self, known_version: int | None = None) -> Definitions | None:
         with self._lock:
-            self._endpoint_flags[(webhook, endpoint)] = enabled
+            if known_version == self._version:
+                return None
+            return Definitions(self._version, dict(self._documents), frozenset(self._paused))
 
-    async def endpoint_overrides(self, webhook: str) -> dict[str, bool]:
+    async def write_definition(
+        self, webhook: str, endpoint: str, changes: Mapping[str, Any] | None, *, replace: bool
+    ) -> Document | None:
+        key = (webhook, endpoint)
         with self._lock:
-            return {e: on for (w, e), on in self._endpoint_flags.items() if w == webhook}
+            self._version += 1
+            if changes is None:
+                self._documents.pop(key, None)
+                return None
+            merged = {} if replace else dict(self._documents.get(key, {}))
+            merged.update(changes)
+            document = self._documents[key] = {k: v for k, v in merged.items() if v is not None}
+            return document
+
+    async def set_paused(self, webhook: str, endpoint: str, paused: bool, now: float) -> int:
+        key = (webhook, endpoint)
+        with self._lock:
+            self._version += 1
+            if paused:
+                self._paused.add(key)
+                return self._hold(webhook, endpoint, now)
+            self._paused.discard(key)
+            released = 0
+            for row in self._rows.values():
+                new = row.new
+                if (
+                    row.status == "held"
+                    and new.webhook == webhook
+                    and endpoint in (WEBHOOK, new.endpoint_name)
+                    and not self._is_paused(new)
+                ):
+                    due = row.next_attempt_at if row.next_attempt_at is not None else now
+                    self._requeue(row, due, now, "delayed" if due > now else "waiting")
+                    released += 1
+            return released
+
+    def _hold(self, webhook: str, endpoint: str, now: float) -> int:
+        held = 0
+        for row in self._rows.values():
+            new = row.new
+            if (
+                row.status in QUEUED
+                and new.webhook == webhook
+                and endpoint in (WEBHOOK, new.endpoint_name)
+            ):
+                row.status, row.updated_at = "held", now  # its heap entry goes stale
+                held += 1
+        return held
+
+    async def delete_webhook(self, webhook: str, now: float) -> int:
+        with self._lock:
+            self._version += 1
+            for key in [k for k in self._documents if k[0] == webhook]:
+                del self._documents[key]
+            self._paused = {k for k in self._paused if k[0] != webhook}
+            return self._hold(webhook, WEBHOOK, now)

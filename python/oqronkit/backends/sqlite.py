@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 from anyio.lowlevel import RunVar
@@ -24,10 +24,13 @@ from anyio.lowlevel import RunVar
 from oqronkit.backends.base import Backend, glob_predicate
 from oqronkit.models import (
     TERMINAL,
+    WEBHOOK,
     Attempt,
     CancelOutcome,
     Claim,
+    Definitions,
     Delivery,
+    Document,
     Message,
     NewDelivery,
     Settlement,
@@ -69,13 +72,26 @@ CREATE TABLE IF NOT EXISTS deliveries (
     cancel_requested INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (webhook, status, next_attempt_at);
-CREATE TABLE IF NOT EXISTS endpoint_flags (
+CREATE TABLE IF NOT EXISTS definitions (
     webhook TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    enabled INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,  -- '' for the webhook itself
+    document TEXT,           -- JSON; NULL when only the pause flag is stored
+    paused INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (webhook, endpoint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS definitions_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
 );
+INSERT OR IGNORE INTO definitions_version VALUES (1, 0);
 """
+
+# Whether the delivery row in scope (`deliveries`) is under a pause of its webhook or endpoint.
+_PAUSED = (
+    "EXISTS (SELECT 1 FROM definitions p WHERE p.paused = 1 "
+    "AND p.webhook = deliveries.webhook AND p.endpoint IN ('', deliveries.endpoint))"
+)
+_HELD_IF_PAUSED = f"CASE WHEN {_PAUSED} THEN 'held' ELSE 'waiting' END"
 
 _DELIVERY_COLUMNS = (
     "id, webhook, endpoint, event, status, attempts, error, idempotency_key, next_attempt_at, "
@@ -271,12 +287,22 @@ class SQLiteBackend(Backend):
                 [(*m, json.dumps(keyed[m.id]) if m.id in keyed else None) for m in messages],
             )
             # Numbered parameters read each NewDelivery tuple as it is: no per-row repacking.
-            conn.executemany(
+            insert = (
                 "INSERT INTO deliveries (id, message_id, webhook, endpoint, event, status, "
                 "idempotency_key, next_attempt_at, created_at, updated_at, resent_from) "
-                "VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?7, ?7, ?8)",
-                deliveries,
+                "VALUES (?1, ?2, ?3, ?4, ?5, '{}', ?6, ?7, ?7, ?7, ?8)"
             )
+            paused = _paused(conn, {m.webhook for m in messages})
+            if not paused:
+                conn.executemany(insert.format("waiting"), deliveries)
+                return None
+            held = {
+                d.id
+                for d in deliveries
+                if (d.webhook, WEBHOOK) in paused or (d.webhook, d.endpoint_name) in paused
+            }
+            conn.executemany(insert.format("waiting"), [d for d in deliveries if d.id not in held])
+            conn.executemany(insert.format("held"), [d for d in deliveries if d.id in held])
             return None
 
         return await self._run(self._write, enqueue)
@@ -292,8 +318,8 @@ class SQLiteBackend(Backend):
     ) -> list[Claim]:
         def claim(conn: sqlite3.Connection) -> list[Claim]:
             conn.execute(
-                "UPDATE deliveries SET status = 'waiting', next_attempt_at = ?, updated_at = ?, "
-                "lease_owner = NULL, lease_until = NULL "
+                f"UPDATE deliveries SET status = {_HELD_IF_PAUSED}, "
+                "next_attempt_at = ?, updated_at = ?, lease_owner = NULL, lease_until = NULL "
                 "WHERE webhook = ? AND status = 'active' AND lease_until <= ? AND lease_owner != ?",
                 (now, now, webhook, now, owner),
             )
@@ -383,7 +409,10 @@ class SQLiteBackend(Backend):
             row = conn.execute(
                 """
                 UPDATE deliveries SET
-                    status = ?, updated_at = ?,
+                    status = CASE WHEN ? IN ('waiting', 'delayed') AND """
+                + _PAUSED
+                + """ THEN 'held' ELSE ? END,
+                    updated_at = ?,
                     next_attempt_at = CASE WHEN ? = 'held' THEN next_attempt_at ELSE ? END,
                     error = COALESCE(?, error),
                     attempts = CASE WHEN ? IS NULL THEN attempts
@@ -394,6 +423,7 @@ class SQLiteBackend(Backend):
                 RETURNING """
                 + _DELIVERY_COLUMNS,
                 (
+                    settlement.status,
                     settlement.status,
                     now,
                     settlement.status,
@@ -453,7 +483,8 @@ class SQLiteBackend(Backend):
             row = conn.execute(
                 "INSERT INTO deliveries (id, message_id, webhook, endpoint, event, status, "
                 "idempotency_key, next_attempt_at, created_at, updated_at, resent_from) "
-                "SELECT ?, message_id, webhook, endpoint, event, 'waiting', idempotency_key, "
+                f"SELECT ?, message_id, webhook, endpoint, event, "
+                f"{_HELD_IF_PAUSED}, idempotency_key, "
                 "?, ?, ?, id FROM deliveries "
                 "WHERE id = ? AND status IN ('completed', 'dead', 'cancelled') "
                 "RETURNING " + _DELIVERY_COLUMNS,
@@ -513,21 +544,110 @@ class SQLiteBackend(Backend):
 
         return await self._run(self._read, select)
 
-    async def set_endpoint_enabled(self, webhook: str, endpoint: str, enabled: bool) -> None:
-        def upsert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO endpoint_flags (webhook, endpoint, enabled) VALUES (?, ?, ?) "
-                "ON CONFLICT (webhook, endpoint) DO UPDATE SET enabled = excluded.enabled",
-                (webhook, endpoint, int(enabled)),
-            )
+    # ---------------------------------------------------------------- runtime definitions
 
-        await self._run(self._write, upsert)
+    async def definitions(self, known_version: int | None = None) -> Definitions | None:
+        def select(conn: sqlite3.Connection) -> Definitions | None:
+            (version,) = conn.execute("SELECT version FROM definitions_version").fetchone()
+            if version == known_version:
+                return None
+            documents: dict[tuple[str, str], Document] = {}
+            paused = set()
+            for webhook, endpoint, document, is_paused in conn.execute(
+                "SELECT webhook, endpoint, document, paused FROM definitions"
+            ):
+                if document is not None:
+                    documents[(webhook, endpoint)] = json.loads(document)
+                if is_paused:
+                    paused.add((webhook, endpoint))
+            return Definitions(version, documents, frozenset(paused))
 
-    async def endpoint_overrides(self, webhook: str) -> dict[str, bool]:
-        def select(conn: sqlite3.Connection) -> dict[str, bool]:
-            rows = conn.execute(
-                "SELECT endpoint, enabled FROM endpoint_flags WHERE webhook = ?", (webhook,)
-            )
-            return {r[0]: bool(r[1]) for r in rows}
-
+        # The version is read first, so the rows are at least that new: at worst the next call
+        # reloads rows it already has.
         return await self._run(self._read, select)
+
+    async def write_definition(
+        self, webhook: str, endpoint: str, changes: Mapping[str, Any] | None, *, replace: bool
+    ) -> Document | None:
+        def write(conn: sqlite3.Connection) -> Document | None:
+            _bump_version(conn)
+            row = conn.execute(
+                "SELECT document FROM definitions WHERE webhook = ? AND endpoint = ?",
+                (webhook, endpoint),
+            ).fetchone()
+            document: dict[str, Any] | None = None
+            if changes is not None:
+                merged = {} if replace or row is None or row[0] is None else json.loads(row[0])
+                merged.update(changes)
+                document = {k: v for k, v in merged.items() if v is not None}
+            conn.execute(
+                "INSERT INTO definitions (webhook, endpoint, document) VALUES (?, ?, ?) "
+                "ON CONFLICT (webhook, endpoint) DO UPDATE SET document = excluded.document",
+                (webhook, endpoint, None if document is None else json.dumps(document)),
+            )
+            _drop_empty(conn)
+            return document
+
+        return await self._run(self._write, write)
+
+    async def set_paused(self, webhook: str, endpoint: str, paused: bool, now: float) -> int:
+        which = "" if endpoint == WEBHOOK else "AND endpoint = ?"
+        args = (webhook,) if endpoint == WEBHOOK else (webhook, endpoint)
+
+        def write(conn: sqlite3.Connection) -> int:
+            _bump_version(conn)
+            conn.execute(
+                "INSERT INTO definitions (webhook, endpoint, paused) VALUES (?, ?, ?) "
+                "ON CONFLICT (webhook, endpoint) DO UPDATE SET paused = excluded.paused",
+                (webhook, endpoint, int(paused)),
+            )
+            _drop_empty(conn)
+            if paused:
+                return _hold(conn, webhook, endpoint, now)
+            return conn.execute(
+                "UPDATE deliveries SET updated_at = ?, status = CASE WHEN next_attempt_at > ? "
+                "THEN 'delayed' ELSE 'waiting' END, "
+                "next_attempt_at = COALESCE(next_attempt_at, ?) "
+                f"WHERE webhook = ? AND status = 'held' {which} AND NOT {_PAUSED}",
+                (now, now, now, *args),
+            ).rowcount
+
+        return await self._run(self._write, write)
+
+    async def delete_webhook(self, webhook: str, now: float) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            _bump_version(conn)
+            conn.execute("DELETE FROM definitions WHERE webhook = ?", (webhook,))
+            return _hold(conn, webhook, WEBHOOK, now)
+
+        return await self._run(self._write, write)
+
+
+def _paused(conn: sqlite3.Connection, webhooks: Collection[str]) -> set[tuple[str, str]]:
+    """The pause flags set on `webhooks` and their endpoints."""
+    marks = ",".join("?" * len(webhooks))
+    return {
+        (w, e)
+        for w, e in conn.execute(
+            f"SELECT webhook, endpoint FROM definitions WHERE paused = 1 AND webhook IN ({marks})",
+            list(webhooks),
+        )
+    }
+
+
+def _hold(conn: sqlite3.Connection, webhook: str, endpoint: str, now: float) -> int:
+    which = "" if endpoint == WEBHOOK else "AND endpoint = ?"
+    args = (webhook,) if endpoint == WEBHOOK else (webhook, endpoint)
+    return conn.execute(
+        "UPDATE deliveries SET status = 'held', updated_at = ? "
+        f"WHERE webhook = ? AND status IN ('waiting', 'delayed') {which}",
+        (now, *args),
+    ).rowcount
+
+
+def _bump_version(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE definitions_version SET version = version + 1")
+
+
+def _drop_empty(conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM definitions WHERE document IS NULL AND paused = 0")
