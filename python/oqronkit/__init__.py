@@ -4,6 +4,21 @@ from oqronkit._core import __version__
 from oqronkit.breaker import Breaker, create_circuit_breaker
 from oqronkit.clock import Clock, FakeClock, SystemClock
 from oqronkit.config import CircuitBreaker, Endpoint, RateLimit, Retries, Security, Throttle
+from oqronkit.default import (
+    cancel_delivery,
+    create_webhook,
+    default_kit,
+    delete_webhook,
+    get_delivery,
+    list_deliveries,
+    pause_webhook,
+    replay,
+    resend_webhook,
+    resume_webhook,
+    set_default_kit,
+    update_webhook,
+    webhook,
+)
 from oqronkit.errors import (
     CircuitOpenError,
     ConfigurationError,
@@ -17,6 +32,7 @@ from oqronkit.errors import (
     OqronKitError,
     PayloadTooLarge,
 )
+from oqronkit.events import LifecycleEvent
 from oqronkit.kit import OqronKit
 from oqronkit.models import Attempt, Delivery
 from oqronkit.signing import (
@@ -25,7 +41,7 @@ from oqronkit.signing import (
     verify_standard_webhook,
     verify_webhook_signature,
 )
-from oqronkit.webhook import Webhook
+from oqronkit.webhooks import Webhook
 
 __all__ = [
     "Attempt",
@@ -44,6 +60,7 @@ __all__ = [
     "InvalidPattern",
     "InvalidPayload",
     "KitNotRunning",
+    "LifecycleEvent",
     "OqronKit",
     "OqronKitError",
     "PayloadTooLarge",
@@ -54,9 +71,22 @@ __all__ = [
     "Throttle",
     "Webhook",
     "__version__",
+    "cancel_delivery",
     "create_circuit_breaker",
+    "create_webhook",
+    "default_kit",
+    "delete_webhook",
+    "get_delivery",
+    "list_deliveries",
+    "pause_webhook",
+    "replay",
+    "resend_webhook",
+    "resume_webhook",
+    "set_default_kit",
     "sign_standard_webhook",
     "sign_webhook_payload",
+    "update_webhook",
     "verify_standard_webhook",
     "verify_webhook_signature",
+    "webhook",
 ]

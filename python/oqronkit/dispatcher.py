@@ -34,7 +34,7 @@ from oqronkit.models import Attempt, Claim, Delivery, Settlement
 
 if TYPE_CHECKING:
     from oqronkit.kit import OqronKit
-    from oqronkit.webhook import Webhook
+    from oqronkit.webhooks import Webhook
 
 log = logging.getLogger("oqronkit")
 

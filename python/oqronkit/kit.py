@@ -51,7 +51,7 @@ from oqronkit.events import EventBus, LifecycleEvent
 from oqronkit.hooks import Hook, run_hook
 from oqronkit.ids import new_id
 from oqronkit.models import NO_DEFINITIONS, WEBHOOK, Definitions, Delivery, Status
-from oqronkit.webhook import EndpointSource, Scheme, Webhook
+from oqronkit.webhooks import EndpointSource, Scheme, Webhook
 
 log = logging.getLogger("oqronkit")
 
@@ -61,6 +61,7 @@ T = TypeVar("T")
 # Seconds the stored definitions (runtime webhooks and endpoints, pauses) may be stale in this
 # process: changes made by other processes take effect here within this time.
 DEFINITIONS_TTL = 1.0
+REPLAY_PAGE = 500  # dead deliveries read per query by `replay`
 
 
 class OqronKit:
@@ -251,7 +252,7 @@ class OqronKit:
         await self.write_definition(name, WEBHOOK, webhook_doc, replace=True)
         return self.get_webhook(name)
 
-    async def update_webhook(self, name: str, **changes: Any) -> Webhook:
+    async def update_webhook(self, name: str, /, **changes: Any) -> Webhook:
         """Changes settings of a webhook created at runtime (`concurrency=20`, `retries=...`);
         a setting given as None returns to its default. Webhooks defined in code change in
         code."""
@@ -542,6 +543,46 @@ class OqronKit:
             )
         self.wake(resent.webhook)
         return resent.id
+
+    async def replay(
+        self,
+        *,
+        rate: float,
+        webhook: str | None = None,
+        endpoint: str | None = None,
+        event: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        """Resends every dead delivery matching the filters (as `list_deliveries` takes them),
+        `rate` per second, so receivers back from an outage are not flooded: N deliveries take
+        N / rate seconds. `dry_run` only counts. Returns how many were (or would be) resent."""
+        if not (isinstance(rate, int | float) and 0 < rate < math.inf):
+            raise ConfigurationError(f"rate must be a positive number per second, not {rate!r}")
+        start, count, cursor = self.clock.now(), 0, None
+        while True:
+            page = await self.list_deliveries(
+                webhook=webhook,
+                endpoint=endpoint,
+                status="dead",
+                event=event,
+                since=since,
+                until=until,
+                limit=REPLAY_PAGE,
+                cursor=cursor,
+            )
+            for dead in page:
+                if not dry_run:
+                    await self.clock.wait(anyio.Event(), start + count / rate)
+                    await self.resend_webhook(dead.id)
+                count += 1
+            if len(page) < REPLAY_PAGE:
+                break
+            cursor = page[-1].id  # resent copies are newer: the pages ahead never see them
+        if not dry_run:
+            await self.clock.wait(anyio.Event(), start + count / rate)  # the last one's slot
+        return count
 
     # ---------------------------------------------------------------- queries
 

@@ -288,7 +288,7 @@ class Webhook:
         document = endpoint_document(endpoint)
         await self.kit.write_definition(self.name, endpoint.name, document, replace=True)
 
-    async def update_endpoint(self, name: str, **changes: Any) -> Endpoint:
+    async def update_endpoint(self, name: str, /, **changes: Any) -> Endpoint:
         """Changes some settings of an endpoint (one defined in code too); stored, so they
         outlive restarts. A setting given as None returns to its default (for an endpoint
         defined in code: to the code's value). Returns the endpoint as it now stands."""
