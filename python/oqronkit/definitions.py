@@ -116,18 +116,26 @@ def endpoint_document(endpoint: Endpoint) -> dict[str, Any]:
     return {f: v for f, v in document.items() if v is not None}
 
 
-def overlay_endpoint(
-    webhook: str, name: str, base: Endpoint | None, document: Document | None
-) -> Endpoint | None:
-    """The endpoint `name` as it stands: the code's (`base`) changed by its stored document."""
+def apply_document(name: str, base: Endpoint | None, document: Document | None) -> Endpoint | None:
+    """The endpoint `name` as it stands: the code's (`base`) changed by its stored document.
+    Raises `ConfigurationError` if the result is not a valid endpoint."""
     if document is None:
         return base
     if document.get(REMOVED):
         return None
     settings = {} if base is None else {f: getattr(base, f) for f in ENDPOINT_FIELDS}
+    settings.update({f: decode(f, v) for f, v in document.items() if f in ENDPOINT_FIELDS})
+    if "url" not in settings or "events" not in settings:
+        raise ConfigurationError(f"endpoint {name!r} needs a url and events")
+    return Endpoint(name=name, **settings)
+
+
+def overlay_endpoint(
+    webhook: str, name: str, base: Endpoint | None, document: Document | None
+) -> Endpoint | None:
+    """`apply_document` for what was stored: an invalid document is logged and ignored."""
     try:
-        settings.update({f: decode(f, v) for f, v in document.items() if f in ENDPOINT_FIELDS})
-        return Endpoint(name=name, **settings)
+        return apply_document(name, base, document)
     except (ConfigurationError, TypeError, KeyError, ValueError) as exc:
         # Written by another version, or by hand: the code's endpoint (if any) stands.
         log.warning("webhook %s: ignoring the stored endpoint %r: %s", webhook, name, exc)

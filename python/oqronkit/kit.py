@@ -21,7 +21,7 @@ from anyio.abc import TaskGroup
 
 from oqronkit import _core
 from oqronkit.backends import Backend, open_backend
-from oqronkit.clock import Clock, SystemClock, sleep
+from oqronkit.clock import Clock, SystemClock
 from oqronkit.config import (
     CircuitBreaker,
     Endpoint,
@@ -430,7 +430,10 @@ class OqronKit:
         assert self._watcher is not None
         with self._watcher:
             while True:
-                await sleep(self.clock, DEFINITIONS_TTL)
+                # Due a second after the last read (not after this task got to run): a test's
+                # clock that jumps a second ahead always finds this watcher due.
+                due = self._definitions_read_at + DEFINITIONS_TTL
+                await self.clock.wait(anyio.Event(), due)
                 try:
                     await self.current_definitions()
                 except Exception:

@@ -4,7 +4,6 @@ backend write; the dispatcher takes it from there."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import logging
@@ -29,6 +28,7 @@ from oqronkit.config import (
 from oqronkit.definitions import (
     ENDPOINT_FIELDS,
     REMOVED,
+    apply_document,
     encode_changes,
     endpoint_document,
     overlay_endpoint,
@@ -134,6 +134,7 @@ class Webhook:
         # endpoints and matching must never pair one version's matcher with another's list.
         self._compiled = _Compiled((), {}, _core.Matcher([]))
         self._compiled_from: tuple[tuple[Endpoint, ...], int] | None = None
+        self._code_endpoints: dict[str, Endpoint] = {}
         if not callable(endpoints):
             self._compile(endpoints, kit.definitions)
 
@@ -198,6 +199,7 @@ class Webhook:
             and (base is self._compiled_from[0] or base == self._compiled_from[0])
         ):
             return
+        self._code_endpoints = {e.name: e for e in base}
         names = set()
         for endpoint in base:
             if not isinstance(endpoint, Endpoint):
@@ -267,11 +269,14 @@ class Webhook:
         return max(1, self.concurrency // 2)
 
     async def endpoint_for_attempt(self, name: str) -> Endpoint | None:
-        """The endpoint a claimed delivery goes to; None if it is gone, disabled or paused."""
+        """The endpoint a claimed delivery goes to; None if it is gone or disabled. (Pauses
+        are the backend's to apply: it never hands out a paused endpoint's delivery.)"""
         endpoint = (await self._snapshot()).by_name.get(name)
         if endpoint is None or not endpoint.enabled:
-            return None
-        return None if self.kit.definitions.is_paused(self.name, name) else endpoint
+            # Read again before holding it: another process may have just re-enabled it.
+            await self.kit.refresh_definitions()
+            endpoint = (await self._snapshot()).by_name.get(name)
+        return endpoint if endpoint is not None and endpoint.enabled else None
 
     # ---------------------------------------------------------------- runtime endpoints
 
@@ -292,9 +297,12 @@ class Webhook:
         """Changes some settings of an endpoint (one defined in code too); stored, so they
         outlive restarts. A setting given as None returns to its default (for an endpoint
         defined in code: to the code's value). Returns the endpoint as it now stands."""
-        current = await self._existing(name)
+        await self._existing(name)
         patch = encode_changes(changes, ENDPOINT_FIELDS, f"endpoint {name!r}")
-        updated = dataclasses.replace(current, **changes)  # validates
+        stored = self.kit.definitions.documents.get((self.name, name), {})
+        merged = {k: v for k, v in {**stored, **patch}.items() if v is not None}
+        updated = apply_document(name, self._code_endpoints.get(name), merged)  # validates
+        assert updated is not None
         self._check_security(updated.security)
         await self.kit.write_definition(self.name, name, patch, replace=False)
         if changes.get("enabled") is True and not self.kit.definitions.is_paused(self.name, name):

@@ -1,0 +1,378 @@
+"""Runtime operations on a running kit, end to end against a real receiver on loopback, on
+memory and SQLite: pause/resume, runtime webhooks and endpoints (also seen by a second kit),
+replay, lifecycle events and the module-level functions."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+
+import oqronkit
+from oqronkit import (
+    CircuitBreaker,
+    ConfigurationError,
+    Endpoint,
+    FakeClock,
+    LifecycleEvent,
+    OqronKit,
+    Retries,
+    Security,
+    verify_webhook_signature,
+)
+from oqronkit.backends.sqlite import SQLiteBackend
+from tests.conftest import BackendFactory
+from tests.receiver import Receiver, Reply
+from tests.test_dispatch import NO_JITTER, make_kit, status_of
+
+pytestmark = pytest.mark.anyio
+
+
+def clock_of(kit: OqronKit) -> FakeClock:
+    assert isinstance(kit.clock, FakeClock)
+    return kit.clock
+
+
+async def within_a_second(clock: FakeClock, check: Callable[[], Awaitable[bool]]) -> None:
+    """Lets time pass, a tenth of a second at a time, until `check` holds; fails if that took
+    more than a second of it (plus the worker's poll interval)."""
+    start = clock.now()
+    with anyio.fail_after(10):
+        while not await check():
+            clock.advance(0.1)
+            await anyio.sleep(0.002)
+    assert clock.now() - start <= 1.0 + 0.5 + 1e-6
+
+
+async def test_pause_fire_50_resume_delivers_each_once(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    hook = kit.webhook("w", concurrency=20, endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+    async with kit:
+        assert await kit.pause_webhook("w") == 0
+        batches = await hook.fire_many([("order.created", {"n": n}) for n in range(50)])
+        ids = [i for batch in batches for i in batch]
+        assert len(ids) == 50  # kept while paused, not dropped
+        assert len(await kit.list_deliveries(status="held")) == 50
+        clock_of(kit).advance(3600)  # nothing becomes due while paused
+        assert receiver.received() == []
+        assert await kit.resume_webhook("w") == 50
+        for delivery_id in ids:
+            await status_of(kit, delivery_id, "completed")
+    keys = sorted(r.headers["idempotency-key"] for r in receiver.received())
+    assert keys == sorted(ids)  # each delivered exactly once
+
+
+async def test_resume_keeps_each_delivery_s_schedule(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    receiver.respond("/a", Reply(503, headers={"Retry-After": "600"}))  # then 204
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w", retries=NO_JITTER, endpoints=[Endpoint("a", receiver.url("/a"), ["**"])]
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        retry = await status_of(kit, delivery_id, "delayed")
+        assert retry.next_attempt_at == pytest.approx(clock_of(kit).now() + 600, abs=1)
+        assert await kit.pause_webhook("w") == 1
+        held = await kit.get_delivery(delivery_id)
+        assert held is not None and held.status == "held"
+        assert held.next_attempt_at == retry.next_attempt_at
+        clock_of(kit).advance(60)
+        assert await kit.resume_webhook("w") == 1
+        released = await kit.get_delivery(delivery_id)
+        assert released is not None and released.status == "delayed"
+        assert released.next_attempt_at == retry.next_attempt_at  # still due in 9 minutes
+        assert len(receiver.received()) == 1
+        clock_of(kit).advance(540)
+        await status_of(kit, delivery_id, "completed")
+    assert len(receiver.received()) == 2
+
+
+async def test_endpoint_pause_holds_only_that_endpoint(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        endpoints=[
+            Endpoint("a", receiver.url("/a"), ["**"]),
+            Endpoint("b", receiver.url("/b"), ["**"]),
+        ],
+    )
+    async with kit:
+        assert await hook.pause_endpoint("a") == 0
+        a_id, b_id = await hook.fire("e", {})
+        await status_of(kit, b_id, "completed")
+        assert (await status_of(kit, a_id, "held")).attempts == ()
+        assert receiver.received("/a") == []
+        assert await hook.resume_endpoint("a") == 1
+        await status_of(kit, a_id, "completed")
+        with pytest.raises(ConfigurationError, match="no endpoint 'nope'"):
+            await hook.pause_endpoint("nope")
+        with pytest.raises(ConfigurationError, match="no webhook"):
+            await kit.pause_webhook("nope")
+
+
+async def test_runtime_webhook_and_endpoint_crud_on_a_running_kit(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    async with kit:
+        hook = await kit.create_webhook(
+            "rt",
+            security=Security(signing_secret="rt-secret"),
+            retries=NO_JITTER,
+            endpoints=[Endpoint("a", receiver.url("/a"), ["order.*"])],
+        )
+        assert hook.runtime and kit.get_webhook("rt") is hook
+        [first] = await hook.fire("order.created", {"n": 1})
+        await status_of(kit, first, "completed")
+        [request] = receiver.received("/a")
+        now = clock_of(kit).now()
+        assert verify_webhook_signature(
+            request.headers["x-oqron-signature"], request.body, "rt-secret", now=now
+        )
+
+        # A new endpoint is a fan-out target from the next fire on.
+        await hook.add_endpoint(
+            Endpoint("b", receiver.url("/b"), ["order.**"], headers={"X-Token": "t0ken"})
+        )
+        for delivery_id in await hook.fire("order.paid", {}):
+            await status_of(kit, delivery_id, "completed")
+        [to_b] = receiver.received("/b")
+        assert to_b.headers["x-token"] == "t0ken"
+
+        updated = await hook.update_endpoint("b", url=receiver.url("/b2"))
+        assert updated.url == receiver.url("/b2") and updated.headers == {"X-Token": "t0ken"}
+        await hook.remove_endpoint("a")
+        [only_b] = await hook.fire("order.shipped", {})
+        await status_of(kit, only_b, "completed")
+        assert len(receiver.received("/b2")) == 1 and len(receiver.received("/a")) == 2
+
+        await kit.update_webhook("rt", security=Security(signing_secret="rotated"), concurrency=3)
+        assert hook.concurrency == 3
+        [signed] = await hook.fire("order.refunded", {})
+        await status_of(kit, signed, "completed")
+        last = receiver.received("/b2")[-1]
+        assert verify_webhook_signature(
+            last.headers["x-oqron-signature"], last.body, "rotated", now=clock_of(kit).now()
+        )
+
+        # Bad input is refused before anything is stored.
+        with pytest.raises(ConfigurationError, match="already defined"):
+            await kit.create_webhook("rt")
+        with pytest.raises(ConfigurationError, match="already has an endpoint"):
+            await hook.add_endpoint(Endpoint("b", receiver.url("/x"), ["**"]))
+        with pytest.raises(ConfigurationError, match="no setting nope"):
+            await hook.update_endpoint("b", nope=1)
+        with pytest.raises(ConfigurationError, match="http:// or https://"):
+            await hook.update_endpoint("b", url="ftp://example.com/")
+        with pytest.raises(ConfigurationError, match="callable cannot be stored"):
+            await hook.update_endpoint("b", security=lambda: None)
+        with pytest.raises(ConfigurationError, match="concurrency"):
+            await kit.update_webhook("rt", concurrency=0)
+        assert hook.concurrency == 3
+        assert [e.url for e in await hook.endpoints()] == [receiver.url("/b2")]
+
+        # Deleting it holds what is still queued: nothing is failed or lost.
+        receiver.respond("/b2", Reply(503, headers={"Retry-After": "600"}))
+        [queued] = await hook.fire("order.lost", {})
+        await status_of(kit, queued, "delayed")
+        assert await kit.delete_webhook("rt") == 1
+        assert (await status_of(kit, queued, "held")).error == "HTTP 503"
+        assert "rt" not in [w.name for w in await kit.webhooks()]
+        with pytest.raises(ConfigurationError, match="no webhook"):
+            kit.get_webhook("rt")
+
+
+async def test_code_endpoints_change_at_runtime_but_code_webhooks_do_not(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+    async with kit:
+        await hook.update_endpoint("a", url=receiver.url("/moved"))
+        [moved] = await hook.fire("e", {})
+        await status_of(kit, moved, "completed")
+        assert len(receiver.received("/moved")) == 1
+        await hook.update_endpoint("a", enabled=False)
+        assert await hook.fire("e", {}) == []
+        await hook.update_endpoint("a", enabled=True, url=None)  # None: back to the code's URL
+        [back] = await hook.fire("e", {})
+        await status_of(kit, back, "completed")
+        assert len(receiver.received("/a")) == 1
+        with pytest.raises(ConfigurationError, match="defined in code"):
+            await kit.update_webhook("w", concurrency=2)
+        with pytest.raises(ConfigurationError, match="defined in code"):
+            await kit.delete_webhook("w")
+
+
+async def test_crud_on_one_kit_is_seen_by_a_second_kit(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    shared = make_backend()
+    # Two SQLite backends on one file are two connections, as two processes would have.
+    other = make_backend() if isinstance(shared, SQLiteBackend) else shared
+    operator = OqronKit(shared, dispatch=False, clock=clock)
+    worker = OqronKit(other, allow_private_networks=True, clock=clock)
+    async with operator, worker:
+        hook = await operator.create_webhook(
+            "rt",
+            security=Security(signing_secret="stored-secret"),
+            endpoints=[Endpoint("a", receiver.url("/a"), ["**"])],
+        )
+        [first] = await hook.fire("e", {"n": 1})
+
+        async def delivered(delivery_id: str) -> bool:
+            delivery = await worker.get_delivery(delivery_id)
+            return delivery is not None and delivery.status == "completed"
+
+        # The worker reads the stored definitions every second.
+        await within_a_second(clock, lambda: delivered(first))
+        [request] = receiver.received("/a")
+        assert verify_webhook_signature(
+            request.headers["x-oqron-signature"], request.body, "stored-secret", now=clock.now()
+        )
+
+        await hook.pause_endpoint("a")
+        [paused] = await hook.fire("e", {})
+        await hook.add_endpoint(Endpoint("b", receiver.url("/b"), ["**"]))
+        seen = worker.get_webhook("rt")
+
+        async def worker_sees_b() -> bool:
+            return [e.name for e in await seen.endpoints()] == ["a", "b"]
+
+        await within_a_second(clock, worker_sees_b)
+        assert (await worker.get_delivery(paused)).status == "held"  # type: ignore[union-attr]
+        await hook.resume_endpoint("a")
+        await within_a_second(clock, lambda: delivered(paused))
+
+        await operator.delete_webhook("rt")
+
+        async def worker_forgot() -> bool:
+            return "rt" not in [w.name for w in await worker.webhooks()]
+
+        await within_a_second(clock, worker_forgot)
+        listing = repr(await worker.list_deliveries()) + repr(await seen.endpoints())
+    assert "stored-secret" not in repr(hook) + repr(operator) + listing
+
+
+async def test_replay_resends_dead_deliveries_at_the_given_rate(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    receiver.respond("/a", *[400] * 6)  # then 204
+    kit = make_kit(make_backend)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["order.*", "user.*"])])
+    async with kit:
+        dead = [(await hook.fire("order.created", {"n": n}))[0] for n in range(5)]
+        [other] = await hook.fire("user.created", {})
+        for delivery_id in [*dead, other]:
+            await status_of(kit, delivery_id, "dead")
+        assert await kit.replay(rate=2.0, event="order.*", dry_run=True) == 5
+        assert len(receiver.received()) == 6  # a dry run sends nothing
+
+        clock = clock_of(kit)
+        start, done = clock.now(), anyio.Event()
+        counted: list[int] = []
+
+        async def replay() -> None:
+            counted.append(await kit.replay(rate=2.0, event="order.*"))
+            done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(replay)
+            while not done.is_set():
+                clock.advance(0.1)
+                await anyio.sleep(0.002)
+        assert counted == [5]
+        assert clock.now() - start >= 5 / 2.0  # N deliveries at rate R take at least N / R
+        copies = [d for d in await kit.list_deliveries() if d.resent_from is not None]
+        assert sorted(c.resent_from for c in copies) == sorted(dead)  # type: ignore[type-var]
+        created = sorted(c.created_at for c in copies)
+        # The k-th resend waits for its slot: never more than R in any second.
+        assert all(at - start >= k / 2.0 - 1e-6 for k, at in enumerate(created))
+        for copy in copies:
+            await status_of(kit, copy.id, "completed")
+        with pytest.raises(ConfigurationError, match="rate"):
+            await kit.replay(rate=0)
+
+
+async def test_lifecycle_events_reach_subscribers_and_the_hook(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    receiver.respond("/gone", then=410)
+    receiver.respond("/down", 503)  # then 204
+    hooked: list[LifecycleEvent] = []
+    kit = make_kit(make_backend, on_event=hooked.append)
+    hook = kit.webhook(
+        "w",
+        retries=Retries(max=0),
+        circuit_breaker=CircuitBreaker(failure_threshold=1, reset_timeout=30.0),
+        endpoints=[
+            Endpoint("gone", receiver.url("/gone"), ["gone"]),
+            Endpoint("down", receiver.url("/down"), ["down"]),
+        ],
+    )
+    wanted = [
+        ("endpoint.disabled", "gone"),
+        ("delivery.dead", "gone"),
+        ("breaker.opened", "down"),
+        ("delivery.dead", "down"),
+        ("webhook.paused", None),
+        ("webhook.resumed", None),
+        ("breaker.closed", "down"),
+    ]
+    seen: list[tuple[str, str | None]] = []
+    async with kit, kit.events() as events:
+        [gone] = await hook.fire("gone", {})
+        await status_of(kit, gone, "dead")
+        [down] = await hook.fire("down", {})
+        await status_of(kit, down, "dead")
+        await kit.pause_webhook("w")
+        await kit.resume_webhook("w")
+        clock_of(kit).advance(30.0)  # half-open: the next attempt is a probe, and it succeeds
+        await status_of(kit, (await hook.fire("down", {}))[0], "completed")
+        with anyio.fail_after(5):
+            async for event in events:
+                seen.append((event.kind, event.endpoint))
+                if len(seen) == len(wanted):
+                    break
+        assert sorted(seen, key=str) == sorted(wanted, key=str)
+        assert hook.endpoint_named("gone").enabled is False  # type: ignore[union-attr]
+
+    assert sorted(((e.kind, e.endpoint) for e in hooked), key=str) == sorted(wanted, key=str)
+
+
+async def test_module_level_functions_use_the_default_kit(receiver: Receiver) -> None:
+    kit = OqronKit(allow_private_networks=True, clock=FakeClock())
+    oqronkit.set_default_kit(kit)
+    try:
+        assert oqronkit.default_kit() is kit
+        hook = oqronkit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+        async with kit:
+            [first] = await hook.fire("e", {})
+            await status_of(kit, first, "completed")
+            assert (await oqronkit.get_delivery(first)).status == "completed"  # type: ignore[union-attr]
+            assert len(await oqronkit.list_deliveries(status="completed")) == 1
+            await oqronkit.pause_webhook("w")
+            [held] = await hook.fire("e", {})
+            assert await oqronkit.cancel_delivery(held) == "cancelled"
+            assert await oqronkit.resume_webhook("w") == 0
+            copy = await oqronkit.resend_webhook(first)
+            await status_of(kit, copy, "completed")
+            runtime = await oqronkit.create_webhook(
+                "rt", endpoints=[Endpoint("b", receiver.url("/b"), ["**"])]
+            )
+            await oqronkit.update_webhook("rt", concurrency=3)
+            assert runtime.concurrency == 3
+            assert await oqronkit.replay(rate=10.0, dry_run=True) == 0
+            assert await oqronkit.delete_webhook("rt") == 0
+    finally:
+        oqronkit.set_default_kit(None)
+    assert oqronkit.default_kit() is not kit
+    oqronkit.set_default_kit(None)
