@@ -259,7 +259,8 @@ async def test_crud_on_one_kit_is_seen_by_a_second_kit(
 
         await within_a_second(clock, worker_forgot)
         listing = repr(await worker.list_deliveries()) + repr(await seen.endpoints())
-    assert "stored-secret" not in repr(hook) + repr(operator) + listing
+    shown = repr(hook) + repr(operator) + repr(worker.definitions) + listing
+    assert "stored-secret" not in shown
 
 
 async def test_replay_resends_dead_deliveries_at_the_given_rate(

@@ -110,5 +110,11 @@ class Definitions(NamedTuple):
     def is_paused(self, webhook: str, endpoint: str) -> bool:
         return (webhook, WEBHOOK) in self.paused or (webhook, endpoint) in self.paused
 
+    def __repr__(self) -> str:  # documents hold secrets: never shown
+        return (
+            f"Definitions(version={self.version}, documents={len(self.documents)}, "
+            f"paused={sorted(self.paused)})"
+        )
+
 
 NO_DEFINITIONS = Definitions(-1, {}, frozenset())
