@@ -46,7 +46,7 @@ bench-quick: build  ## a few-second smoke run of the benchmarks (numbers not mea
 	$(PY) benches/run.py --quick
 
 demo: build  ## the demo: webhooks delivered to local receivers on the embedded SQLite backend
-	$(PY) examples/demo.py
+	$(VENV)/bin/oqronkit demo
 
 all: lint test bench  ## everything
 

@@ -1,0 +1,3 @@
+from oqronkit.cli import run
+
+run()

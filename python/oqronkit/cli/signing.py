@@ -1,0 +1,57 @@
+"""`sign` and `verify`: the default scheme's header, for testing receivers and senders."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from oqronkit.signing import sign_webhook_payload, verify_webhook_signature
+
+ALGORITHMS = click.Choice(["sha256", "sha512"])
+
+
+def _body(body: str) -> bytes:
+    return sys.stdin.buffer.read() if body == "-" else body.encode()
+
+
+@click.command()
+@click.option("--secret", required=True, envvar="OQRONKIT_SECRET", help="env OQRONKIT_SECRET")
+@click.option("--algorithm", type=ALGORITHMS, default="sha256", show_default=True)
+@click.option("--timestamp", type=int, help="Milliseconds since the epoch (default: now).")
+@click.argument("body")
+def sign(secret: str, algorithm: str, timestamp: int | None, body: str) -> None:
+    """Print the X-Oqron-Signature header for BODY ('-' reads stdin)."""
+    click.echo(sign_webhook_payload(_body(body), secret, timestamp, algorithm))
+
+
+@click.command()
+@click.option(
+    "--secret",
+    required=True,
+    multiple=True,
+    envvar="OQRONKIT_SECRET",
+    help="Repeat during a rotation; env OQRONKIT_SECRET.",
+)
+@click.option("--header", required=True, help="The X-Oqron-Signature header received.")
+@click.option("--algorithm", type=ALGORITHMS, default="sha256", show_default=True)
+@click.option(
+    "--tolerance",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds the timestamp may be off.",
+)
+@click.argument("body")
+def verify(
+    secret: tuple[str, ...], header: str, algorithm: str, tolerance: float, body: str
+) -> None:
+    """Exit 0 if HEADER signs BODY ('-' reads stdin) with a SECRET, else 1."""
+    secrets = list(secret) if len(secret) > 1 else secret[0]
+    if verify_webhook_signature(
+        header, _body(body), secrets, algorithm=algorithm, tolerance=tolerance
+    ):
+        click.echo("valid")
+    else:
+        click.echo("invalid", err=True)
+        sys.exit(1)

@@ -1,0 +1,158 @@
+"""The `oqronkit` command through its real entry point, in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.receiver import Receiver
+
+OQRONKIT = str(Path(sys.executable).parent / "oqronkit")
+
+
+def oqronkit(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [OQRONKIT, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_demo_delivers_and_its_summary_adds_up() -> None:
+    run = oqronkit("demo", "--events", "50", "--duration", "0.5", timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    line = re.search(
+        r"(\d+) events → (\d+) deliveries = (\d+) delivered \+ (\d+) dead\s+adds up", run.stdout
+    )
+    assert line is not None, run.stdout
+    events, deliveries, delivered, dead = map(int, line.groups())
+    assert events == 50 and deliveries == delivered + dead and delivered > 0
+    assert dead > 0  # Legacy CRM is down: its deliveries end as dead letters
+
+
+def test_sign_then_verify_round_trips() -> None:
+    signed = oqronkit("sign", "--secret", "s3cret", '{"n":1}')
+    assert signed.returncode == 0 and signed.stdout.startswith("t=")
+    header = signed.stdout.strip()
+    assert (
+        oqronkit(
+            "verify", "--secret", "s3cret", "--header", header, "-", stdin='{"n":1}'
+        ).returncode
+        == 0
+    )
+    wrong_body = oqronkit("verify", "--secret", "s3cret", "--header", header, '{"n":2}')
+    assert wrong_body.returncode == 1 and "invalid" in wrong_body.stderr
+    rotated = oqronkit(
+        "verify", "--secret", "old", "--secret", "s3cret", "--header", header, '{"n":1}'
+    )
+    assert rotated.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["nope"],
+        ["deliveries", "list", "--backend", "memory://", "--limit", "0"],
+        ["deliveries", "list", "--backend", "memory://", "--status", "lost"],
+        ["deliveries", "list"],  # neither --backend nor --app
+        ["worker", "no_colon"],
+        ["sign", "body"],  # no --secret
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(args: list[str]) -> None:
+    run = oqronkit(*args, env={"OQRONKIT_BACKEND": "", "OQRONKIT_SECRET": ""})
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == "" and len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_an_unusable_backend_is_a_one_line_error() -> None:
+    run = oqronkit("dead-letters", "--backend", "redis://localhost:1/0")
+    assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1
+    assert "not available" in run.stderr
+
+
+APP = """
+import os
+from oqronkit import Endpoint, OqronKit, Security
+
+kit = OqronKit(f"sqlite:///{os.environ['APP_DB']}", allow_private_networks=True)
+orders = kit.webhook(
+    "orders",
+    security=Security(signing_secret="app-secret"),
+    endpoints=[Endpoint("receiver", os.environ["RECEIVER_URL"], ["order.*"])],
+)
+"""
+
+
+def test_worker_delivers_what_fire_enqueued_and_stops_on_sigterm(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    (tmp_path / "app.py").write_text(textwrap.dedent(APP))
+    env = {"APP_DB": str(tmp_path / "app.db"), "RECEIVER_URL": receiver.url("/hook")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        run = oqronkit(*args, "--app", "app:kit", cwd=tmp_path, env=env)
+        assert run.returncode == 0, run.stderr
+        return run
+
+    # Fired from another process before the worker runs: stored, then delivered by the worker.
+    [first] = cli("fire", "--webhook", "orders", "order.created", '{"id": 1}').stdout.split()
+    worker = subprocess.Popen(
+        [OQRONKIT, "worker", "app:kit"],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        [request] = receiver.wait_for_blocking(1, "/hook", timeout=30)
+        assert request.headers["x-oqron-delivery"] == first
+        deadline = time.monotonic() + 10
+        while (
+            json.loads(cli("deliveries", "show", first, "--json").stdout)["status"] != "completed"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+        assert "active" in cli("endpoints", "list", "orders").stdout
+        assert "0 deliveries held" in cli("endpoints", "pause", "orders", "receiver").stdout
+        [held] = cli("fire", "--webhook", "orders", "order.paid", "{}").stdout.split()
+        listed = json.loads(cli("deliveries", "list", "--status", "held", "--json").stdout)
+        assert [d["id"] for d in listed] == [held]
+        assert cli("cancel", held).stdout.strip() == "cancelled"
+        resumed = cli("endpoints", "resume", "orders", "receiver").stdout
+        assert "0 deliveries released" in resumed  # the held one was cancelled
+        [copy] = cli("resend", first).stdout.split()
+        receiver.wait_for_blocking(2, "/hook", timeout=30)
+        assert receiver.received("/hook")[1].headers["idempotency-key"] == first
+        assert copy in cli("deliveries", "list").stdout
+        assert "app-secret" not in cli("deliveries", "show", first, "--json").stdout
+
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0, stderr
+    assert "SIGTERM: stopping gracefully" in stderr and stderr.rstrip().endswith("stopped")
