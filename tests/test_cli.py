@@ -156,3 +156,14 @@ def test_worker_delivers_what_fire_enqueued_and_stops_on_sigterm(
             worker.communicate()
     assert worker.returncode == 0, stderr
     assert "SIGTERM: stopping gracefully" in stderr and stderr.rstrip().endswith("stopped")
+
+
+def test_bench_writes_its_results_and_a_plot(tmp_path: Path) -> None:
+    run = oqronkit(
+        "bench", "--events", "30", "--endpoints", "2", "--out", str(tmp_path), timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert results["deliveries"] == 60 == len(results["completions"])
+    assert results["deliveries_per_second"] > 0 and results["latency_seconds"]["p99"] > 0
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
