@@ -377,3 +377,78 @@ async def test_module_level_functions_use_the_default_kit(receiver: Receiver) ->
         oqronkit.set_default_kit(None)
     assert oqronkit.default_kit() is not kit
     oqronkit.set_default_kit(None)
+
+
+async def test_a_kit_exits_even_if_a_webhook_appears_while_it_drains(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    receiver.respond("/gone", Reply(410, delay=0.5))  # read again at the 410, mid-shutdown
+    clock = FakeClock()
+    worker = make_kit(make_backend, clock)
+    operator = OqronKit(worker.backend, dispatch=False, clock=clock)
+    hook = worker.webhook("w", endpoints=[Endpoint("gone", receiver.url("/gone"), ["**"])])
+    async with operator:
+        with anyio.fail_after(10):
+            async with worker:
+                [delivery_id] = await hook.fire("e", {})
+                await status_of(worker, delivery_id, "active")
+                await operator.create_webhook(
+                    "rt", endpoints=[Endpoint("x", receiver.url("/x"), ["**"])]
+                )
+                clock.advance(1.0)  # the worker's copy of the definitions is now stale
+    assert "rt" not in worker._dispatchers
+
+
+async def test_updates_are_validated_against_what_they_change(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    async with kit:
+        hook = await kit.create_webhook(
+            "rt",
+            endpoints=[
+                Endpoint(
+                    "a", receiver.url("/a"), ["order"], security=Security(signing_secret="plain")
+                )
+            ],
+        )
+        with pytest.raises(ConfigurationError, match="base64"):  # its endpoint's secret
+            await kit.update_webhook("rt", scheme="standard")
+        assert hook.scheme == "oqron" and len(await hook.endpoints()) == 1
+        assert (await hook.update_endpoint("a", events="order.*")).events == ("order.*",)
+        with pytest.raises(ConfigurationError, match="enabled must be True or False"):
+            await hook.update_endpoint("a", enabled="false")
+
+        # Disabled: its queued delivery is held at its attempt; enabled again, it is released.
+        receiver.respond("/a", Reply(503, headers={"Retry-After": "60"}))
+        [queued] = await hook.fire("order.created", {})
+        await status_of(kit, queued, "delayed")
+        await hook.update_endpoint("a", enabled=False)
+        clock_of(kit).advance(60)
+        await status_of(kit, queued, "held")
+        await hook.update_endpoint("a", enabled=None)  # back to the default: enabled
+        await status_of(kit, queued, "completed")
+
+
+async def test_a_deleted_webhook_holds_what_a_stale_kit_fires(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    shared = make_backend()
+    other = make_backend() if isinstance(shared, SQLiteBackend) else shared
+    a = OqronKit(shared, dispatch=False, clock=clock)
+    b = OqronKit(other, dispatch=False, clock=clock)
+    async with a, b:
+        await a.create_webhook("rt", endpoints=[Endpoint("x", receiver.url("/x"), ["**"])])
+        await b.refresh_definitions()
+        stale = b.get_webhook("rt")
+        await a.delete_webhook("rt")
+        [late] = await stale.fire("e", {})  # b has not seen the delete yet
+        assert (await a.get_delivery(late)).status == "held"  # type: ignore[union-attr]
+        # A webhook defined in code may take the name back; it is not held.
+        code = b.webhook("rt2", endpoints=[Endpoint("x", receiver.url("/x"), ["**"])])
+        await a.create_webhook("rt2", endpoints=[Endpoint("x", receiver.url("/x"), ["**"])])
+        await a.delete_webhook("rt2")
+        await b.refresh_definitions()
+        [fresh] = await code.fire("e", {})
+        assert (await a.get_delivery(fresh)).status == "waiting"  # type: ignore[union-attr]

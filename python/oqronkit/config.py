@@ -210,6 +210,8 @@ class Endpoint:
                 )
         object.__setattr__(self, "headers", MappingProxyType(dict(headers)))
         _positive("timeout", self.timeout, allow_none=True)
+        if not isinstance(self.enabled, bool):
+            raise ConfigurationError(f"enabled must be True or False, not {self.enabled!r}")
         if self.max_in_flight is not None and (
             not isinstance(self.max_in_flight, int) or self.max_in_flight < 1
         ):

@@ -70,7 +70,7 @@ def encode(field: str, value: Any) -> Any:
     if field in _POLICIES:
         return dataclasses.asdict(value)
     if field == "events":
-        return list(value)
+        return [value] if isinstance(value, str) else list(value)  # as Endpoint takes them
     if field == "headers":
         return dict(value)
     return value

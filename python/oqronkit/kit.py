@@ -21,6 +21,7 @@ from anyio.abc import TaskGroup
 
 from oqronkit import _core
 from oqronkit.backends import Backend, open_backend
+from oqronkit.backends.base import DELETED
 from oqronkit.clock import Clock, SystemClock
 from oqronkit.config import (
     CircuitBreaker,
@@ -137,6 +138,7 @@ class OqronKit:
         self._on_event = on_event
         self._events = EventBus()
         self._watcher: anyio.CancelScope | None = None
+        self._stopping = False  # set at exit: definitions read from then on start no dispatcher
         self._dispatchers: dict[str, Dispatcher] = {}
         self._active_transport: httpx.AsyncBaseTransport | None = None
         self._connections: anyio.CapacityLimiter | None = None
@@ -246,9 +248,12 @@ class OqronKit:
         Webhook(self, name, endpoints=endpoints, runtime=True, **settings)  # type: ignore[arg-type]
         documents = [(e.name, endpoint_document(e)) for e in endpoints]
         webhook_doc = webhook_document(settings)
-        # Endpoints first: a webhook is there once its own document is.
+        # Endpoints first: a webhook is there once its own document is. A webhook of this name
+        # deleted earlier leaves a pause; its held deliveries stay held (they were sent to the
+        # old definition), but the new webhook starts unpaused.
         for endpoint_name, document in documents:
             await self.backend.write_definition(name, endpoint_name, document, replace=True)
+        await self.backend.set_paused(name, WEBHOOK, False, self.clock.now(), release=False)
         await self.write_definition(name, WEBHOOK, webhook_doc, replace=True)
         return self.get_webhook(name)
 
@@ -323,16 +328,25 @@ class OqronKit:
     async def refresh_definitions(self) -> None:
         self._definitions_read_at = self.clock.now()
         fresh = await self.backend.definitions(self.definitions.version)
-        if fresh is not None:
-            self.definitions = fresh
-            self._sync_runtime_webhooks()
+        if fresh is None:
+            return
+        self.definitions = fresh
+        self._sync_runtime_webhooks()
+        for name, webhook in list(self._webhooks.items()):
+            if not webhook.runtime and fresh.documents.get((name, WEBHOOK), {}).get(DELETED):
+                # A webhook defined in code takes back the name of a deleted runtime webhook:
+                # the tombstone goes (what it held stays held), so its fires are not held.
+                await self.backend.set_paused(name, WEBHOOK, False, self.clock.now(), release=False)
+                await self.backend.write_definition(name, WEBHOOK, None, replace=True)
+                await self.refresh_definitions()
+                return
 
     def _sync_runtime_webhooks(self) -> None:
         """Makes this process's runtime webhooks (and their dispatchers) those stored."""
         stored = {
             webhook: document
             for (webhook, endpoint), document in self.definitions.documents.items()
-            if endpoint == WEBHOOK
+            if endpoint == WEBHOOK and not document.get(DELETED)
         }
         for name, document in stored.items():
             webhook = self._webhooks.get(name)
@@ -341,7 +355,7 @@ class OqronKit:
                 if webhook is None:
                     webhook = Webhook(self, name, endpoints=(), runtime=True, **settings)
                     self._webhooks[name] = webhook
-                    if self._task_group is not None and self.dispatch:
+                    if self._task_group is not None and self.dispatch and not self._stopping:
                         self._start_dispatcher(webhook)
                 elif webhook.runtime:
                     webhook._configure(**settings)
@@ -378,6 +392,7 @@ class OqronKit:
             await stack.aclose()
             raise
         self._exit_stack = stack
+        self._stopping = False
         # A fresh identity per run: leases held by an earlier run of this kit (one that was
         # cancelled mid-settle, say) are then reclaimed like any other worker's.
         self.worker_id = new_id("wrk")
@@ -420,6 +435,7 @@ class OqronKit:
     async def _stop_dispatchers(self) -> None:
         """Graceful: stop claiming, let attempts in flight finish within `shutdown_grace`, then
         cancel the rest (they go back to the queue without using an attempt)."""
+        self._stopping = True
         if self._watcher is not None:
             self._watcher.cancel()
         for dispatcher in self._dispatchers.values():

@@ -174,6 +174,9 @@ class Webhook:
             if header.lower() in RESERVED_HEADERS:
                 raise ConfigurationError(f"header {header!r} is set by OqronKit")
         self._check_security(security, scheme)
+        if hasattr(self, "_compiled"):  # an update: every endpoint must suit the new scheme
+            for endpoint in self._compiled.endpoints:
+                self._check_security(endpoint.security, scheme)
         self.security = security
         self.retries = retries or Retries()
         self.concurrency = concurrency
@@ -297,7 +300,7 @@ class Webhook:
         """Changes some settings of an endpoint (one defined in code too); stored, so they
         outlive restarts. A setting given as None returns to its default (for an endpoint
         defined in code: to the code's value). Returns the endpoint as it now stands."""
-        await self._existing(name)
+        current = await self._existing(name)
         patch = encode_changes(changes, ENDPOINT_FIELDS, f"endpoint {name!r}")
         stored = self.kit.definitions.documents.get((self.name, name), {})
         merged = {k: v for k, v in {**stored, **patch}.items() if v is not None}
@@ -305,9 +308,9 @@ class Webhook:
         assert updated is not None
         self._check_security(updated.security)
         await self.kit.write_definition(self.name, name, patch, replace=False)
-        if changes.get("enabled") is True and not self.kit.definitions.is_paused(self.name, name):
-            # Release what was held while it was disabled (resuming what is not paused).
-            await self.kit.backend.set_paused(self.name, name, False, self.kit.clock.now())
+        if updated.enabled and not current.enabled:
+            # What was held while it was disabled goes (pauses still hold theirs).
+            await self.kit.backend.release(self.name, name, self.kit.clock.now())
             self.kit.wake(self.name)
         return (await self._snapshot()).by_name[name]
 

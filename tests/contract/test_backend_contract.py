@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from oqronkit.backends import Backend
+from oqronkit.backends.base import DELETED
 from oqronkit.ids import new_id
 from oqronkit.models import WEBHOOK, Attempt, Message, NewDelivery, Settlement
 from tests.conftest import BackendFactory
@@ -251,19 +252,46 @@ async def test_resend_while_paused_is_held(backend: Backend) -> None:
     assert copy is not None and copy.status == "held"
 
 
-async def test_delete_webhook_forgets_definitions_and_holds_its_deliveries(
+async def test_delete_webhook_leaves_a_tombstone_that_holds_everything_of_it(
     backend: Backend,
 ) -> None:
     await backend.write_definition("hooks", WEBHOOK, {"concurrency": 2}, replace=True)
     await backend.write_definition("hooks", "a", {"url": "https://a.example/"}, replace=True)
     await backend.write_definition("other", WEBHOOK, {"concurrency": 3}, replace=True)
     await backend.set_paused("hooks", "a", True, T0)
-    await fire(backend, ["a", "b"])
-    assert await backend.delete_webhook("hooks", T0) == 1  # b; a was held already
+    (a, b, c), _ = await fire(backend, ["a", "b", "c"])
+    [in_flight] = await backend.claim("hooks", "w1", T0, T0 + 30, limit=1, room={"a": 0, "b": 0})
+    assert in_flight.id == c
+    assert await backend.delete_webhook("hooks", T0) == 1  # b; a was held already, c is active
     defs = await backend.definitions()
-    assert defs is not None and list(defs.documents) == [("other", WEBHOOK)]
-    assert defs.paused == frozenset()
+    assert defs is not None and defs.paused == frozenset({("hooks", WEBHOOK)})
+    assert defs.documents == {
+        ("hooks", WEBHOOK): {DELETED: True},
+        ("other", WEBHOOK): {"concurrency": 3},
+    }
+    # What would queue a delivery of the deleted webhook later holds it instead: a fire from a
+    # process that has not seen the delete, the retry of an attempt that was in flight.
+    (late,), _ = await fire(backend, ["b"], at=T0 + 1)
+    await backend.settle(c, "w1", Settlement("delayed", next_attempt_at=T0 + 5), T0 + 2)
+    statuses = {d.id: d.status for d in await backend.list_deliveries(webhook="hooks")}
+    assert statuses == {a: "held", b: "held", c: "held", late: "held"}
+    # Re-created: unpaused without releasing what the deleted one held.
+    assert await backend.set_paused("hooks", WEBHOOK, False, T0 + 3, release=False) == 0
     assert {d.status for d in await backend.list_deliveries(webhook="hooks")} == {"held"}
+
+
+async def test_release_frees_what_no_pause_holds_and_keeps_the_flags(backend: Backend) -> None:
+    (a, b), _ = await fire(backend, ["a", "b"])
+    for claim in await backend.claim("hooks", "w1", T0, T0 + 30, limit=2):
+        # held at attempt time, as for a disabled endpoint, due when it was due
+        await backend.settle(claim.id, "w1", Settlement("held", error="disabled"), T0)
+    await backend.set_paused("hooks", "b", True, T0)
+    assert await backend.release("hooks", "a", T0 + 1) == 1
+    assert await backend.release("hooks", WEBHOOK, T0 + 1) == 0  # b is paused
+    defs = await backend.definitions()
+    assert defs is not None and defs.paused == frozenset({("hooks", "b")})
+    [claim] = await backend.claim("hooks", "w2", T0 + 1, T0 + 30, limit=10)
+    assert claim.id == a and (await backend.get_delivery(b)).status == "held"  # type: ignore[union-attr]
 
 
 async def test_unknown_delivery(backend: Backend) -> None:

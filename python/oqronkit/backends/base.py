@@ -30,6 +30,8 @@ from oqronkit.models import (
     Status,
 )
 
+DELETED = "deleted"  # the document a deleted webhook leaves, beside its pause flag
+
 
 def glob_predicate(pattern: str | None) -> Callable[[str], bool]:
     """Whether an event name matches `pattern` (None matches all), by the Rust matcher."""
@@ -146,12 +148,23 @@ class Backend(ABC):
         (a None value removes that key). `changes=None` deletes the document."""
 
     @abstractmethod
-    async def set_paused(self, webhook: str, endpoint: str, paused: bool, now: float) -> int:
+    async def set_paused(
+        self, webhook: str, endpoint: str, paused: bool, now: float, *, release: bool = True
+    ) -> int:
         """Pauses or resumes a webhook (`endpoint=WEBHOOK`) or one endpoint, in one atomic step
-        with its deliveries: pausing holds every queued one, resuming releases every held one
-        no longer under a pause, due when it was due. Returns how many were held or released."""
+        with its deliveries: pausing holds every queued one; resuming (with `release`)
+        releases every held one no longer under a pause, due when it was due. Returns how many
+        were held or released."""
+
+    @abstractmethod
+    async def release(self, webhook: str, endpoint: str, now: float) -> int:
+        """Releases held deliveries of a webhook or endpoint that are under no pause (those held
+        while it was disabled or removed), due when they were due; pause flags are untouched."""
 
     @abstractmethod
     async def delete_webhook(self, webhook: str, now: float) -> int:
-        """Deletes a webhook's definitions and pause flags (its own and its endpoints') and
-        holds its queued deliveries, in one atomic step. Returns how many were held."""
+        """Deletes a webhook's definitions and its endpoints' pause flags, leaving a tombstone:
+        the document `{DELETED: true}` and a pause, in one atomic step. So its queued
+        deliveries are held, and so is anything that would queue one later (a fire from a
+        process that has not seen the delete yet, a retry of an attempt in flight). Returns how
+        many were held."""

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from oqronkit.backends.base import Backend, glob_predicate
+from oqronkit.backends.base import DELETED, Backend, glob_predicate
 from oqronkit.models import (
     QUEUED,
     TERMINAL,
@@ -369,7 +369,9 @@ class MemoryBackend(Backend):
             document = self._documents[key] = {k: v for k, v in merged.items() if v is not None}
             return document
 
-    async def set_paused(self, webhook: str, endpoint: str, paused: bool, now: float) -> int:
+    async def set_paused(
+        self, webhook: str, endpoint: str, paused: bool, now: float, *, release: bool = True
+    ) -> int:
         key = (webhook, endpoint)
         with self._lock:
             self._version += 1
@@ -377,19 +379,26 @@ class MemoryBackend(Backend):
                 self._paused.add(key)
                 return self._hold(webhook, endpoint, now)
             self._paused.discard(key)
-            released = 0
-            for row in self._rows.values():
-                new = row.new
-                if (
-                    row.status == "held"
-                    and new.webhook == webhook
-                    and endpoint in (WEBHOOK, new.endpoint_name)
-                    and not self._is_paused(new)
-                ):
-                    due = row.next_attempt_at if row.next_attempt_at is not None else now
-                    self._requeue(row, due, now, "delayed" if due > now else "waiting")
-                    released += 1
-            return released
+            return self._release(webhook, endpoint, now) if release else 0
+
+    async def release(self, webhook: str, endpoint: str, now: float) -> int:
+        with self._lock:
+            return self._release(webhook, endpoint, now)
+
+    def _release(self, webhook: str, endpoint: str, now: float) -> int:
+        released = 0
+        for row in self._rows.values():
+            new = row.new
+            if (
+                row.status == "held"
+                and new.webhook == webhook
+                and endpoint in (WEBHOOK, new.endpoint_name)
+                and not self._is_paused(new)
+            ):
+                due = row.next_attempt_at if row.next_attempt_at is not None else now
+                self._requeue(row, due, now, "delayed" if due > now else "waiting")
+                released += 1
+        return released
 
     def _hold(self, webhook: str, endpoint: str, now: float) -> int:
         held = 0
@@ -410,4 +419,6 @@ class MemoryBackend(Backend):
             for key in [k for k in self._documents if k[0] == webhook]:
                 del self._documents[key]
             self._paused = {k for k in self._paused if k[0] != webhook}
+            self._documents[(webhook, WEBHOOK)] = {DELETED: True}
+            self._paused.add((webhook, WEBHOOK))
             return self._hold(webhook, WEBHOOK, now)

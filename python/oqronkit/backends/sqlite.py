@@ -21,7 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 from anyio.lowlevel import RunVar
 
-from oqronkit.backends.base import Backend, glob_predicate
+from oqronkit.backends.base import DELETED, Backend, glob_predicate
 from oqronkit.models import (
     TERMINAL,
     WEBHOOK,
@@ -590,10 +590,9 @@ class SQLiteBackend(Backend):
 
         return await self._run(self._write, write)
 
-    async def set_paused(self, webhook: str, endpoint: str, paused: bool, now: float) -> int:
-        which = "" if endpoint == WEBHOOK else "AND endpoint = ?"
-        args = (webhook,) if endpoint == WEBHOOK else (webhook, endpoint)
-
+    async def set_paused(
+        self, webhook: str, endpoint: str, paused: bool, now: float, *, release: bool = True
+    ) -> int:
         def write(conn: sqlite3.Connection) -> int:
             _bump_version(conn)
             conn.execute(
@@ -604,20 +603,22 @@ class SQLiteBackend(Backend):
             _drop_empty(conn)
             if paused:
                 return _hold(conn, webhook, endpoint, now)
-            return conn.execute(
-                "UPDATE deliveries SET updated_at = ?, status = CASE WHEN next_attempt_at > ? "
-                "THEN 'delayed' ELSE 'waiting' END, "
-                "next_attempt_at = COALESCE(next_attempt_at, ?) "
-                f"WHERE webhook = ? AND status = 'held' {which} AND NOT {_PAUSED}",
-                (now, now, now, *args),
-            ).rowcount
+            return _release(conn, webhook, endpoint, now) if release else 0
 
         return await self._run(self._write, write)
+
+    async def release(self, webhook: str, endpoint: str, now: float) -> int:
+        return await self._run(self._write, lambda conn: _release(conn, webhook, endpoint, now))
 
     async def delete_webhook(self, webhook: str, now: float) -> int:
         def write(conn: sqlite3.Connection) -> int:
             _bump_version(conn)
             conn.execute("DELETE FROM definitions WHERE webhook = ?", (webhook,))
+            conn.execute(
+                "INSERT INTO definitions (webhook, endpoint, document, paused) "
+                "VALUES (?, '', ?, 1)",
+                (webhook, json.dumps({DELETED: True})),
+            )
             return _hold(conn, webhook, WEBHOOK, now)
 
         return await self._run(self._write, write)
@@ -635,13 +636,29 @@ def _paused(conn: sqlite3.Connection, webhooks: Collection[str]) -> set[tuple[st
     }
 
 
+def _scope(webhook: str, endpoint: str) -> tuple[str, tuple[str, ...]]:
+    """SQL (after `WHERE webhook = ?`) and arguments for a webhook or one of its endpoints."""
+    if endpoint == WEBHOOK:
+        return "", (webhook,)
+    return "AND endpoint = ?", (webhook, endpoint)
+
+
 def _hold(conn: sqlite3.Connection, webhook: str, endpoint: str, now: float) -> int:
-    which = "" if endpoint == WEBHOOK else "AND endpoint = ?"
-    args = (webhook,) if endpoint == WEBHOOK else (webhook, endpoint)
+    which, args = _scope(webhook, endpoint)
     return conn.execute(
         "UPDATE deliveries SET status = 'held', updated_at = ? "
         f"WHERE webhook = ? AND status IN ('waiting', 'delayed') {which}",
         (now, *args),
+    ).rowcount
+
+
+def _release(conn: sqlite3.Connection, webhook: str, endpoint: str, now: float) -> int:
+    which, args = _scope(webhook, endpoint)
+    return conn.execute(
+        "UPDATE deliveries SET updated_at = ?, status = CASE WHEN next_attempt_at > ? "
+        "THEN 'delayed' ELSE 'waiting' END, next_attempt_at = COALESCE(next_attempt_at, ?) "
+        f"WHERE webhook = ? AND status = 'held' {which} AND NOT {_PAUSED}",
+        (now, now, now, *args),
     ).rowcount
 
 
