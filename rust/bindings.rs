@@ -3,13 +3,15 @@
 //! the GIL for batches.
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedStr;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::backoff::{self, Backoff, Strategy};
 use crate::breaker::{BreakerPolicy, BreakerState, CircuitBreaker, Permit};
 use crate::bucket::{Acquire, BucketError, KeyedBuckets, TokenBucket};
+use crate::http1::{self, Framing};
 use crate::matcher::{self, GlobError, Matcher};
 use crate::signing::{self, Algorithm, Signer};
 
@@ -517,6 +519,71 @@ fn parse_retry_after(value: &str, now: f64) -> Option<f64> {
     backoff::parse_retry_after(value, now)
 }
 
+// ---------------------------------------------------------------- HTTP/1.1 heads
+
+/// The request head (and the body after it, so one write sends both).
+#[pyfunction]
+#[pyo3(signature = (method, target, headers, body=None))]
+fn write_request<'py>(
+    py: Python<'py>,
+    method: &str,
+    target: &[u8],
+    headers: Vec<(PyBackedBytes, PyBackedBytes)>,
+    body: Option<&[u8]>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let pairs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+    let mut out = Vec::with_capacity(256 + body.map_or(0, <[u8]>::len));
+    http1::write_request_head(&mut out, method.as_bytes(), target, &pairs)
+        .map_err(|err| PyValueError::new_err(err.to_string()))?;
+    if let Some(body) = body {
+        out.extend_from_slice(body);
+    }
+    Ok(PyBytes::new(py, &out))
+}
+
+type PyHead<'py> = (
+    usize,
+    u16,
+    Bound<'py, PyBytes>,
+    Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>,
+    i64,
+    bool,
+);
+
+/// `(consumed, status, reason, headers, length, keep_alive)` of the response head at the start
+/// of `buf`, or None while it is incomplete. `length` is the body's byte count, -1 for chunked,
+/// -2 for a body that runs until the connection closes.
+#[pyfunction]
+fn parse_response_head<'py>(
+    py: Python<'py>,
+    buf: &[u8],
+    head_request: bool,
+) -> PyResult<Option<PyHead<'py>>> {
+    let Some(head) = http1::parse_response_head(buf, head_request)
+        .map_err(|err| PyValueError::new_err(err.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let length = match head.framing {
+        Framing::Length(n) => i64::try_from(n).unwrap_or(i64::MAX),
+        Framing::Chunked => -1,
+        Framing::UntilClose => -2,
+    };
+    let headers = head
+        .headers
+        .iter()
+        .map(|(n, v)| (PyBytes::new(py, n), PyBytes::new(py, v)))
+        .collect();
+    Ok(Some((
+        head.consumed,
+        head.status,
+        PyBytes::new(py, &head.reason),
+        headers,
+        length,
+        head.keep_alive,
+    )))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -533,5 +600,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(standard_signature_header, m)?)?;
     m.add_function(wrap_pyfunction!(verify_standard, m)?)?;
     m.add_function(wrap_pyfunction!(parse_retry_after, m)?)?;
+    m.add_function(wrap_pyfunction!(write_request, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_response_head, m)?)?;
     Ok(())
 }

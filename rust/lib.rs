@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod breaker;
 pub mod bucket;
+pub mod http1;
 pub mod matcher;
 pub mod signing;
 

@@ -12,6 +12,7 @@ __all__ = [
     "Signer",
     "TokenBucket",
     "__version__",
+    "parse_response_head",
     "parse_retry_after",
     "signature_header",
     "standard_signature_header",
@@ -19,6 +20,7 @@ __all__ = [
     "validate_pattern",
     "verify_signature_header",
     "verify_standard",
+    "write_request",
 ]
 
 @final
@@ -144,3 +146,19 @@ class Backoff:
 
 def parse_retry_after(value: str, now: float) -> float | None:
     """Seconds from `now` (Unix time) asked for by a `Retry-After` value, or None if unparsable."""
+
+def write_request(
+    method: str,
+    target: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    body: bytes | None = None,
+) -> bytes:
+    """An HTTP/1.1 request head, then `body`: one buffer for one write. Raises ValueError for a
+    method, target or header that would break the message (CR, LF, NUL, a bad name)."""
+
+def parse_response_head(
+    buf: bytes, head_request: bool
+) -> tuple[int, int, bytes, list[tuple[bytes, bytes]], int, bool] | None:
+    """`(consumed, status, reason, headers, length, keep_alive)` of the response head at the
+    start of `buf`, or None while it is incomplete. `length`: the body's size, -1 chunked, -2
+    until the connection closes. Raises ValueError for a malformed or oversized head."""

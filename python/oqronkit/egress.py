@@ -1,9 +1,9 @@
 """The egress guard: a request may only reach public addresses unless the kit allows more.
 
-The check happens at connect time, inside httpcore's network backend: the host is resolved
-once, every address is checked, and the connection goes to the address that was checked, so a
-second DNS answer cannot slip a private address past the guard (DNS rebinding). TLS still uses
-the host name for SNI and certificate checks.
+OqronKit's transport applies it at connect time: the host is resolved once, every address is
+checked, and the connection goes to the address that was checked, so a second DNS answer cannot
+slip a private address past the guard (DNS rebinding). TLS still uses the host name for SNI and
+certificate checks. A transport passed in by the user is theirs: it is not guarded.
 """
 
 from __future__ import annotations
@@ -11,12 +11,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable
-from typing import Any
 
 import anyio
-import httpcore
-import httpx
-import sniffio
 
 from oqronkit.errors import ConfigurationError, EgressDenied
 
@@ -69,66 +65,3 @@ class EgressPolicy:
                 "or allow_networks=[...]"
             )
         return str(addresses[0])
-
-
-class _GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, policy: EgressPolicy) -> None:
-        self._policy = policy
-        self._backends: dict[str, httpcore.AsyncNetworkBackend] = {}
-
-    @property
-    def _inner(self) -> httpcore.AsyncNetworkBackend:
-        # httpcore's native Trio backend is several times cheaper per request than its AnyIO
-        # one (whose socket attribute lookups dominate a busy pool); asyncio gets AnyIO's.
-        library = sniffio.current_async_library()
-        backend = self._backends.get(library)
-        if backend is None:
-            native = httpcore.TrioBackend() if library == "trio" else httpcore.AnyIOBackend()
-            backend = self._backends[library] = native
-        return backend
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        address = await self._policy.resolve(host, port)
-        return await self._inner.connect_tcp(
-            address,
-            port,
-            timeout=timeout,
-            local_address=local_address,
-            socket_options=socket_options,
-        )
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise EgressDenied("unix sockets are not a webhook destination")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def guarded_transport(policy: EgressPolicy, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
-    """httpx's own HTTP/1.1 transport, with every connection checked by `policy`."""
-    transport = httpx.AsyncHTTPTransport(limits=limits, retries=0)
-    # httpx has no public hook for the network backend; the pool takes one, so rebuild it.
-    pool = transport._pool
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=pool._ssl_context,
-        max_connections=pool._max_connections,
-        max_keepalive_connections=pool._max_keepalive_connections,
-        keepalive_expiry=pool._keepalive_expiry,
-        http1=True,
-        http2=False,
-        retries=0,
-        network_backend=_GuardedNetworkBackend(policy),
-    )
-    return transport

@@ -41,7 +41,7 @@ from oqronkit.definitions import (
     webhook_settings,
 )
 from oqronkit.dispatcher import Dispatcher
-from oqronkit.egress import EgressPolicy, guarded_transport
+from oqronkit.egress import EgressPolicy
 from oqronkit.errors import (
     ConfigurationError,
     DeliveryNotFound,
@@ -52,6 +52,7 @@ from oqronkit.events import EventBus, LifecycleEvent
 from oqronkit.hooks import Hook, run_hook
 from oqronkit.ids import new_id
 from oqronkit.models import NO_DEFINITIONS, WEBHOOK, Definitions, Delivery, Status
+from oqronkit.transport import Http1Transport
 from oqronkit.webhooks import EndpointSource, Scheme, Webhook
 
 log = logging.getLogger("oqronkit")
@@ -379,11 +380,9 @@ class OqronKit:
         try:
             await self.backend.open()
             stack.push_async_callback(self.backend.close)
-            limits = httpx.Limits(
-                max_connections=self.max_connections,
-                max_keepalive_connections=self.max_connections,
+            transport = self._transport or Http1Transport(
+                egress=self.egress, max_idle_per_origin=self.max_connections
             )
-            transport = self._transport or guarded_transport(self.egress, limits)
             self._active_transport = await stack.enter_async_context(transport)
             self._connections = anyio.CapacityLimiter(self.max_connections)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
@@ -478,9 +477,9 @@ class OqronKit:
 
     @property
     def connections(self) -> anyio.CapacityLimiter:
-        """`max_connections` slots, one taken before each request touches the transport: no
-        request ever waits (and so is never cancelled) inside httpx's pool, which corrupts it
-        (encode/httpcore#1093)."""
+        """`max_connections` slots, one taken before each request touches the transport: at
+        most that many sockets are open at once, and no request ever waits inside a transport's
+        pool (httpx's own is corrupted by a request cancelled there: encode/httpcore#1093)."""
         if self._connections is None:
             raise KitNotRunning("the kit is not running: use `async with kit:`")
         return self._connections

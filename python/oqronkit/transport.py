@@ -1,0 +1,335 @@
+"""OqronKit's own HTTP/1.1 transport for httpx: the default way deliveries reach receivers.
+
+httpx's default transport spends most of a webhook delivery's CPU in its connection pool (it
+scans every connection for every waiting request). This one keeps, per origin, a stack of idle
+keep-alive connections on anyio streams (Trio or asyncio), and leaves the request and response
+heads to the Rust core. It never makes a request wait for a connection (a new one is opened;
+the kit bounds how many requests run at once), so a cancelled request can only ever close its
+own connection: the pool cannot be corrupted.
+
+- Egress is checked at connect time: the host is resolved once, every address checked against
+  the policy, and the socket connects to the address that was checked.
+- TLS through the stdlib `ssl` module: SNI and certificate verification by default, or the
+  `ssl_context` given.
+- Bodies: Content-Length, chunked, or until close; 1xx answers are skipped, 204/304/HEAD have
+  none. The body is read only as far as the caller reads it (a delivery stops at its cap), and a
+  connection whose body was not read to the end is closed, never reused.
+- A connection the server closed while idle is noticed before use (its socket is readable) and
+  replaced; if the server closes a reused connection before any byte of the answer, the
+  request is sent once more on a fresh one (deliveries carry an Idempotency-Key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, TypeAlias
+
+import anyio
+import anyio.abc
+import anyio.streams.tls
+import httpx
+
+from oqronkit import _core
+from oqronkit.egress import EgressPolicy
+
+Origin: TypeAlias = tuple[bytes, str, int]  # (scheme, host, port)
+
+READ_SIZE = 64 * 1024
+MAX_LINE = 8 * 1024  # a chunk-size or trailer line longer than this is a broken server
+CHUNKED, UNTIL_CLOSE = -1, -2  # `length` values from `_core.parse_response_head`
+
+
+class _ServerClosed(Exception):
+    """The server closed the connection before sending any byte of a response."""
+
+
+class _Connection:
+    __slots__ = ("buffer", "idle_since", "socket", "stream")
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+        self.idle_since = 0.0
+        self.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+
+    def looks_closed(self) -> bool:
+        """An idle connection with anything to read has been closed by the server (or is out
+        of step with it): either way it must not carry a request."""
+        if self.socket is None or self.socket.fileno() < 0:
+            return True
+        readable, _, _ = select.select([self.socket], [], [], 0)
+        return bool(readable)
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self.stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise httpx.WriteError(f"sending the request failed: {exc!r}") from exc
+
+    async def receive(self) -> bytes:
+        """More bytes from the server; b"" when it has closed the connection."""
+        try:
+            return await self.stream.receive(READ_SIZE)
+        except anyio.EndOfStream:
+            return b""
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise httpx.ReadError(f"reading the response failed: {exc!r}") from exc
+
+    async def read_head(
+        self, head_request: bool
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], int, bool]:
+        """The final (non-1xx) response head; the body's first bytes stay in `buffer`."""
+        received = False
+        while True:
+            try:
+                parsed = _core.parse_response_head(self.buffer, head_request)
+            except ValueError as exc:
+                raise httpx.RemoteProtocolError(str(exc)) from None
+            if parsed is not None:
+                consumed, status, reason, headers, length, keep_alive = parsed
+                self.buffer = self.buffer[consumed:]
+                if 100 <= status < 200 and status != 101:
+                    continue  # 100 Continue, 103 Early Hints: the answer follows
+                return status, reason, headers, length, keep_alive
+            data = await self.receive()
+            if not data:
+                if not received and not self.buffer:
+                    raise _ServerClosed
+                raise httpx.RemoteProtocolError("the server closed the connection mid-response")
+            received = True
+            self.buffer += data
+
+    async def aclose(self) -> None:
+        await anyio.aclose_forcefully(self.stream)
+
+
+class _ResponseBody(httpx.AsyncByteStream):
+    """The body as the caller reads it; the connection goes back to the pool only when the body
+    was read to its end and the server allows reuse."""
+
+    def __init__(
+        self,
+        transport: Http1Transport,
+        origin: Origin,
+        connection: _Connection,
+        length: int,
+        keep_alive: bool,
+    ) -> None:
+        self._transport = transport
+        self._origin = origin
+        self._connection: _Connection | None = connection
+        self._length = length
+        self._keep_alive = keep_alive
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        connection = self._connection
+        if connection is None:
+            raise httpx.StreamConsumed()
+        if self._length >= 0:
+            chunks = self._exactly(connection, self._length)
+        elif self._length == CHUNKED:
+            chunks = self._chunked(connection)
+        else:
+            chunks = self._until_close(connection)
+        async for chunk in chunks:
+            yield chunk
+        # Read to the end: the connection can carry the next request.
+        self._connection = None
+        if self._keep_alive and self._length != UNTIL_CLOSE and not connection.buffer:
+            await self._transport._release(self._origin, connection)
+        else:
+            await connection.aclose()
+
+    async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:  # not read to the end: its state is unknown, close it
+            await connection.aclose()
+
+    @staticmethod
+    async def _exactly(connection: _Connection, size: int) -> AsyncIterator[bytes]:
+        while size > 0:
+            if not connection.buffer:
+                connection.buffer = await connection.receive()
+                if not connection.buffer:
+                    raise httpx.RemoteProtocolError("the server closed the connection mid-body")
+            chunk = connection.buffer[:size]
+            connection.buffer = connection.buffer[len(chunk) :]
+            size -= len(chunk)
+            yield chunk
+
+    @staticmethod
+    async def _line(connection: _Connection) -> bytes:
+        while (end := connection.buffer.find(b"\r\n")) < 0:
+            if len(connection.buffer) > MAX_LINE:
+                raise httpx.RemoteProtocolError("a chunked-encoding line is too long")
+            data = await connection.receive()
+            if not data:
+                raise httpx.RemoteProtocolError("the server closed the connection mid-body")
+            connection.buffer += data
+        line, connection.buffer = connection.buffer[:end], connection.buffer[end + 2 :]
+        return line
+
+    @classmethod
+    async def _chunked(cls, connection: _Connection) -> AsyncIterator[bytes]:
+        while True:
+            size_text = (await cls._line(connection)).split(b";", 1)[0].strip()
+            if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+                raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}")
+            size = int(size_text, 16)
+            if size == 0:
+                while await cls._line(connection):  # trailers, up to the blank line
+                    pass
+                return
+            async for chunk in cls._exactly(connection, size):
+                yield chunk
+            if await cls._line(connection):
+                raise httpx.RemoteProtocolError("a chunk is longer than its size")
+
+    @staticmethod
+    async def _until_close(connection: _Connection) -> AsyncIterator[bytes]:
+        if connection.buffer:
+            chunk, connection.buffer = connection.buffer, b""
+            yield chunk
+        while chunk := await connection.receive():
+            yield chunk
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None, error: type[httpx.TimeoutException]) -> Iterator[None]:
+    if seconds is None:
+        yield
+        return
+    try:
+        with anyio.fail_after(seconds):
+            yield
+    except TimeoutError:
+        raise error(f"timed out after {seconds:g}s") from None
+
+
+class Http1Transport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 with keep-alive, for httpx. `egress` decides which addresses may be reached
+    (default: public addresses only); `ssl_context` replaces the default verifying one."""
+
+    def __init__(
+        self,
+        *,
+        egress: EgressPolicy | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_idle_per_origin: int = 100,
+        idle_timeout: float = 30.0,
+    ) -> None:
+        self._egress = egress or EgressPolicy()
+        self._ssl_context = ssl_context
+        self._max_idle = max_idle_per_origin
+        self._idle_timeout = idle_timeout
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        idle = sum(map(len, self._idle.values()))
+        return f"Http1Transport({self._egress!r}, idle_connections={idle})"
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        scheme = url.raw_scheme
+        if scheme not in (b"http", b"https"):
+            raise httpx.UnsupportedProtocol(f"{url.scheme!r} is not http or https")
+        port = url.port or (443 if scheme == b"https" else 80)
+        origin: Origin = (scheme, url.host, port)
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        body = await request.aread()
+        try:
+            data = _core.write_request(request.method, url.raw_path, request.headers.raw, body)
+        except ValueError as exc:
+            raise httpx.LocalProtocolError(str(exc)) from None
+        head_request = request.method == "HEAD"
+        for _ in range(2):
+            connection, reused = await self._checkout(origin, timeouts.get("connect"))
+            try:
+                with _deadline(timeouts.get("write"), httpx.WriteTimeout):
+                    await connection.send(data)
+                with _deadline(timeouts.get("read"), httpx.ReadTimeout):
+                    status, reason, headers, length, keep_alive = await connection.read_head(
+                        head_request
+                    )
+            except _ServerClosed:
+                await connection.aclose()
+                if reused:
+                    continue  # closed while idle, unnoticed: once more on a fresh connection
+                raise httpx.RemoteProtocolError(
+                    "the server closed the connection without answering"
+                ) from None
+            except BaseException:
+                await connection.aclose()
+                raise
+            stream = _ResponseBody(self, origin, connection, length, keep_alive)
+            return httpx.Response(
+                status,
+                headers=headers,
+                stream=stream,
+                extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+                request=request,
+            )
+        raise httpx.RemoteProtocolError("the server keeps closing connections unanswered")
+
+    async def _checkout(self, origin: Origin, timeout: float | None) -> tuple[_Connection, bool]:
+        """An idle connection to `origin` that still looks open, or a new one."""
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if now - connection.idle_since < self._idle_timeout and not connection.looks_closed():
+                return connection, True
+            await connection.aclose()
+        return await self._connect(origin, timeout), False
+
+    async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
+        scheme, host, port = origin
+        address = await self._egress.resolve(host, port)  # raises EgressDenied
+        try:
+            with _deadline(timeout, httpx.ConnectTimeout):
+                stream: anyio.abc.ByteStream = await anyio.connect_tcp(address, port)
+                if scheme == b"https":
+                    context = self._ssl_context or _default_ssl_context()
+                    stream = await anyio.streams.tls.TLSStream.wrap(
+                        stream, hostname=host, ssl_context=context, standard_compatible=False
+                    )
+        except (OSError, ssl.SSLError, anyio.BrokenResourceError) as exc:
+            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
+        return _Connection(stream)
+
+    async def _release(self, origin: Origin, connection: _Connection) -> None:
+        idle = self._idle.setdefault(origin, [])
+        if self._closed or len(idle) >= self._max_idle:
+            await connection.aclose()
+            return
+        connection.idle_since = time.monotonic()
+        idle.append(connection)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                await connection.aclose()
+
+    async def __aenter__(self) -> Http1Transport:
+        return self
+
+    async def __aexit__(self, *args: Any) -> None:
+        await self.aclose()
+
+
+_DEFAULT_SSL: ssl.SSLContext | None = None
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    """A verifying context (system CAs, hostname check), made once: they are costly to build."""
+    global _DEFAULT_SSL
+    if _DEFAULT_SSL is None:
+        _DEFAULT_SSL = ssl.create_default_context()
+    return _DEFAULT_SSL
