@@ -126,10 +126,21 @@ async def send(
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
     """At most `cap` bytes of the body; the rest is never read (the connection is dropped)."""
-    chunks, size = [], 0
-    async for chunk in response.aiter_bytes():  # also serves transports that pre-read bodies
-        chunks.append(chunk[: cap - size])
-        size += len(chunks[-1])
-        if size >= cap:
-            break
+    chunks: list[bytes] = []
+    size = 0
+    # The stream itself, not httpx's `aiter_bytes` generators: stopping at the cap must not
+    # leave generators for the garbage collector (deliveries ask for identity encoding).
+    stream = response.stream
+    if not isinstance(stream, httpx.AsyncByteStream):
+        raise TypeError(f"the transport answered with a {type(stream).__name__}, not async")
+    body = aiter(stream)
+    try:
+        async for chunk in body:
+            chunks.append(chunk[: cap - size])
+            size += len(chunks[-1])
+            if size >= cap:
+                break
+    finally:
+        if hasattr(body, "aclose"):
+            await body.aclose()
     return b"".join(chunks)

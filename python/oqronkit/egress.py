@@ -46,8 +46,8 @@ class EgressPolicy:
         # their metadata service), benchmarking and documentation ranges.
         return address.is_global and not address.is_multicast
 
-    async def resolve(self, host: str, port: int) -> str:
-        """The first address of `host`, after checking that the policy permits every one."""
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """Every address of `host`, after checking that the policy permits each one."""
         try:
             literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
@@ -56,7 +56,7 @@ class EgressPolicy:
             addresses = [literal]
         else:
             infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+            addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
         denied = [a for a in addresses if not self.permits(a)]
         if denied or not addresses:
             raise EgressDenied(
@@ -64,4 +64,4 @@ class EgressPolicy:
                 f"({', '.join(map(str, denied))}); allow it with allow_private_networks=True "
                 "or allow_networks=[...]"
             )
-        return str(addresses[0])
+        return [str(a) for a in addresses]

@@ -25,7 +25,7 @@ import contextlib
 import select
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any, TypeAlias
 
 import anyio
@@ -109,7 +109,8 @@ class _Connection:
 
 class _ResponseBody(httpx.AsyncByteStream):
     """The body as the caller reads it; the connection goes back to the pool only when the body
-    was read to its end and the server allows reuse."""
+    was read to its end and the server allows reuse. Iterating it creates no generator of the
+    caller's: stopping early and calling `aclose` finalises everything at once."""
 
     def __init__(
         self,
@@ -122,35 +123,42 @@ class _ResponseBody(httpx.AsyncByteStream):
         self._transport = transport
         self._origin = origin
         self._connection: _Connection | None = connection
-        self._length = length
-        self._keep_alive = keep_alive
+        self._keep_alive = keep_alive and length != UNTIL_CLOSE
+        self._chunks: AsyncGenerator[bytes, None]
+        if length >= 0:
+            self._chunks = self._exactly(connection, length)
+        elif length == CHUNKED:
+            self._chunks = self._chunked(connection)
+        else:
+            self._chunks = self._until_close(connection)
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> _ResponseBody:
+        return self
+
+    async def __anext__(self) -> bytes:
         connection = self._connection
         if connection is None:
-            raise httpx.StreamConsumed()
-        if self._length >= 0:
-            chunks = self._exactly(connection, self._length)
-        elif self._length == CHUNKED:
-            chunks = self._chunked(connection)
-        else:
-            chunks = self._until_close(connection)
-        async for chunk in chunks:
-            yield chunk
+            raise StopAsyncIteration
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            pass
         # Read to the end: the connection can carry the next request.
         self._connection = None
-        if self._keep_alive and self._length != UNTIL_CLOSE and not connection.buffer:
+        if self._keep_alive and not connection.buffer:
             await self._transport._release(self._origin, connection)
         else:
             await connection.aclose()
+        raise StopAsyncIteration
 
     async def aclose(self) -> None:
+        await self._chunks.aclose()
         connection, self._connection = self._connection, None
         if connection is not None:  # not read to the end: its state is unknown, close it
             await connection.aclose()
 
     @staticmethod
-    async def _exactly(connection: _Connection, size: int) -> AsyncIterator[bytes]:
+    async def _exactly(connection: _Connection, size: int) -> AsyncGenerator[bytes, None]:
         while size > 0:
             if not connection.buffer:
                 connection.buffer = await connection.receive()
@@ -174,7 +182,7 @@ class _ResponseBody(httpx.AsyncByteStream):
         return line
 
     @classmethod
-    async def _chunked(cls, connection: _Connection) -> AsyncIterator[bytes]:
+    async def _chunked(cls, connection: _Connection) -> AsyncGenerator[bytes, None]:
         while True:
             size_text = (await cls._line(connection)).split(b";", 1)[0].strip()
             if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
@@ -190,7 +198,7 @@ class _ResponseBody(httpx.AsyncByteStream):
                 raise httpx.RemoteProtocolError("a chunk is longer than its size")
 
     @staticmethod
-    async def _until_close(connection: _Connection) -> AsyncIterator[bytes]:
+    async def _until_close(connection: _Connection) -> AsyncGenerator[bytes, None]:
         if connection.buffer:
             chunk, connection.buffer = connection.buffer, b""
             yield chunk
@@ -289,15 +297,19 @@ class Http1Transport(httpx.AsyncBaseTransport):
 
     async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
-        address = await self._egress.resolve(host, port)  # raises EgressDenied
+        addresses = await self._egress.resolve(host, port)  # raises EgressDenied
         try:
             with _deadline(timeout, httpx.ConnectTimeout):
-                stream: anyio.abc.ByteStream = await anyio.connect_tcp(address, port)
+                stream = await _connect_first(addresses, port)
                 if scheme == b"https":
                     context = self._ssl_context or _default_ssl_context()
-                    stream = await anyio.streams.tls.TLSStream.wrap(
-                        stream, hostname=host, ssl_context=context, standard_compatible=False
-                    )
+                    try:
+                        stream = await anyio.streams.tls.TLSStream.wrap(
+                            stream, hostname=host, ssl_context=context, standard_compatible=False
+                        )
+                    except BaseException:
+                        await anyio.aclose_forcefully(stream)
+                        raise
         except (OSError, ssl.SSLError, anyio.BrokenResourceError) as exc:
             raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
         return _Connection(stream)
@@ -322,6 +334,14 @@ class Http1Transport(httpx.AsyncBaseTransport):
 
     async def __aexit__(self, *args: Any) -> None:
         await self.aclose()
+
+
+async def _connect_first(addresses: list[str], port: int) -> anyio.abc.ByteStream:
+    """A TCP connection to the first of the checked `addresses` that answers."""
+    for address in addresses[:-1]:
+        with contextlib.suppress(OSError):
+            return await anyio.connect_tcp(address, port)
+    return await anyio.connect_tcp(addresses[-1], port)
 
 
 _DEFAULT_SSL: ssl.SSLContext | None = None

@@ -1,0 +1,185 @@
+"""Real HTTP servers on loopback for the transport's conformance tests and the benchmarks:
+nginx (Debian's package, when installed), a server on `h11`, and a stdlib one whose paths
+misbehave in the ways receivers do."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import h11
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log error;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {folder};
+    server {{
+        listen 127.0.0.1:{port};
+        location = /big {{ root {folder}; try_files /big.bin =404; }}
+        location / {{ return 204; }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def nginx_binary() -> str | None:
+    found = shutil.which("nginx")
+    return found or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+@contextmanager
+def nginx() -> Iterator[str]:
+    """A throwaway nginx on loopback: 204 everywhere, a 1 MiB file at /big. Yields its URL."""
+    binary = nginx_binary()
+    if binary is None:
+        raise RuntimeError("nginx is not installed (Debian: apt-get install nginx-light)")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "big.bin").write_bytes(b"x" * (1 << 20))
+        conf = Path(folder) / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(folder=folder, port=port))
+        server = subprocess.Popen([binary, "-c", str(conf), "-p", folder])
+        try:
+            for _ in range(500):
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.01)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.terminate()
+            server.wait()
+
+
+class H11Server:
+    """A keep-alive server on h11: `GET|POST /chunked` answers a chunked body, anything else
+    `Content-Length`. Records the client port of every request (to see connection reuse)."""
+
+    def __init__(self) -> None:
+        self.ports: list[int] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                sock, address = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connection, args=(sock, address[1]), daemon=True).start()
+
+    def _connection(self, sock: socket.socket, port: int) -> None:
+        conn = h11.Connection(h11.SERVER)
+        with sock:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = sock.recv(65536)
+                    conn.receive_data(data)
+                    if not data:
+                        return
+                    continue
+                if isinstance(event, h11.Request):
+                    self.ports.append(port)
+                    target = event.target
+                elif isinstance(event, h11.EndOfMessage):
+                    body = b"h11 says hi"
+                    if target == b"/chunked":
+                        headers = [("Transfer-Encoding", "chunked")]
+                        parts = [h11.Data(data=body[:3]), h11.Data(data=body[3:])]
+                    else:
+                        headers = [("Content-Length", str(len(body)))]
+                        parts = [h11.Data(data=body)]
+                    out = conn.send(h11.Response(status_code=200, headers=headers)) or b""
+                    for part in parts:
+                        out += conn.send(part) or b""
+                    out += conn.send(h11.EndOfMessage()) or b""
+                    sock.sendall(out)
+                    if conn.our_state is h11.MUST_CLOSE:
+                        return
+                    conn.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+Handler = Callable[[BaseHTTPRequestHandler], None]
+
+
+class ScriptedServer:
+    """A stdlib server where each path is a function writing a raw answer to the socket. Set
+    `tls` to serve HTTPS with that context. Records (path, client port) per request."""
+
+    def __init__(self, routes: dict[str, Handler], tls: ssl.SSLContext | None = None) -> None:
+        self.seen: list[tuple[str, int]] = []
+        server = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def handle_one_request(self) -> None:
+                try:
+                    super().handle_one_request()
+                except (ConnectionError, OSError):
+                    self.close_connection = True
+
+            def _route(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                server.seen.append((self.path, self.client_address[1]))
+                routes[self.path](self)
+                self.wfile.flush()
+
+            do_GET = do_POST = do_HEAD = _route
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
+        scheme = "https" if tls else "http"
+        self.port = self._server.server_address[1]
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def ports(self, path: str) -> list[int]:
+        return [port for seen_path, port in self.seen if seen_path == path]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def reset(handler: BaseHTTPRequestHandler) -> None:
+    """Closes the connection with a TCP RST (SO_LINGER 0), as a crashed server would."""
+    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    handler.close_connection = True

@@ -1,0 +1,312 @@
+"""Conformance of OqronKit's HTTP/1.1 transport against real servers on loopback: the stdlib's
+`http.server` (scripted to misbehave), a server on `h11`, nginx when installed, and TLS with a
+test CA. On Trio and asyncio."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler
+
+import anyio
+import httpx
+import pytest
+import trustme
+
+from oqronkit import EgressDenied
+from oqronkit.delivery import Verdict, send
+from oqronkit.egress import EgressPolicy
+from oqronkit.transport import Http1Transport
+from tests.servers import H11Server, ScriptedServer, nginx, nginx_binary, reset
+
+pytestmark = pytest.mark.anyio
+LOOPBACK = EgressPolicy(allow_private_networks=True)
+
+
+def raw(text: bytes) -> object:
+    def write(handler: BaseHTTPRequestHandler) -> None:
+        handler.wfile.write(text)
+
+    return write
+
+
+def answer(status: int, body: bytes = b"", **headers: str) -> object:
+    def write(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name.replace("_", "-"), value)
+        if status not in (204, 304) and "Transfer_Encoding" not in headers:
+            handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(body)
+
+    return write
+
+
+def close_after(write: object) -> object:
+    def handler(h: BaseHTTPRequestHandler) -> None:
+        write(h)  # type: ignore[operator]
+        h.close_connection = True
+
+    return handler
+
+
+closed_quietly = threading.Event()
+
+
+def silent_close(handler: BaseHTTPRequestHandler) -> None:
+    """Answers with keep-alive, then closes the connection anyway (an idle timeout)."""
+    answer(204)(handler)  # type: ignore[operator]
+    handler.close_connection = True
+    closed_quietly.set()
+
+
+answered_on: set[int] = set()
+
+
+def drop_second_request(handler: BaseHTTPRequestHandler) -> None:
+    """Answers the first request on a connection; closes at the second, unanswered."""
+    port = handler.client_address[1]
+    if port in answered_on:
+        handler.close_connection = True
+        return
+    answered_on.add(port)
+    answer(204)(handler)  # type: ignore[operator]
+
+
+def drip(handler: BaseHTTPRequestHandler) -> None:
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+    for _ in range(100):
+        handler.wfile.write(b".")
+        handler.wfile.flush()
+        threading.Event().wait(0.2)
+
+
+def reset_mid_body(handler: BaseHTTPRequestHandler) -> None:
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+    handler.wfile.flush()
+    reset(handler)
+
+
+def big(handler: BaseHTTPRequestHandler) -> None:
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (8 << 20))
+    try:
+        for _ in range(128):
+            handler.wfile.write(b"y" * 65536)
+    except OSError:
+        handler.close_connection = True  # the client stopped reading and closed: expected
+
+
+ROUTES = {
+    "/length": answer(200, b"hello"),
+    "/chunked": raw(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\n"
+    ),
+    "/close": answer(200, b"ok", Connection="close"),
+    "/no-content": answer(204),
+    "/not-modified": answer(304, ETag='"x"'),
+    "/continue": raw(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    ),
+    "/until-close": close_after(raw(b"HTTP/1.1 200 OK\r\n\r\nall of it")),
+    "/silent-close": silent_close,
+    "/drop-second": drop_second_request,
+    "/drip": drip,
+    "/reset": reset_mid_body,
+    "/big": big,
+    "/smuggle": raw(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+}
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    running = ScriptedServer(ROUTES)  # type: ignore[arg-type]
+    yield running
+    running.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=Http1Transport(egress=LOOPBACK)) as http:
+        yield http
+
+
+async def test_length_and_chunked_bodies_on_one_kept_alive_connection(
+    server: ScriptedServer, client: httpx.AsyncClient
+) -> None:
+    first = await client.post(server.url + "/length", content=b'{"n":1}')
+    second = await client.get(server.url + "/chunked")
+    third = await client.post(server.url + "/length", content=b"{}")
+    assert (first.status_code, first.text, first.http_version) == (200, "hello", "HTTP/1.1")
+    assert (second.status_code, second.text) == (200, "hello world")
+    assert third.text == "hello"
+    ports = {port for _, port in server.seen}
+    assert len(ports) == 1  # every request on the same connection
+
+
+async def test_connection_close_and_until_close_bodies_are_not_reused(
+    server: ScriptedServer, client: httpx.AsyncClient
+) -> None:
+    assert (await client.get(server.url + "/close")).text == "ok"
+    assert (await client.get(server.url + "/until-close")).text == "all of it"
+    assert (await client.get(server.url + "/length")).text == "hello"
+    assert len({port for _, port in server.seen}) == 3
+
+
+async def test_bodiless_answers(server: ScriptedServer, client: httpx.AsyncClient) -> None:
+    for path, status in (("/no-content", 204), ("/not-modified", 304), ("/continue", 200)):
+        response = await client.get(server.url + path)
+        assert response.status_code == status
+    assert (await client.head(server.url + "/length")).content == b""
+    assert (await client.get(server.url + "/length")).text == "hello"  # still in step
+    assert len({port for _, port in server.seen}) == 1
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced(
+    server: ScriptedServer, client: httpx.AsyncClient
+) -> None:
+    closed_quietly.clear()
+    assert (await client.get(server.url + "/silent-close")).status_code == 204
+    await anyio.to_thread.run_sync(closed_quietly.wait, 5)
+    with anyio.fail_after(5):
+        while len(server.seen) == 1:  # the idle socket turns readable once the FIN arrives
+            response = await client.get(server.url + "/length")
+            assert response.text == "hello"
+    first, second = (port for _, port in server.seen[:2])
+    assert first != second
+
+
+async def test_a_reused_connection_closed_unanswered_is_retried_on_a_fresh_one(
+    server: ScriptedServer, client: httpx.AsyncClient
+) -> None:
+    answered_on.clear()
+    assert (await client.post(server.url + "/drop-second", content=b"1")).status_code == 204
+    assert (await client.post(server.url + "/drop-second", content=b"2")).status_code == 204
+    ports = server.ports("/drop-second")
+    assert len(ports) == 3 and ports[0] == ports[1] != ports[2]
+
+
+async def test_the_delivery_cap_stops_reading_and_drops_the_connection(
+    server: ScriptedServer,
+) -> None:
+    async with Http1Transport(egress=LOOPBACK) as transport:
+        response = await send(
+            transport, "POST", server.url + "/big", {}, b"{}", timeout=10, body_cap=1000
+        )
+        assert response.status == 200 and response.body == "y" * 1000
+        again = await send(
+            transport, "POST", server.url + "/length", {}, b"{}", timeout=10, body_cap=1000
+        )
+        assert again.body == "hello"
+    assert server.ports("/big") != server.ports("/length")  # not reused mid-body
+
+
+async def test_a_slow_drip_hits_the_deadline(server: ScriptedServer) -> None:
+    async with Http1Transport(egress=LOOPBACK) as transport:
+        response = await send(
+            transport, "POST", server.url + "/drip", {}, b"{}", timeout=0.5, body_cap=1000
+        )
+    assert response.verdict is Verdict.RETRY and response.error == "timed out after 0.5s"
+
+
+async def test_reset_mid_body_and_conflicting_lengths_are_errors(
+    server: ScriptedServer, client: httpx.AsyncClient
+) -> None:
+    with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+        await client.get(server.url + "/reset")
+    with pytest.raises(httpx.RemoteProtocolError, match="conflicting Content-Length"):
+        await client.get(server.url + "/smuggle")
+    assert (await client.get(server.url + "/length")).text == "hello"
+
+
+async def test_a_cancelled_request_closes_only_its_own_connection(
+    server: ScriptedServer, client: httpx.AsyncClient
+) -> None:
+    with anyio.move_on_after(0.3):
+        await client.get(server.url + "/drip")
+    results = []
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+
+            async def fetch() -> None:
+                results.append((await client.get(server.url + "/length")).text)
+
+            tg.start_soon(fetch)
+    assert results == ["hello"] * 5
+
+
+async def test_header_injection_is_refused_before_sending(
+    server: ScriptedServer, client: httpx.AsyncClient
+) -> None:
+    request = httpx.Request("POST", server.url + "/length", headers={"X-Ok": "1"})
+    request.headers._list.append((b"X-Evil", b"x-evil", b"a\r\nInjected: 1"))
+    with pytest.raises(httpx.LocalProtocolError, match="control character"):
+        await client.send(request)
+    assert server.seen == []
+
+
+async def test_egress_is_checked_at_connect_time(server: ScriptedServer) -> None:
+    async with httpx.AsyncClient(transport=Http1Transport()) as guarded:
+        with pytest.raises(EgressDenied, match="non-public address"):
+            await guarded.get(server.url + "/length")
+        with pytest.raises(EgressDenied):
+            await guarded.get(f"http://localhost:{server.port}/length")
+    assert server.seen == []
+
+
+async def test_h11_server_chunked_and_length_with_reuse() -> None:
+    h11_server = H11Server()
+    try:
+        async with httpx.AsyncClient(transport=Http1Transport(egress=LOOPBACK)) as http:
+            assert (await http.get(h11_server.url + "/chunked")).text == "h11 says hi"
+            assert (await http.post(h11_server.url + "/x", content=b"{}")).text == "h11 says hi"
+            assert (await http.get(h11_server.url + "/chunked")).text == "h11 says hi"
+        assert len(h11_server.ports) == 3 and len(set(h11_server.ports)) == 1
+    finally:
+        h11_server.close()
+
+
+@pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed")
+async def test_nginx_keep_alive_and_a_large_body() -> None:
+    with nginx() as base:
+        async with httpx.AsyncClient(transport=Http1Transport(egress=LOOPBACK)) as http:
+            for _ in range(3):
+                assert (await http.post(base + "/hook", content=b"x" * 1024)).status_code == 204
+            big_body = await http.get(base + "/big")
+            assert big_body.status_code == 200 and big_body.content == b"x" * (1 << 20)
+            assert (await http.post(base + "/hook", content=b"{}")).status_code == 204
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_server(ca: trustme.CA) -> Iterator[ScriptedServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    running = ScriptedServer(ROUTES, tls=context)  # type: ignore[arg-type]
+    yield running
+    running.close()
+
+
+async def test_tls_verifies_certificates_by_default(tls_server: ScriptedServer) -> None:
+    url = f"https://localhost:{tls_server.port}/length"
+    async with httpx.AsyncClient(transport=Http1Transport(egress=LOOPBACK)) as http:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await http.get(url)
+
+
+async def test_tls_with_the_right_ca(tls_server: ScriptedServer, ca: trustme.CA) -> None:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    url = f"https://localhost:{tls_server.port}"
+    transport = Http1Transport(egress=LOOPBACK, ssl_context=context)
+    async with httpx.AsyncClient(transport=transport) as http:
+        assert (await http.get(url + "/length")).text == "hello"
+        assert (await http.get(url + "/chunked")).text == "hello world"
+    assert len({port for _, port in tls_server.seen}) == 1
