@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook as StandardVerifier
 
@@ -37,9 +38,27 @@ pytestmark = pytest.mark.anyio
 NO_JITTER = Retries(max=3, base_delay=2.0, jitter=0.0)
 
 
+# The delivery suite runs on OqronKit's transport (the default) and again on httpx's own.
+TRANSPORTS: dict[str, Callable[[], httpx.AsyncBaseTransport] | None] = {
+    "oqronkit": None,
+    "httpx": lambda: httpx.AsyncHTTPTransport(retries=0),
+}
+transport_under_test: Callable[[], httpx.AsyncBaseTransport] | None = None
+
+
+@pytest.fixture(params=sorted(TRANSPORTS), autouse=True)
+def delivery_transport(request: pytest.FixtureRequest) -> Iterator[None]:
+    global transport_under_test
+    transport_under_test = TRANSPORTS[request.param]
+    yield
+    transport_under_test = None
+
+
 def make_kit(
     make_backend: BackendFactory, clock: FakeClock | None = None, **options: Any
 ) -> OqronKit:
+    if transport_under_test is not None:
+        options.setdefault("transport", transport_under_test())
     return OqronKit(
         make_backend(),
         allow_private_networks=True,
