@@ -16,9 +16,17 @@ import bench_delivery
 import bench_fanout
 import bench_matching
 import bench_signing
+import bench_transport
 from _harness import Row, exit_code, format_table, parse_args, settings, write_json
 
-BENCHMARKS = (bench_matching, bench_signing, bench_breaker, bench_fanout, bench_delivery)
+BENCHMARKS = (
+    bench_matching,
+    bench_signing,
+    bench_breaker,
+    bench_fanout,
+    bench_transport,
+    bench_delivery,
+)
 
 
 def main() -> int:

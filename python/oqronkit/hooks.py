@@ -22,14 +22,14 @@ async def run_hook(hook: Callable[[Any], Any], subject: Any, *, timeout: float) 
     name = getattr(hook, "__qualname__", repr(hook))
     about = getattr(subject, "id", None) or getattr(subject, "kind", "")
     try:
-        with anyio.fail_after(timeout):
+        with anyio.move_on_after(timeout) as deadline:
             if inspect.iscoroutinefunction(hook):
                 await hook(subject)
             else:
                 result = await anyio.to_thread.run_sync(hook, subject, abandon_on_cancel=True)
                 if inspect.isawaitable(result):
                     await result
-    except TimeoutError:
-        log.error("hook %s timed out after %gs (%s)", name, timeout, about)
+        if deadline.cancelled_caught:
+            log.error("hook %s timed out after %gs (%s)", name, timeout, about)
     except Exception:
         log.exception("hook %s raised (%s); nothing is changed by it", name, about)

@@ -22,7 +22,7 @@ own connection: the pool cannot be corrupted.
 from __future__ import annotations
 
 import contextlib
-import select
+import socket
 import ssl
 import time
 from collections.abc import AsyncGenerator, Iterator
@@ -41,6 +41,7 @@ Origin: TypeAlias = tuple[bytes, str, int]  # (scheme, host, port)
 READ_SIZE = 64 * 1024
 MAX_LINE = 8 * 1024  # a chunk-size or trailer line longer than this is a broken server
 CHUNKED, UNTIL_CLOSE = -1, -2  # `length` values from `_core.parse_response_head`
+FRESH = 1.0  # seconds an idle connection is reused without checking that it is still open
 
 
 class _ServerClosed(Exception):
@@ -59,10 +60,15 @@ class _Connection:
     def looks_closed(self) -> bool:
         """An idle connection with anything to read has been closed by the server (or is out
         of step with it): either way it must not carry a request."""
-        if self.socket is None or self.socket.fileno() < 0:
+        if self.socket is None:
             return True
-        readable, _, _ = select.select([self.socket], [], [], 0)
-        return bool(readable)
+        try:  # peek without blocking: b"" is the server's FIN, bytes are junk, nothing is fine
+            self.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return True
 
     async def send(self, data: bytes) -> None:
         try:
@@ -258,12 +264,14 @@ class Http1Transport(httpx.AsyncBaseTransport):
         for _ in range(2):
             connection, reused = await self._checkout(origin, timeouts.get("connect"))
             try:
-                with _deadline(timeouts.get("write"), httpx.WriteTimeout):
+                if timeouts:
+                    with _deadline(timeouts.get("write"), httpx.WriteTimeout):
+                        await connection.send(data)
+                    with _deadline(timeouts.get("read"), httpx.ReadTimeout):
+                        head = await connection.read_head(head_request)
+                else:  # deliveries: one deadline around the whole exchange, set by the caller
                     await connection.send(data)
-                with _deadline(timeouts.get("read"), httpx.ReadTimeout):
-                    status, reason, headers, length, keep_alive = await connection.read_head(
-                        head_request
-                    )
+                    head = await connection.read_head(head_request)
             except _ServerClosed:
                 await connection.aclose()
                 if reused:
@@ -274,6 +282,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
             except BaseException:
                 await connection.aclose()
                 raise
+            status, reason, headers, length, keep_alive = head
             stream = _ResponseBody(self, origin, connection, length, keep_alive)
             return httpx.Response(
                 status,
@@ -290,7 +299,12 @@ class Http1Transport(httpx.AsyncBaseTransport):
         now = time.monotonic()
         while idle:
             connection = idle.pop()
-            if now - connection.idle_since < self._idle_timeout and not connection.looks_closed():
+            idle_for = now - connection.idle_since
+            # A connection used within the last second is taken as it is (a peek costs a
+            # syscall per request); a close in that window is caught by the retry below.
+            if idle_for < FRESH or (
+                idle_for < self._idle_timeout and not connection.looks_closed()
+            ):
                 return connection, True
             await connection.aclose()
         return await self._connect(origin, timeout), False
