@@ -14,11 +14,12 @@ import httpx
 import pytest
 import trustme
 
-from oqronkit import EgressDenied
+from oqronkit import EgressDenied, Endpoint, OqronKit
 from oqronkit.delivery import Verdict, send
 from oqronkit.egress import EgressPolicy
 from oqronkit.transport import Http1Transport
 from tests.servers import H11Server, ScriptedServer, nginx, nginx_binary, reset
+from tests.test_dispatch import status_of
 
 pytestmark = pytest.mark.anyio
 LOOPBACK = EgressPolicy(allow_private_networks=True)
@@ -310,3 +311,17 @@ async def test_tls_with_the_right_ca(tls_server: ScriptedServer, ca: trustme.CA)
         assert (await http.get(url + "/length")).text == "hello"
         assert (await http.get(url + "/chunked")).text == "hello world"
     assert len({port for _, port in tls_server.seen}) == 1
+
+
+async def test_a_kit_delivers_over_tls_with_its_ssl_context(
+    tls_server: ScriptedServer, ca: trustme.CA
+) -> None:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    kit = OqronKit("memory://", allow_private_networks=True, ssl_context=context)
+    url = f"https://localhost:{tls_server.port}/length"
+    hook = kit.webhook("w", endpoints=[Endpoint("tls", url, ["**"])])
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        delivered = await status_of(kit, delivery_id, "completed")
+    assert delivered.attempts[0].response_body == "hello"

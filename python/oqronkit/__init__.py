@@ -41,6 +41,7 @@ from oqronkit.signing import (
     verify_standard_webhook,
     verify_webhook_signature,
 )
+from oqronkit.transport import Http1Transport
 from oqronkit.webhooks import Webhook
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "EgressDenied",
     "Endpoint",
     "FakeClock",
+    "Http1Transport",
     "InvalidEventName",
     "InvalidPattern",
     "InvalidPayload",

@@ -8,6 +8,7 @@ import functools
 import logging
 import math
 import random as random_module
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
@@ -72,6 +73,10 @@ class OqronKit:
     `backend`: `memory://`, `sqlite:///path.db` (or a `Backend`). `dispatch=False` makes a
     producer/operator kit that stores and queries but delivers nothing itself. `clock` injects
     time (tests); `random` the jitter source. Durations are seconds.
+
+    Deliveries go through OqronKit's `Http1Transport`, which applies the egress policy at
+    connect time (`ssl_context` replaces its verifying TLS context). `transport` replaces it
+    with any httpx transport (proxies, HTTP/2, a `MockTransport`); that one is not guarded.
     """
 
     def __init__(
@@ -84,6 +89,7 @@ class OqronKit:
         clock: Clock | None = None,
         lease: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 100,
         max_payload_bytes: int = 256 * 1024,
         response_body_cap: int = 64 * 1024,
@@ -131,6 +137,7 @@ class OqronKit:
         self.random = random or random_module.Random()
         self.worker_id = new_id("wrk")  # renewed each time the kit opens
         self._transport = transport
+        self.ssl_context = ssl_context
         self._webhooks: dict[str, Webhook] = {}
         self._breakers: dict[str, tuple[CircuitBreaker, _core.CircuitBreaker]] = {}
         self._rate_limits: dict[str, tuple[RateLimit | Throttle, _core.TokenBucket]] = {}
@@ -381,7 +388,9 @@ class OqronKit:
             await self.backend.open()
             stack.push_async_callback(self.backend.close)
             transport = self._transport or Http1Transport(
-                egress=self.egress, max_idle_per_origin=self.max_connections
+                egress=self.egress,
+                ssl_context=self.ssl_context,
+                max_idle_per_origin=self.max_connections,
             )
             self._active_transport = await stack.enter_async_context(transport)
             self._connections = anyio.CapacityLimiter(self.max_connections)
