@@ -64,25 +64,18 @@ def silent_close(handler: BaseHTTPRequestHandler) -> None:
     closed_quietly.set()
 
 
-answered_on: set[int] = set()
-
-
-def drop_second_request(handler: BaseHTTPRequestHandler) -> None:
-    """Answers the first request on a connection; closes at the second, unanswered."""
-    port = handler.client_address[1]
-    if port in answered_on:
-        handler.close_connection = True
-        return
-    answered_on.add(port)
-    answer(204)(handler)  # type: ignore[operator]
-
-
 def drip(handler: BaseHTTPRequestHandler) -> None:
     handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
     for _ in range(100):
         handler.wfile.write(b".")
         handler.wfile.flush()
         threading.Event().wait(0.2)
+
+
+def stall(handler: BaseHTTPRequestHandler) -> None:
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+    handler.wfile.flush()
+    threading.Event().wait(3)
 
 
 def reset_mid_body(handler: BaseHTTPRequestHandler) -> None:
@@ -100,7 +93,28 @@ def big(handler: BaseHTTPRequestHandler) -> None:
         handler.close_connection = True  # the client stopped reading and closed: expected
 
 
+stray_sent = threading.Event()
+
+
+def stray(handler: BaseHTTPRequestHandler) -> None:
+    """Answers 204, then, unasked, a second response on the same connection."""
+    answer(204)(handler)  # type: ignore[operator]
+    handler.wfile.flush()
+    threading.Event().wait(0.05)
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+    handler.wfile.flush()
+    stray_sent.set()
+
+
+def swallow(handler: BaseHTTPRequestHandler) -> None:
+    """Reads the request and closes without answering (a crash, nginx's 444)."""
+    handler.close_connection = True
+
+
 ROUTES = {
+    "/stray": stray,
+    "/swallow": swallow,
+    "/upgrade": raw(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\n\r\n"),
     "/length": answer(200, b"hello"),
     "/chunked": raw(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -114,8 +128,8 @@ ROUTES = {
     ),
     "/until-close": close_after(raw(b"HTTP/1.1 200 OK\r\n\r\nall of it")),
     "/silent-close": silent_close,
-    "/drop-second": drop_second_request,
     "/drip": drip,
+    "/stall": stall,
     "/reset": reset_mid_body,
     "/big": big,
     "/smuggle": raw(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
@@ -178,16 +192,6 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(
             assert response.text == "hello"
     first, second = (port for _, port in server.seen[:2])
     assert first != second
-
-
-async def test_a_reused_connection_closed_unanswered_is_retried_on_a_fresh_one(
-    server: ScriptedServer, client: httpx.AsyncClient
-) -> None:
-    answered_on.clear()
-    assert (await client.post(server.url + "/drop-second", content=b"1")).status_code == 204
-    assert (await client.post(server.url + "/drop-second", content=b"2")).status_code == 204
-    ports = server.ports("/drop-second")
-    assert len(ports) == 3 and ports[0] == ports[1] != ports[2]
 
 
 async def test_the_delivery_cap_stops_reading_and_drops_the_connection(
@@ -325,3 +329,78 @@ async def test_a_kit_delivers_over_tls_with_its_ssl_context(
         [delivery_id] = await hook.fire("e", {})
         delivered = await status_of(kit, delivery_id, "completed")
     assert delivered.attempts[0].response_body == "hello"
+
+
+async def test_a_streamed_body_is_sent_with_a_content_length_never_unframed(
+    server: ScriptedServer, client: httpx.AsyncClient
+) -> None:
+    async def smuggler() -> AsyncIterator[bytes]:
+        yield b"0\r\n\r\nGET /no-content HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    assert (await client.post(server.url + "/length", content=smuggler())).text == "hello"
+    assert [path for path, _ in server.seen] == ["/length"]  # one request, not two
+    with pytest.raises(httpx.LocalProtocolError, match="Content-Length 2 but the body is 5"):
+        await client.post(server.url + "/length", content=b"12345", headers={"Content-Length": "2"})
+
+
+async def test_bytes_no_request_asked_for_retire_the_connection(
+    server: ScriptedServer, client: httpx.AsyncClient
+) -> None:
+    stray_sent.clear()
+    assert (await client.get(server.url + "/stray")).status_code == 204
+    await anyio.to_thread.run_sync(stray_sent.wait, 5)
+    await anyio.sleep(0.05)  # the stray bytes are on their way over loopback
+    assert (await client.get(server.url + "/length")).text == "hello"  # not "stale"
+    stray_port, length_port = server.ports("/stray")[0], server.ports("/length")[0]
+    assert stray_port != length_port
+
+
+async def test_a_body_that_failed_stays_failed_and_its_connection_is_dropped(
+    server: ScriptedServer,
+) -> None:
+    async with Http1Transport(egress=LOOPBACK) as transport:
+        response = await transport.handle_async_request(httpx.Request("GET", server.url + "/drip"))
+        body = response.stream
+        assert isinstance(body, httpx.AsyncByteStream)
+        with anyio.move_on_after(0.3):
+            async for _ in body:
+                pass
+        with pytest.raises(httpx.StreamError):
+            await body.__aiter__().__anext__()
+        await response.aclose()
+        again = await transport.handle_async_request(httpx.Request("GET", server.url + "/length"))
+        assert (await again.aread()) == b"hello"
+    assert server.ports("/length")[0] != server.ports("/drip")[0]
+
+
+async def test_unasked_upgrades_and_unanswered_requests_are_errors_never_resent(
+    server: ScriptedServer, client: httpx.AsyncClient
+) -> None:
+    with pytest.raises(httpx.RemoteProtocolError, match="101"):
+        await client.get(server.url + "/upgrade")
+    assert (await client.get(server.url + "/length")).text == "hello"
+    with pytest.raises(httpx.RemoteProtocolError, match="without answering"):
+        await client.post(server.url + "/swallow", content=b'{"charge": 100}')  # reused
+    assert len(server.ports("/swallow")) == 1  # the server may have acted on it: not resent
+
+
+async def test_read_timeouts_cover_the_body_and_unknown_hosts_are_connect_errors(
+    server: ScriptedServer,
+) -> None:
+    transport = Http1Transport(egress=LOOPBACK)
+    async with httpx.AsyncClient(transport=transport, timeout=0.5) as http:
+        with anyio.fail_after(5), pytest.raises(httpx.ReadTimeout):
+            await http.get(server.url + "/stall")  # the head, then nothing
+        with pytest.raises(httpx.ConnectError):
+            await http.get("http://no-such-host.invalid/")
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["::127.0.0.1", "::ffff:0:127.0.0.1", "64:ff9b::127.0.0.1", "2002:7f00:1::", "::ffff:10.0.0.1"],
+)
+def test_ipv6_addresses_carrying_a_private_ipv4_are_refused(address: str) -> None:
+    import ipaddress
+
+    assert not EgressPolicy().permits(ipaddress.ip_address(address))
+    assert EgressPolicy().permits(ipaddress.ip_address("64:ff9b::8.8.8.8"))

@@ -38,8 +38,7 @@ class EgressPolicy:
         return f"EgressPolicy(allow_private_networks={private}, allow={allowed})"
 
     def permits(self, address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        address = _embedded_ipv4(address) or address  # judged by the IPv4 it leads to
         if self.allow_private_networks or any(address in n for n in self.allowed):
             return True
         # Globally routable only: this also refuses CGNAT (100.64/10, where some clouds keep
@@ -65,3 +64,24 @@ class EgressPolicy:
                 "or allow_networks=[...]"
             )
         return [str(a) for a in addresses]
+
+
+# IPv6 ranges whose last 32 bits are an IPv4 address the packet ends up at.
+_CARRYING_IPV4 = (
+    ipaddress.IPv6Network("::ffff:0:0/96"),  # IPv4-mapped
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (SIIT)
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64, well-known prefix
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # NAT64, local-use prefix
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated)
+)
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, translated, NAT64, compatible, 6to4)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if int(address) > 1 and any(address in network for network in _CARRYING_IPV4):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None

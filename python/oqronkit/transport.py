@@ -14,15 +14,16 @@ own connection: the pool cannot be corrupted.
 - Bodies: Content-Length, chunked, or until close; 1xx answers are skipped, 204/304/HEAD have
   none. The body is read only as far as the caller reads it (a delivery stops at its cap), and a
   connection whose body was not read to the end is closed, never reused.
-- A connection the server closed while idle is noticed before use (its socket is readable) and
-  replaced; if the server closes a reused connection before any byte of the answer, the
-  request is sent once more on a fresh one (deliveries carry an Idempotency-Key).
+- A connection the server closed while idle is noticed before use (its socket is readable: a
+  FIN, or bytes no request asked for) and replaced. If writing to a reused connection fails,
+  the request never arrived whole and is sent once more on a new connection; a request the
+  server may have read is never sent twice here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
+import select
 import ssl
 import time
 from collections.abc import AsyncGenerator, Iterator
@@ -41,7 +42,7 @@ Origin: TypeAlias = tuple[bytes, str, int]  # (scheme, host, port)
 READ_SIZE = 64 * 1024
 MAX_LINE = 8 * 1024  # a chunk-size or trailer line longer than this is a broken server
 CHUNKED, UNTIL_CLOSE = -1, -2  # `length` values from `_core.parse_response_head`
-FRESH = 1.0  # seconds an idle connection is reused without checking that it is still open
+ANSWER_AFTER_FAILED_WRITE = 1.0  # seconds to wait for an early answer (413) after a write fails
 
 
 class _ServerClosed(Exception):
@@ -58,17 +59,13 @@ class _Connection:
         self.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
 
     def looks_closed(self) -> bool:
-        """An idle connection with anything to read has been closed by the server (or is out
-        of step with it): either way it must not carry a request."""
-        if self.socket is None:
+        """An idle connection with anything to read has been closed by the server, or holds
+        bytes no request asked for: either way it must not carry a request."""
+        try:
+            readable, _, _ = select.select([self.socket.fileno()], [], [], 0)  # type: ignore[union-attr]
+        except (AttributeError, OSError, ValueError):  # no socket, or it is closed
             return True
-        try:  # peek without blocking: b"" is the server's FIN, bytes are junk, nothing is fine
-            self.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        return True
+        return bool(readable)
 
     async def send(self, data: bytes) -> None:
         try:
@@ -98,7 +95,9 @@ class _Connection:
             if parsed is not None:
                 consumed, status, reason, headers, length, keep_alive = parsed
                 self.buffer = self.buffer[consumed:]
-                if 100 <= status < 200 and status != 101:
+                if status == 101:  # never asked for: the connection speaks something else now
+                    raise httpx.RemoteProtocolError("unexpected 101 Switching Protocols")
+                if 100 <= status < 200:
                     continue  # 100 Continue, 103 Early Hints: the answer follows
                 return status, reason, headers, length, keep_alive
             data = await self.receive()
@@ -125,11 +124,14 @@ class _ResponseBody(httpx.AsyncByteStream):
         connection: _Connection,
         length: int,
         keep_alive: bool,
+        read_timeout: float | None,
     ) -> None:
         self._transport = transport
         self._origin = origin
         self._connection: _Connection | None = connection
         self._keep_alive = keep_alive and length != UNTIL_CLOSE
+        self._read_timeout = read_timeout
+        self._failed = False
         self._chunks: AsyncGenerator[bytes, None]
         if length >= 0:
             self._chunks = self._exactly(connection, length)
@@ -142,13 +144,23 @@ class _ResponseBody(httpx.AsyncByteStream):
         return self
 
     async def __anext__(self) -> bytes:
+        if self._failed:
+            raise httpx.StreamError("the body could not be read to its end")
         connection = self._connection
         if connection is None:
             raise StopAsyncIteration
         try:
-            return await self._chunks.__anext__()
+            with _deadline(self._read_timeout, httpx.ReadTimeout):
+                return await self._chunks.__anext__()
         except StopAsyncIteration:
             pass
+        except BaseException:
+            # A failed or cancelled read leaves the connection mid-body: it is closed, and the
+            # body stays failed (never "complete", never pooled).
+            self._failed = True
+            self._connection = None
+            await connection.aclose()
+            raise
         # Read to the end: the connection can carry the next request.
         self._connection = None
         if self._keep_alive and not connection.buffer:
@@ -257,41 +269,50 @@ class Http1Transport(httpx.AsyncBaseTransport):
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         body = await request.aread()
         try:
-            data = _core.write_request(request.method, url.raw_path, request.headers.raw, body)
+            data = _core.write_request(request.method, url.raw_path, _framed(request, body), body)
         except ValueError as exc:
             raise httpx.LocalProtocolError(str(exc)) from None
         head_request = request.method == "HEAD"
-        for _ in range(2):
-            connection, reused = await self._checkout(origin, timeouts.get("connect"))
+        connection, reused = await self._checkout(origin, timeouts.get("connect"))
+        try:
             try:
-                if timeouts:
-                    with _deadline(timeouts.get("write"), httpx.WriteTimeout):
-                        await connection.send(data)
-                    with _deadline(timeouts.get("read"), httpx.ReadTimeout):
-                        head = await connection.read_head(head_request)
-                else:  # deliveries: one deadline around the whole exchange, set by the caller
+                with _deadline(timeouts.get("write"), httpx.WriteTimeout):
                     await connection.send(data)
+            except httpx.WriteError:
+                # The server may have answered and closed before taking it all (413): read
+                # that answer. Otherwise, on a connection it had closed while idle, the request
+                # never arrived whole: send it once more, on a new connection.
+                head = await _answer_after_failed_write(connection, head_request)
+                if head is None:
+                    if not reused:
+                        raise
+                    await connection.aclose()
+                    connection = await self._connect(origin, timeouts.get("connect"))
+                    await connection.send(data)
+                    head = None
+            else:
+                head = None
+            if head is None:
+                with _deadline(timeouts.get("read"), httpx.ReadTimeout):
                     head = await connection.read_head(head_request)
-            except _ServerClosed:
-                await connection.aclose()
-                if reused:
-                    continue  # closed while idle, unnoticed: once more on a fresh connection
-                raise httpx.RemoteProtocolError(
-                    "the server closed the connection without answering"
-                ) from None
-            except BaseException:
-                await connection.aclose()
-                raise
-            status, reason, headers, length, keep_alive = head
-            stream = _ResponseBody(self, origin, connection, length, keep_alive)
-            return httpx.Response(
-                status,
-                headers=headers,
-                stream=stream,
-                extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
-                request=request,
-            )
-        raise httpx.RemoteProtocolError("the server keeps closing connections unanswered")
+        except _ServerClosed:
+            # It may have processed the request: never sent again here (the caller decides).
+            await connection.aclose()
+            raise httpx.RemoteProtocolError(
+                "the server closed the connection without answering"
+            ) from None
+        except BaseException:
+            await connection.aclose()
+            raise
+        status, reason, headers, length, keep_alive = head
+        stream = _ResponseBody(self, origin, connection, length, keep_alive, timeouts.get("read"))
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=stream,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+            request=request,
+        )
 
     async def _checkout(self, origin: Origin, timeout: float | None) -> tuple[_Connection, bool]:
         """An idle connection to `origin` that still looks open, or a new one."""
@@ -299,21 +320,16 @@ class Http1Transport(httpx.AsyncBaseTransport):
         now = time.monotonic()
         while idle:
             connection = idle.pop()
-            idle_for = now - connection.idle_since
-            # A connection used within the last second is taken as it is (a peek costs a
-            # syscall per request); a close in that window is caught by the retry below.
-            if idle_for < FRESH or (
-                idle_for < self._idle_timeout and not connection.looks_closed()
-            ):
+            if now - connection.idle_since < self._idle_timeout and not connection.looks_closed():
                 return connection, True
             await connection.aclose()
         return await self._connect(origin, timeout), False
 
     async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
-        addresses = await self._egress.resolve(host, port)  # raises EgressDenied
         try:
             with _deadline(timeout, httpx.ConnectTimeout):
+                addresses = await self._egress.resolve(host, port)  # raises EgressDenied
                 stream = await _connect_first(addresses, port)
                 if scheme == b"https":
                     context = self._ssl_context or _default_ssl_context()
@@ -348,6 +364,40 @@ class Http1Transport(httpx.AsyncBaseTransport):
 
     async def __aexit__(self, *args: Any) -> None:
         await self.aclose()
+
+
+def _framed(request: httpx.Request, body: bytes) -> list[tuple[bytes, bytes]]:
+    """The request's headers with the framing the bytes on the wire really have: the whole
+    body is sent with a Content-Length (never Transfer-Encoding: a streamed body was read in
+    full), and a Content-Length that disagrees with the body is refused."""
+    headers: list[tuple[bytes, bytes]] = []
+    declared: bytes | None = None
+    for name, value in request.headers.raw:
+        lowered = name.lower()
+        if lowered == b"content-length":
+            declared = value
+        elif lowered != b"transfer-encoding":
+            headers.append((name, value))
+    if declared is not None and declared.strip() != b"%d" % len(body):
+        raise httpx.LocalProtocolError(
+            f"Content-Length {declared.decode(errors='replace')} but the body is {len(body)} bytes"
+        )
+    if body or declared is not None or request.method not in ("GET", "HEAD"):
+        headers.append((b"Content-Length", b"%d" % len(body)))
+    return headers
+
+
+async def _answer_after_failed_write(
+    connection: _Connection, head_request: bool
+) -> tuple[int, bytes, list[tuple[bytes, bytes]], int, bool] | None:
+    """The response a server sent before closing on a request it would not take, if any."""
+    with anyio.move_on_after(ANSWER_AFTER_FAILED_WRITE):
+        try:
+            status, reason, headers, length, _ = await connection.read_head(head_request)
+        except (_ServerClosed, httpx.HTTPError):
+            return None
+        return status, reason, headers, length, False  # the connection is done either way
+    return None
 
 
 async def _connect_first(addresses: list[str], port: int) -> anyio.abc.ByteStream:
