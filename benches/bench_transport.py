@@ -28,50 +28,40 @@ from tests.servers import nginx, nginx_binary  # noqa: E402
 IN_FLIGHT = 64
 BODY = b'{"event":"order.created","pad":"' + b"x" * 990 + b'"}'
 
+# Ours and httpx's transport are driven by the same code; only the transport differs.
+HTTPX_TRANSPORT = """
+import trio, httpx
+{setup}
+async def run(url, count, body, in_flight):
+    transport = {transport}
+    target, headers = httpx.URL(url), [(b"Content-Type", b"application/json")]
+    left = [count]
+    async def worker():
+        while left[0] > 0:
+            left[0] -= 1
+            request = httpx.Request("POST", target, content=body, headers=headers)
+            response = await transport.handle_async_request(request)
+            async for _ in response.stream:
+                pass
+            await response.aclose()
+            assert response.status_code == 204
+    async with transport, trio.open_nursery() as nursery:
+        for _ in range(in_flight):
+            nursery.start_soon(worker)
+RUN = lambda *a: trio.run(run, *a)
+"""
+
 CONTENDERS = {
-    "ours": """
-import trio, httpx
-from oqronkit.egress import EgressPolicy
-from oqronkit.transport import Http1Transport
-async def run(url, count, body, in_flight):
-    transport = Http1Transport(egress=EgressPolicy(allow_private_networks=True))
-    target, headers = httpx.URL(url), [(b"Content-Type", b"application/json")]
-    left = [count]
-    async def worker():
-        while left[0] > 0:
-            left[0] -= 1
-            request = httpx.Request("POST", target, content=body, headers=headers)
-            response = await transport.handle_async_request(request)
-            async for _ in response.stream:
-                pass
-            await response.aclose()
-            assert response.status_code == 204
-    async with transport, trio.open_nursery() as nursery:
-        for _ in range(in_flight):
-            nursery.start_soon(worker)
-RUN = lambda *a: trio.run(run, *a)
-""",
-    "httpx": """
-import trio, httpx
-async def run(url, count, body, in_flight):
-    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-    transport = httpx.AsyncHTTPTransport(limits=limits)
-    target, headers = httpx.URL(url), [(b"Content-Type", b"application/json")]
-    left = [count]
-    async def worker():
-        while left[0] > 0:
-            left[0] -= 1
-            request = httpx.Request("POST", target, content=body, headers=headers)
-            response = await transport.handle_async_request(request)
-            async for _ in response.stream:
-                pass
-            await response.aclose()
-            assert response.status_code == 204
-    async with transport, trio.open_nursery() as nursery:
-        for _ in range(in_flight):
-            nursery.start_soon(worker)
-RUN = lambda *a: trio.run(run, *a)
-""",
+    "ours": HTTPX_TRANSPORT.format(
+        setup="from oqronkit.egress import EgressPolicy\n"
+        "from oqronkit.transport import Http1Transport",
+        transport="Http1Transport(egress=EgressPolicy(allow_private_networks=True))",
+    ),
+    "httpx": HTTPX_TRANSPORT.format(
+        setup="",
+        transport="httpx.AsyncHTTPTransport(limits=httpx.Limits("
+        "max_connections=in_flight, max_keepalive_connections=in_flight))",
+    ),
     "aiohttp": """
 import asyncio, aiohttp
 async def run(url, count, body, in_flight):

@@ -274,6 +274,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
             raise httpx.LocalProtocolError(str(exc)) from None
         head_request = request.method == "HEAD"
         connection, reused = await self._checkout(origin, timeouts.get("connect"))
+        head = None
         try:
             try:
                 with _deadline(timeouts.get("write"), httpx.WriteTimeout):
@@ -289,9 +290,6 @@ class Http1Transport(httpx.AsyncBaseTransport):
                     await connection.aclose()
                     connection = await self._connect(origin, timeouts.get("connect"))
                     await connection.send(data)
-                    head = None
-            else:
-                head = None
             if head is None:
                 with _deadline(timeouts.get("read"), httpx.ReadTimeout):
                     head = await connection.read_head(head_request)
