@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ from hypothesis import settings
 
 from oqronkit.backends import Backend, MemoryBackend, SQLiteBackend
 from tests.receiver import Receiver
+from tests.servers import postgres_server, redis_server
 
 # `HYPOTHESIS_PROFILE=deep make test-python` searches far harder (minutes, not seconds).
 settings.register_profile("deep", max_examples=5_000, deadline=None)
@@ -31,9 +34,52 @@ def receiver() -> Iterator[Receiver]:
 BackendFactory = Callable[[], Backend]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+# `.ci/run` sets this: there, a server that cannot be started fails the run instead of skipping.
+REQUIRE_SERVERS = os.environ.get("OQRONKIT_REQUIRE_SERVERS") == "1"
+
+
+def _server(launch: Callable[[], AbstractContextManager[str]], name: str) -> Iterator[str]:
+    try:
+        with launch() as url:
+            yield url
+    except RuntimeError as error:
+        if REQUIRE_SERVERS:
+            raise
+        pytest.skip(f"NO {name.upper()} SERVER, ITS TESTS ARE SKIPPED: {error}")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A throwaway Redis for the whole run (tests keep apart by key prefix)."""
+    yield from _server(redis_server, "redis")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL for the whole run (tests keep apart by schema)."""
+    yield from _server(postgres_server, "postgresql")
+
+
+def namespace() -> str:
+    """A key prefix or schema name no other test uses."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgresql"])
 def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> BackendFactory:
-    """Builds a backend of each kind; SQLite ones share one file, like processes would."""
+    """Builds a backend of each kind. The backends one factory builds share their storage (a
+    SQLite file, a Redis key prefix, a PostgreSQL schema), like processes would."""
     if request.param == "memory":
         return MemoryBackend
-    return lambda: SQLiteBackend(tmp_path / "oqronkit.db")
+    if request.param == "sqlite":
+        return lambda: SQLiteBackend(tmp_path / "oqronkit.db")
+    name = namespace()
+    if request.param == "redis":
+        from oqronkit.backends.redis import RedisBackend
+
+        url = request.getfixturevalue("redis_url")
+        return lambda: RedisBackend(url, prefix=name)
+    from oqronkit.backends.postgres import PostgresBackend
+
+    url = request.getfixturevalue("postgres_url")
+    return lambda: PostgresBackend(url, schema=name)

@@ -1,9 +1,10 @@
-"""Real HTTP servers on loopback for the transport's conformance tests and the benchmarks:
-nginx (Debian's package, when installed), a server on `h11`, and a stdlib one whose paths
-misbehave in the ways receivers do."""
+"""Real servers on loopback for the tests and the benchmarks: nginx (Debian's package, when
+installed), a server on `h11`, a stdlib one whose paths misbehave in the ways receivers do, and
+throwaway Redis and PostgreSQL instances (own data folder and port, stopped afterwards)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import ssl
@@ -18,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import h11
+
+POSTGRES_BINARIES = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 NGINX_CONF = """
 worker_processes 1;
@@ -71,6 +74,84 @@ def nginx() -> Iterator[str]:
         finally:
             server.terminate()
             server.wait()
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], name: str) -> None:
+    for _ in range(1500):
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited at start with code {process.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.01)
+    raise RuntimeError(f"{name} did not listen on port {port} within 15 s")
+
+
+def redis_binary() -> str | None:
+    return shutil.which("redis-server")
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A throwaway Redis on loopback, without persistence. Yields its URL."""
+    binary = redis_binary()
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        server = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", folder,
+             "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            _wait_for_port(port, server, "redis-server")
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            server.terminate()
+            server.wait()
+
+
+def postgres_binaries() -> Path | None:
+    """The folder of PostgreSQL's server programs (Debian keeps them off the PATH)."""
+    return next((b for b in POSTGRES_BINARIES if (b / "initdb").exists()), None)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on loopback, trusting local connections, tuned for tests
+    (no fsync). Yields its URL. PostgreSQL refuses to run as root, so as root it runs as the
+    `postgres` user that Debian's package creates."""
+    binaries = postgres_binaries()
+    if binaries is None:
+        raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    as_user: list[str] = []
+    folder = tempfile.mkdtemp(prefix="oqronkit-pg-")
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres", "postgres")
+    data, port = Path(folder) / "data", free_port()
+    try:
+        subprocess.run(
+            [*as_user, str(binaries / "initdb"), "-D", str(data), "-U", "postgres",
+             "-A", "trust", "--no-sync", "-E", "UTF8"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        server = subprocess.Popen(
+            [*as_user, str(binaries / "postgres"), "-D", str(data), "-p", str(port),
+             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={folder}",
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "max_connections=200"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            _wait_for_port(port, server, "postgres")
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            server.terminate()
+            server.wait()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class H11Server:

@@ -21,7 +21,6 @@ from oqronkit import (
     Security,
     verify_webhook_signature,
 )
-from oqronkit.backends.sqlite import SQLiteBackend
 from tests.conftest import BackendFactory
 from tests.receiver import Receiver, Reply
 from tests.test_dispatch import NO_JITTER, make_kit, status_of
@@ -217,7 +216,7 @@ async def test_crud_on_one_kit_is_seen_by_a_second_kit(
     clock = FakeClock()
     shared = make_backend()
     # Two SQLite backends on one file are two connections, as two processes would have.
-    other = make_backend() if isinstance(shared, SQLiteBackend) else shared
+    other = shared if isinstance(shared, MemoryBackend) else make_backend()
     operator = OqronKit(shared, dispatch=False, clock=clock)
     worker = OqronKit(other, allow_private_networks=True, clock=clock)
     async with operator, worker:
@@ -435,7 +434,7 @@ async def test_a_deleted_webhook_holds_what_a_stale_kit_fires(
 ) -> None:
     clock = FakeClock()
     shared = make_backend()
-    other = make_backend() if isinstance(shared, SQLiteBackend) else shared
+    other = shared if isinstance(shared, MemoryBackend) else make_backend()
     a = OqronKit(shared, dispatch=False, clock=clock)
     b = OqronKit(other, dispatch=False, clock=clock)
     async with a, b:

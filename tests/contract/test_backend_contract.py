@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 
-from oqronkit.backends import Backend
-from oqronkit.backends.base import DELETED
+from oqronkit.backends import Backend, MemoryBackend
+from oqronkit.backends.base import DELETED, StateUpdate
 from oqronkit.ids import new_id
 from oqronkit.models import WEBHOOK, Attempt, Message, NewDelivery, Settlement
 from tests.conftest import BackendFactory
@@ -351,3 +352,59 @@ async def test_cancel_by_status(backend: Backend) -> None:
     assert await backend.cancel_requested("w", [active]) == set()
     assert await backend.cancel(active, T0 + 3) == "finished"
     assert await backend.cancel("dlv_missing", T0) == "missing"
+
+
+# ---------------------------------------------------------------- shared guard state
+
+
+def _increment(by: int) -> StateUpdate[list[int]]:
+    def update(states: list[str | None]) -> tuple[list[str], list[int]]:
+        values = [int(s or 0) + by for s in states]
+        return [str(v) for v in values], values
+
+    return update
+
+
+def two_processes(make_backend: BackendFactory) -> list[Backend]:
+    """Two backends on one store, as two processes would have (memory: one shared instance)."""
+    first = make_backend()
+    return [first, first if isinstance(first, MemoryBackend) else make_backend()]
+
+
+async def test_update_state_starts_empty_and_keeps_what_was_stored(
+    make_backend: BackendFactory,
+) -> None:
+    first, second = two_processes(make_backend)
+    await first.open()
+    await second.open()
+    try:
+        seen: list[list[str | None]] = []
+
+        def record(stored: list[str]) -> StateUpdate[None]:
+            def update(states: list[str | None]) -> tuple[list[str], None]:
+                seen.append(list(states))
+                return stored, None
+
+            return update
+
+        await first.update_state(["a", "b"], record(["one", "two"]))
+        await second.update_state(["b", "c", "a"], record(["2", "3", "1"]))
+        await first.update_state(["c", "a"], record(["3", "1"]))
+        assert seen == [[None, None], ["two", None, "one"], ["3", "1"]]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_update_state_is_atomic_across_instances(make_backend: BackendFactory) -> None:
+    backends = two_processes(make_backend)
+    for backend in backends:
+        await backend.open()
+    try:
+        async with anyio.create_task_group() as tasks:
+            for i in range(40):
+                tasks.start_soon(backends[i % 2].update_state, ["n", "m"], _increment(1))
+        assert await backends[0].update_state(["m", "n"], _increment(0)) == [40, 40]
+    finally:
+        for backend in backends:
+            await backend.close()

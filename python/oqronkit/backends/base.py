@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from oqronkit import _core
 from oqronkit.models import (
@@ -29,6 +29,11 @@ from oqronkit.models import (
     Settlement,
     Status,
 )
+
+T = TypeVar("T")
+#: What `Backend.update_state` applies: from the states stored under its keys (None where none
+#: is) to the states to store and a result.
+StateUpdate = Callable[[list[str | None]], tuple[list[str], T]]
 
 DELETED = "deleted"  # the document a deleted webhook leaves, beside its pause flag
 
@@ -45,6 +50,9 @@ class Backend(ABC):
     #: Seconds between checks for work added by other processes; None when no other process
     #: can add work (memory).
     poll_interval: float | None = None
+    #: Whether circuit breakers and rate limits live here, shared by every process using this
+    #: backend (Redis, PostgreSQL). Otherwise each process keeps its own, in memory.
+    shares_guards: bool = False
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connects and creates the schema; idempotent."""
@@ -168,3 +176,12 @@ class Backend(ABC):
         deliveries are held, and so is anything that would queue one later (a fire from a
         process that has not seen the delete yet, a retry of an attempt in flight). Returns how
         many were held."""
+
+    # ---------------------------------------------------------------- shared guard state
+
+    @abstractmethod
+    async def update_state(self, keys: Sequence[str], update: StateUpdate[T]) -> T:
+        """Reads the states (opaque text: breaker and bucket snapshots) stored under `keys`,
+        None where none is, and stores the states `update` returns for them, in one atomic step
+        against every process sharing the backend; returns `update`'s result. `update` is pure
+        and quick, and may run more than once (an optimistic backend retries it on conflict)."""

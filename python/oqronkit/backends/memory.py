@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from oqronkit.backends.base import DELETED, Backend, glob_predicate
+from oqronkit.backends.base import DELETED, Backend, StateUpdate, T, glob_predicate
 from oqronkit.models import (
     QUEUED,
     TERMINAL,
@@ -95,6 +95,7 @@ class MemoryBackend(Backend):
         self._documents: dict[tuple[str, str], Document] = {}
         self._paused: set[tuple[str, str]] = set()
         self._version = 0
+        self._states: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return "MemoryBackend()"
@@ -422,3 +423,9 @@ class MemoryBackend(Backend):
             self._documents[(webhook, WEBHOOK)] = {DELETED: True}
             self._paused.add((webhook, WEBHOOK))
             return self._hold(webhook, WEBHOOK, now)
+
+    async def update_state(self, keys: Sequence[str], update: StateUpdate[T]) -> T:
+        with self._lock:
+            states, result = update([self._states.get(key) for key in keys])
+            self._states.update(zip(keys, states, strict=True))
+            return result

@@ -21,7 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 from anyio.lowlevel import RunVar
 
-from oqronkit.backends.base import DELETED, Backend, glob_predicate
+from oqronkit.backends.base import DELETED, Backend, StateUpdate, glob_predicate
 from oqronkit.models import (
     TERMINAL,
     WEBHOOK,
@@ -84,6 +84,10 @@ CREATE TABLE IF NOT EXISTS definitions_version (
     version INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO definitions_version VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS guard_states (
+    key TEXT PRIMARY KEY,
+    state TEXT NOT NULL  -- a breaker or bucket snapshot, as JSON
+) WITHOUT ROWID;
 """
 
 # Whether the delivery row in scope (`deliveries`) is under a pause of its webhook or endpoint.
@@ -620,6 +624,21 @@ class SQLiteBackend(Backend):
                 (webhook, json.dumps({DELETED: True})),
             )
             return _hold(conn, webhook, WEBHOOK, now)
+
+        return await self._run(self._write, write)
+
+    async def update_state(self, keys: Sequence[str], update: StateUpdate[T]) -> T:
+        def write(conn: sqlite3.Connection) -> T:
+            marks = ",".join("?" * len(keys))
+            query = f"SELECT key, state FROM guard_states WHERE key IN ({marks})"
+            found = dict(conn.execute(query, list(keys)).fetchall())
+            states, result = update([found.get(key) for key in keys])
+            conn.executemany(
+                "INSERT INTO guard_states (key, state) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET state = excluded.state",
+                list(zip(keys, states, strict=True)),
+            )
+            return result
 
         return await self._run(self._write, write)
 
