@@ -65,6 +65,13 @@ def namespace() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
+def two_processes(make_backend: BackendFactory) -> list[Backend]:
+    """Two backends on one store, as two processes would have them (two SQLite connections,
+    two Redis or PostgreSQL clients); for memory, one instance shared."""
+    first = make_backend()
+    return [first, first if isinstance(first, MemoryBackend) else make_backend()]
+
+
 @pytest.fixture(params=["memory", "sqlite", "redis", "postgresql"])
 def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> BackendFactory:
     """Builds a backend of each kind. The backends one factory builds share their storage (a

@@ -21,7 +21,7 @@ from oqronkit import (
     Security,
     verify_webhook_signature,
 )
-from tests.conftest import BackendFactory
+from tests.conftest import BackendFactory, two_processes
 from tests.receiver import Receiver, Reply
 from tests.test_dispatch import NO_JITTER, make_kit, status_of
 
@@ -214,9 +214,7 @@ async def test_crud_on_one_kit_is_seen_by_a_second_kit(
     make_backend: BackendFactory, receiver: Receiver
 ) -> None:
     clock = FakeClock()
-    shared = make_backend()
-    # Two SQLite backends on one file are two connections, as two processes would have.
-    other = shared if isinstance(shared, MemoryBackend) else make_backend()
+    shared, other = two_processes(make_backend)
     operator = OqronKit(shared, dispatch=False, clock=clock)
     worker = OqronKit(other, allow_private_networks=True, clock=clock)
     async with operator, worker:
@@ -433,8 +431,7 @@ async def test_a_deleted_webhook_holds_what_a_stale_kit_fires(
     make_backend: BackendFactory, receiver: Receiver
 ) -> None:
     clock = FakeClock()
-    shared = make_backend()
-    other = shared if isinstance(shared, MemoryBackend) else make_backend()
+    shared, other = two_processes(make_backend)
     a = OqronKit(shared, dispatch=False, clock=clock)
     b = OqronKit(other, dispatch=False, clock=clock)
     async with a, b:

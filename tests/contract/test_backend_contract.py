@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from oqronkit.backends import Backend, MemoryBackend
+from oqronkit.backends import Backend
 from oqronkit.backends.base import DELETED, StateUpdate
 from oqronkit.ids import new_id
 from oqronkit.models import WEBHOOK, Attempt, Message, NewDelivery, Settlement
-from tests.conftest import BackendFactory
+from tests.conftest import BackendFactory, two_processes
 
 pytestmark = pytest.mark.anyio
 T0 = 1_000_000.0
@@ -363,12 +363,6 @@ def _increment(by: int) -> StateUpdate[list[int]]:
         return [str(v) for v in values], values
 
     return update
-
-
-def two_processes(make_backend: BackendFactory) -> list[Backend]:
-    """Two backends on one store, as two processes would have (memory: one shared instance)."""
-    first = make_backend()
-    return [first, first if isinstance(first, MemoryBackend) else make_backend()]
 
 
 async def test_update_state_starts_empty_and_keeps_what_was_stored(
