@@ -29,6 +29,7 @@ from oqronkit.clock import sleep
 from oqronkit.config import Endpoint, Retries
 from oqronkit.delivery import Verdict
 from oqronkit.events import EventKind, LifecycleEvent
+from oqronkit.guards import Verdict as GuardVerdict
 from oqronkit.hooks import Hook, run_hook
 from oqronkit.models import Attempt, Claim, Delivery, Settlement
 
@@ -107,10 +108,10 @@ class Dispatcher:
             if closed_until is not None:
                 free = 0
                 opens.append(closed_until)
-            elif (bucket := self._rate_limit(name)) is not None:
+            elif (bucket := self._rate_limit(name)) is not None:  # as last seen here
                 free = min(free, bucket.allowance(now))
                 if free <= 0:
-                    opens.append(now + (1 - bucket.available(now)) / bucket.rate)
+                    opens.append(now + _refill_time(bucket, now))
             room[name] = free
         return room, min(opens, default=None)
 
@@ -118,17 +119,14 @@ class Dispatcher:
         endpoint = self.webhook.endpoint_named(name)
         if endpoint is None or endpoint.rate_limit is None:
             return None
-        return self.kit.rate_limit_for(self._key(name), endpoint.rate_limit)
-
-    def _webhook_throttle(self) -> TokenBucket | None:
-        throttle = self.webhook.throttle  # may change at runtime (update_webhook)
-        return None if throttle is None else self.kit.rate_limit_for(self.webhook.name, throttle)
+        return self.kit.guards.bucket(self._key(name), endpoint.rate_limit)
 
     def _closed_until(self, name: str, now: float) -> float | None:
-        """When the endpoint's breaker will let a call through, if it will not now."""
+        """When the endpoint's breaker (as last seen here) will let a call through, if it will
+        not now."""
         endpoint = self.webhook.endpoint_named(name)
         policy = (endpoint and endpoint.circuit_breaker) or self.webhook.circuit_breaker
-        state, count, at = self.kit.breaker_for(self._key(name), policy).snapshot()
+        state, count, at = self.kit.guards.breaker(self._key(name), policy).snapshot()
         reopens = at + policy.reset_timeout
         if state == "open" or (state == "half_open" and count >= policy.half_open_max):
             return reopens if now < reopens else None
@@ -138,22 +136,22 @@ class Dispatcher:
         return f"{self.webhook.name}\x00{endpoint_name}"
 
     async def _claim_loop(self, attempts: TaskGroup) -> None:
-        clock, backend = self.kit.clock, self.kit.backend
+        clock, backend, guards = self.kit.clock, self.kit.backend, self.kit.guards
         while not self._stopping:
             # A fresh event before looking, so a wake-up during the claim is not lost.
             self._wake = anyio.Event()
             free = self.webhook.concurrency - len(self._in_flight)
             now = clock.now()
-            throttle = self._webhook_throttle()
+            throttle = self.webhook.throttle  # may change at runtime (update_webhook)
+            bucket = None if throttle is None else guards.bucket(self.webhook.name, throttle)
             try:
                 await self._keep_leases(now)
                 room, opens = self._room(now)
                 limit = free
-                if throttle is not None:
-                    limit = min(free, throttle.allowance(now))
+                if bucket is not None:
+                    limit = min(free, bucket.allowance(now))  # as last seen here
                     if free > 0 and limit == 0:
-                        due = (1 - throttle.available(now)) / throttle.rate
-                        await clock.wait(self._wake, now + due)
+                        await clock.wait(self._wake, now + _refill_time(bucket, now))
                         continue
                 claims = []
                 if limit > 0:
@@ -161,9 +159,15 @@ class Dispatcher:
                     claims = await backend.claim(
                         self.webhook.name, self.owner, now, lease_until, limit, room
                     )
+                if claims and throttle is not None and bucket is not None:
+                    # The throttle's tokens are taken for what was claimed; other processes
+                    # sharing it may have taken them first: the rest go back, no attempt used.
+                    granted = await guards.take(self.webhook.name, throttle, len(claims), now)
+                    later = Settlement("delayed", next_attempt_at=now + _refill_time(bucket, now))
+                    for claim in claims[granted:]:
+                        await backend.settle(claim.id, self.owner, later, now)
+                    claims = claims[:granted]
                 for claim in claims:
-                    if throttle is not None:
-                        throttle.try_acquire(now)
                     self._start(attempts, claim)
                 if claims:
                     continue
@@ -283,16 +287,10 @@ class Dispatcher:
             await self._settle(token, claim, Settlement("held", error=reason))
             return
         now = clock.now()
-        if (bucket := self._rate_limit(endpoint.name)) is not None:
-            wait = bucket.try_acquire(now)
-            if wait is not None:
-                await self._settle(token, claim, Settlement("delayed", next_attempt_at=now + wait))
-                return
-        breaker = kit.breaker_for(
-            self._key(endpoint.name), endpoint.circuit_breaker or webhook.circuit_breaker
-        )
-        retry_at = breaker.allow(now)
-        if retry_at is not None:
+        key = self._key(endpoint.name)
+        policy = endpoint.circuit_breaker or webhook.circuit_breaker
+        retry_at = await kit.guards.admit(key, policy, endpoint.rate_limit, now)
+        if retry_at is not None:  # rate-limited or the breaker is open: no attempt used
             await self._settle(token, claim, Settlement("delayed", next_attempt_at=retry_at))
             return
 
@@ -301,18 +299,20 @@ class Dispatcher:
         try:
             response = await self._send(endpoint, claim, attempt_number, now)
         except BaseException:
-            breaker.release(clock.now())  # cancelled: no verdict on the receiver
+            with anyio.CancelScope(shield=True):  # cancelled: no verdict on the receiver
+                await kit.guards.record(key, policy, "release", clock.now())
             raise
         now = clock.now()
-        was = breaker.state
-        if not response.reached:
-            breaker.release(now)  # nothing was sent: no verdict on the receiver
-        elif response.counts_against_breaker:
-            breaker.record_failure(now)
-        else:
-            breaker.record_success(now)
-        if breaker.state != was and breaker.state in ("open", "closed"):
-            kind: EventKind = "breaker.opened" if breaker.state == "open" else "breaker.closed"
+        verdict: GuardVerdict = (
+            "release"  # nothing was sent: no verdict on the receiver
+            if not response.reached
+            else "failure"
+            if response.counts_against_breaker
+            else "success"
+        )
+        was, state = await kit.guards.record(key, policy, verdict, now)
+        if state != was and state in ("open", "closed"):
+            kind: EventKind = "breaker.opened" if state == "open" else "breaker.closed"
             self.kit.publish(LifecycleEvent(kind, webhook.name, now, endpoint.name, claim.id))
         attempt = Attempt(
             at=started_at,
@@ -418,6 +418,11 @@ class Dispatcher:
             self._hooks.start_soon(
                 functools.partial(run_hook, hook, delivery, timeout=self.kit.hook_timeout)
             )
+
+
+def _refill_time(bucket: TokenBucket, now: float) -> float:
+    """Seconds until `bucket` holds a whole token again."""
+    return (1 - bucket.available(now)) / bucket.rate
 
 
 def _describe(response: delivery.Response) -> str:

@@ -23,12 +23,11 @@ from anyio.abc import TaskGroup
 from oqronkit import _core
 from oqronkit.backends import Backend, open_backend
 from oqronkit.backends.base import DELETED
-from oqronkit.clock import Clock, SystemClock
+from oqronkit.clock import Clock, SystemClock, sleep
 from oqronkit.config import (
     CircuitBreaker,
     Endpoint,
     Method,
-    RateLimit,
     Retries,
     Security,
     SecuritySource,
@@ -50,6 +49,7 @@ from oqronkit.errors import (
     KitNotRunning,
 )
 from oqronkit.events import EventBus, LifecycleEvent
+from oqronkit.guards import Guards
 from oqronkit.hooks import Hook, run_hook
 from oqronkit.ids import new_id
 from oqronkit.models import NO_DEFINITIONS, WEBHOOK, Definitions, Delivery, Status
@@ -64,6 +64,7 @@ T = TypeVar("T")
 # Seconds the stored definitions (runtime webhooks and endpoints, pauses) may be stale in this
 # process: changes made by other processes take effect here within this time.
 DEFINITIONS_TTL = 1.0
+WATCH_RETRY = 1.0  # seconds before watching the backend again after it failed
 REPLAY_PAGE = 500  # dead deliveries read per query by `replay`
 
 
@@ -139,8 +140,7 @@ class OqronKit:
         self._transport = transport
         self.ssl_context = ssl_context
         self._webhooks: dict[str, Webhook] = {}
-        self._breakers: dict[str, tuple[CircuitBreaker, _core.CircuitBreaker]] = {}
-        self._rate_limits: dict[str, tuple[RateLimit | Throttle, _core.TokenBucket]] = {}
+        self.guards = Guards(self.backend)  # circuit breakers and rate limits
         self.definitions: Definitions = NO_DEFINITIONS  # as last read from the backend
         self._definitions_read_at = -math.inf
         self._on_event = on_event
@@ -415,7 +415,7 @@ class OqronKit:
             for webhook in self._webhooks.values():
                 self._start_dispatcher(webhook)
         self._watcher = anyio.CancelScope()  # made here: stopping may come before the task runs
-        self._task_group.start_soon(self._watch_definitions, name="oqronkit definitions")
+        self._task_group.start_soon(self._watch, name="oqronkit watcher")
         return self
 
     async def __aexit__(
@@ -449,19 +449,35 @@ class OqronKit:
         for dispatcher in self._dispatchers.values():
             dispatcher.stop()
 
-    async def _watch_definitions(self) -> None:
-        """Runtime changes made by other processes reach this one within a second."""
+    async def _watch(self) -> None:
+        """What other processes do reaches this one: runtime changes within a second, work
+        they make ready at once (where the backend notifies)."""
         assert self._watcher is not None
         with self._watcher:
-            while True:
-                # Due a second after the last read (not after this task got to run): a test's
-                # clock that jumps a second ahead always finds this watcher due.
-                due = self._definitions_read_at + DEFINITIONS_TTL
-                await self.clock.wait(anyio.Event(), due)
-                try:
-                    await self.current_definitions()
-                except Exception:
-                    log.exception("reading the stored definitions failed; trying again")
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._watch_definitions)
+                if self.dispatch:
+                    tasks.start_soon(self._watch_backend)
+
+    async def _watch_backend(self) -> None:
+        while True:
+            try:
+                await self.backend.watch(self.wake)
+                return  # the backend does not notify: dispatchers poll it
+            except Exception:
+                log.exception("watching the backend for new work failed; trying again")
+            await sleep(self.clock, WATCH_RETRY)
+
+    async def _watch_definitions(self) -> None:
+        while True:
+            # Due a second after the last read (not after this task got to run): a test's
+            # clock that jumps a second ahead always finds this watcher due.
+            due = self._definitions_read_at + DEFINITIONS_TTL
+            await self.clock.wait(anyio.Event(), due)
+            try:
+                await self.current_definitions()
+            except Exception:
+                log.exception("reading the stored definitions failed; trying again")
 
     def run_blocking(
         self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
@@ -500,18 +516,6 @@ class OqronKit:
                 dispatcher.wake()
             elif self._token is not None:
                 anyio.from_thread.run_sync(dispatcher.wake, token=self._token)
-
-    def breaker_for(self, key: str, policy: CircuitBreaker) -> _core.CircuitBreaker:
-        entry = self._breakers.get(key)
-        if entry is None or entry[0] != policy:
-            entry = self._breakers[key] = (policy, policy.new_state_machine())
-        return entry[1]
-
-    def rate_limit_for(self, key: str, limit: RateLimit | Throttle) -> _core.TokenBucket:
-        entry = self._rate_limits.get(key)
-        if entry is None or entry[0] != limit:
-            entry = self._rate_limits[key] = (limit, _core.TokenBucket(limit.max, limit.per))
-        return entry[1]
 
     async def disable_endpoint(self, webhook: str, endpoint: str, reason: str) -> None:
         """A 410 Gone: the endpoint is disabled, in every process, until re-enabled."""

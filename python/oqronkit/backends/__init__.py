@@ -13,7 +13,9 @@ __all__ = ["Backend", "MemoryBackend", "SQLiteBackend", "open_backend"]
 
 
 def open_backend(url: str | Backend) -> Backend:
-    """`memory://` or `sqlite:///relative/path.db` / `sqlite:////absolute/path.db`."""
+    """`memory://`, `sqlite:///relative/path.db` / `sqlite:////absolute/path.db`,
+    `redis://host:port/db` (key prefix: `?prefix=name`) or `postgresql://user@host/database`
+    (schema: `?schema=name`)."""
     if isinstance(url, Backend):
         return url
     scheme = urlsplit(url).scheme
@@ -24,6 +26,15 @@ def open_backend(url: str | Backend) -> Backend:
         if not path:
             raise ConfigurationError(f"a SQLite URL needs a path: sqlite:///file.db, not {url!r}")
         return SQLiteBackend(path)
-    if scheme in ("redis", "rediss", "postgres", "postgresql"):
-        raise ConfigurationError(f"the {scheme} backend is not available in this version yet")
-    raise ConfigurationError(f"unknown backend URL {url!r}: use memory:// or sqlite:///path.db")
+    if scheme in ("redis", "rediss"):
+        from oqronkit.backends.redis import RedisBackend  # needs the `redis` extra (coredis)
+
+        return RedisBackend(url)
+    if scheme in ("postgres", "postgresql"):
+        from oqronkit.backends.postgres import PostgresBackend  # needs the `postgres` extra
+
+        return PostgresBackend(url)
+    raise ConfigurationError(
+        f"unknown backend URL {url!r}: use memory://, sqlite:///path.db, redis://host "
+        "or postgresql://host/database"
+    )

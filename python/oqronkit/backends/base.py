@@ -60,6 +60,12 @@ class Backend(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Releases connections; the backend can be opened again."""
 
+    async def watch(self, wake: Callable[[str], None]) -> None:  # noqa: B027 - optional
+        """Calls `wake(webhook)` whenever some process makes a delivery of `webhook` ready now
+        (a fire, a resend, a release, a requeue), until cancelled, so dispatchers elsewhere
+        start it at once. A backend without notifications returns at once and is polled every
+        `poll_interval` instead."""
+
     @abstractmethod
     async def enqueue(
         self,
