@@ -26,14 +26,11 @@ BreakerState: TypeAlias = str  # "closed" | "open" | "half_open"
 
 
 class Guards:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, shared: bool | None = None) -> None:
         self._backend = backend
+        self.shared = backend.shares_guards if shared is None else shared
         self._breakers: dict[str, tuple[CircuitBreaker, _core.CircuitBreaker]] = {}
         self._buckets: dict[str, tuple[Limit, _core.TokenBucket]] = {}
-
-    @property
-    def shared(self) -> bool:
-        return self._backend.shares_guards
 
     # ---------------------------------------------------------------- the mirrors
 

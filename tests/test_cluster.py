@@ -1,0 +1,231 @@
+"""Many workers on one shared backend (Redis, PostgreSQL): circuit breakers and rate limits are
+cluster-wide and take the Rust core's steps; a worker killed mid-run loses nothing."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from oqronkit import CircuitBreaker, Endpoint, OqronKit, RateLimit, Retries
+from oqronkit.backends import Backend
+from oqronkit.clock import FakeClock
+from oqronkit.events import LifecycleEvent
+from oqronkit.guards import Guards
+from oqronkit.models import Delivery
+from tests.conftest import BackendFactory, namespace, two_processes
+from tests.crash_worker import define
+from tests.receiver import Receiver, Reply
+from tests.test_crash import start_worker, stop_gracefully
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["redis", "postgresql"])
+def cluster_url(request: pytest.FixtureRequest) -> str:
+    """A shared backend's URL, with a key prefix or schema of this test's own."""
+    if request.param == "redis":
+        return f"{request.getfixturevalue('redis_url')}?prefix={namespace()}"
+    return f"{request.getfixturevalue('postgres_url')}?schema={namespace()}"
+
+
+# ---------------------------------------------------------------- the Rust model, step by step
+
+POLICY = CircuitBreaker(failure_threshold=3, reset_timeout=5.0, half_open_max=2)
+LIMIT = RateLimit(max=3, per=2.0)
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["admit", "admit_limited", "success", "failure", "release", "take"]),
+        st.sampled_from([0.0, 0.1, 0.7, 2.5, 6.0]),  # seconds since the previous step
+        st.integers(0, 1),  # which of the two processes takes the step
+        st.integers(1, 4),  # tokens, for `take`
+    ),
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=STEPS)
+def test_shared_guards_take_the_rust_models_steps(
+    make_backend: BackendFactory, anyio_backend: str, steps: list[tuple[str, float, int, int]]
+) -> None:
+    """Two processes share guard state through the backend; every answer and every state is
+    the one a single in-process Rust machine gives for the same steps."""
+
+    async def run() -> None:
+        backends = two_processes(make_backend)
+        for backend in backends:
+            await backend.open()
+        try:
+            await check(backends)
+        finally:
+            for backend in backends:
+                await backend.close()
+
+    async def check(backends: list[Backend]) -> None:
+        shared = [Guards(backend, shared=True) for backend in backends]
+        model = Guards(backends[0], shared=False)
+        key, now = namespace(), 1_000.0
+        for action, dt, process, tokens in steps:
+            now += dt
+            guards = shared[process]
+            if action.startswith("admit"):
+                limit = LIMIT if action == "admit_limited" else None
+                got = await guards.admit(key, POLICY, limit, now)
+                assert got == await model.admit(key, POLICY, limit, now)
+            elif action == "take":
+                got_tokens = await guards.take(key, LIMIT, tokens, now)
+                assert got_tokens == await model.take(key, LIMIT, tokens, now)
+            else:
+                verdict = await guards.record(key, POLICY, action, now)  # type: ignore[arg-type]
+                assert verdict == await model.record(key, POLICY, action, now)  # type: ignore[arg-type]
+            assert await stored(backends[1 - process], key) == (
+                model.breaker(key, POLICY).snapshot(),
+                model.bucket(key, LIMIT).snapshot(),
+            )
+
+    anyio.run(run, backend=anyio_backend)
+
+
+async def stored(backend: Backend, key: str) -> tuple[object, object]:
+    """The breaker and bucket state of `key` as the backend holds it (unused ones as new)."""
+    new = [POLICY.new_state_machine().snapshot(), (float(LIMIT.max), None)]
+
+    def read(states: list[str | None]) -> tuple[list[str], tuple[object, object]]:
+        found = [tuple(json.loads(s)) if s else n for s, n in zip(states, new, strict=True)]
+        return [json.dumps(f) for f in found], (found[0], found[1])
+
+    return await backend.update_state([f"breaker:{key}", f"bucket:{key}"], read)
+
+
+# ---------------------------------------------------------------- two workers, one breaker
+
+
+def worker_kit(
+    url: str,
+    clock: FakeClock,
+    endpoint: Endpoint,
+    on_event: Callable[[LifecycleEvent], None] | None = None,
+) -> OqronKit:
+    kit = OqronKit(url, allow_private_networks=True, clock=clock, on_event=on_event)
+    kit.webhook("w", concurrency=1, retries=Retries(max=0), endpoints=[endpoint])
+    return kit
+
+
+async def wait_for_status(kit: OqronKit, ids: list[str], status: str) -> list[Delivery]:
+    with anyio.fail_after(10):
+        while True:
+            found = [await kit.get_delivery(i) for i in ids]
+            if all(d is not None and d.status == status for d in found):
+                return [d for d in found if d is not None]
+            await anyio.sleep(0.02)
+
+
+async def test_failures_on_two_workers_open_one_breaker(
+    cluster_url: str, receiver: Receiver
+) -> None:
+    receiver.respond("/down", then=Reply(500))
+    clock = FakeClock()
+    policy = CircuitBreaker(failure_threshold=4, reset_timeout=30.0)
+    endpoint = Endpoint("e", receiver.url("/down"), ["**"], circuit_breaker=policy)
+    opened: list[LifecycleEvent] = []
+    a, b = (
+        worker_kit(cluster_url, clock, endpoint),
+        worker_kit(cluster_url, clock, endpoint, opened.append),
+    )
+
+    async def failures_on(kit: OqronKit, count: int) -> None:
+        async with kit:
+            ids = [i for _ in range(count) for i in await kit.get_webhook("w").fire("e", {})]
+            await wait_for_status(kit, ids, "dead")
+
+    await failures_on(a, 2)
+    await failures_on(b, 2)  # 2 + 2: the threshold, counted across the two workers
+    assert len(receiver.received()) == 4
+    assert [e.kind for e in opened] == ["breaker.opened"]
+    for kit in (a, b):  # both defer to the moment it half-opens, no attempt used
+        async with kit:
+            [delivery_id] = await kit.get_webhook("w").fire("e", {})
+            with anyio.fail_after(10):
+                while (d := await kit.get_delivery(delivery_id)) is None or d.status != "delayed":
+                    await anyio.sleep(0.02)
+            assert d.attempts == () and d.next_attempt_at == clock.now() + 30.0
+    assert len(receiver.received()) == 4
+
+
+# ---------------------------------------------------------------- two workers, one rate limit
+
+
+async def test_two_workers_never_exceed_a_shared_rate_limit(
+    cluster_url: str, receiver: Receiver
+) -> None:
+    receiver.respond("/ok", then=Reply(204))
+    clock = FakeClock()
+    limit = RateLimit(max=3, per=6.0)  # a burst of 3, then one every 2 s
+    endpoint = Endpoint("e", receiver.url("/ok"), ["**"], rate_limit=limit, max_in_flight=4)
+    a, b = (worker_kit(cluster_url, clock, endpoint) for _ in range(2))
+    start = clock.now()
+    async with a, b:
+        ids = [i for n in range(12) for i in await (a, b)[n % 2].get_webhook("w").fire("e", {})]
+        with anyio.fail_after(60):
+            while len(receiver.received()) < 12:
+                await anyio.sleep(0.05)  # both workers settle at this moment of the clock
+                clock.advance(0.5)
+        delivered = await wait_for_status(a, ids, "completed")
+    times = sorted(d.attempts[0].at - start for d in delivered)
+    # A token bucket of 3 refilled at 0.5/s: any window of w seconds holds at most 3 + w/2.
+    for i, first in enumerate(times):
+        for j in range(i, len(times)):
+            assert j - i + 1 <= 3 + (times[j] - first) / 2 + 1e-9, times
+    assert times[-1] >= 18.0  # 12 requests: 3 at once, then 9 at 2 s each
+
+
+# ---------------------------------------------------------------- three workers, one killed
+
+
+async def all_deliveries(kit: OqronKit) -> list[Delivery]:
+    found: list[Delivery] = []
+    before = None
+    while page := await kit.list_deliveries(limit=1000, before=before):
+        found += page
+        before = page[-1].id
+    return found
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_three_workers_one_killed_lose_nothing(cluster_url: str, receiver: Receiver) -> None:
+    receiver.respond("/a", then=Reply(204, delay=0.002))
+    receiver.respond("/b", then=Reply(204, delay=0.002))
+    workers = [start_worker(cluster_url, receiver) for _ in range(3)]
+    producer = define(cluster_url, receiver.url(""), dispatch=False)
+    try:
+        async with producer:
+            hook = producer.get_webhook("orders")
+            fired = await hook.fire_many([(f"order.n{i}", {"n": i}) for i in range(2000)])
+            expected = {delivery_id for ids in fired for delivery_id in ids}
+            assert len(expected) == 2000 * 2  # fired x matched
+            await receiver.wait_for(600, timeout=60)
+            workers[0].send_signal(signal.SIGKILL)
+            workers[0].wait()
+            with anyio.fail_after(120):
+                while True:
+                    keys = {r.headers["idempotency-key"] for r in receiver.received()}
+                    if keys >= expected:
+                        statuses = {d.status for d in await all_deliveries(producer)}
+                        if statuses == {"completed"}:
+                            break
+                    await anyio.sleep(0.2)
+    finally:
+        for worker in workers[1:]:
+            stop_gracefully(worker)
+        assert workers[0].stdout is not None
+        workers[0].stdout.close()
+    keys = {r.headers["idempotency-key"] for r in receiver.received()}
+    assert keys == expected  # none lost; a few sent twice (the killed worker's in flight)
