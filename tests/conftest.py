@@ -65,6 +65,15 @@ def namespace() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
+def backend_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of a durable backend that separate processes can share, all this test's own."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'oqronkit.db'}"
+    if kind == "redis":
+        return f"{request.getfixturevalue('redis_url')}?prefix={namespace()}"
+    return f"{request.getfixturevalue('postgres_url')}?schema={namespace()}"
+
+
 def two_processes(make_backend: BackendFactory) -> list[Backend]:
     """Two backends on one store, as two processes would have them (two SQLite connections,
     two Redis or PostgreSQL clients); for memory, one instance shared."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 import pytest
@@ -18,7 +19,7 @@ from oqronkit.clock import FakeClock
 from oqronkit.events import LifecycleEvent
 from oqronkit.guards import Guards
 from oqronkit.models import Delivery
-from tests.conftest import BackendFactory, namespace, two_processes
+from tests.conftest import BackendFactory, backend_url, namespace, two_processes
 from tests.crash_worker import define
 from tests.receiver import Receiver, Reply
 from tests.test_crash import start_worker, stop_gracefully
@@ -27,11 +28,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(params=["redis", "postgresql"])
-def cluster_url(request: pytest.FixtureRequest) -> str:
-    """A shared backend's URL, with a key prefix or schema of this test's own."""
-    if request.param == "redis":
-        return f"{request.getfixturevalue('redis_url')}?prefix={namespace()}"
-    return f"{request.getfixturevalue('postgres_url')}?schema={namespace()}"
+def cluster_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return backend_url(request.param, request, tmp_path)
 
 
 # ---------------------------------------------------------------- the Rust model, step by step

@@ -1,5 +1,7 @@
-"""At-least-once across a crash: a worker is SIGKILLed mid-run on SQLite, a second worker
-picks up its leased deliveries once the leases expire, and every delivery arrives."""
+"""Worker processes: a worker SIGKILLed mid-run on SQLite loses nothing (a second worker picks
+up its leased deliveries once the leases expire; the many-worker version on Redis and
+PostgreSQL is in test_cluster.py), and a cancel reaches a request in flight in another
+process, on every durable backend."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.conftest import backend_url
 from tests.crash_worker import define
 from tests.receiver import Receiver, Reply
 
@@ -79,12 +82,13 @@ async def test_sigkill_mid_run_loses_nothing(tmp_path: Path, receiver: Receiver)
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgresql"])
 async def test_cancel_reaches_a_request_in_flight_in_another_process(
-    tmp_path: Path, receiver: Receiver
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, receiver: Receiver
 ) -> None:
     receiver.respond("/a", then=Reply(204, delay=20.0))
     receiver.respond("/b", then=Reply(204, delay=20.0))
-    backend = f"sqlite:///{tmp_path / 'cancel.db'}"
+    backend = backend_url(kind, request, tmp_path)
     operator = define(backend, receiver.url(""), dispatch=False)
     worker = start_worker(backend, receiver)
     try:

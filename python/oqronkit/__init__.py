@@ -20,6 +20,7 @@ from oqronkit.default import (
     webhook,
 )
 from oqronkit.errors import (
+    BackendUnavailable,
     CircuitOpenError,
     ConfigurationError,
     DeliveryNotFound,
@@ -46,6 +47,7 @@ from oqronkit.webhooks import Webhook
 
 __all__ = [
     "Attempt",
+    "BackendUnavailable",
     "Breaker",
     "CircuitBreaker",
     "CircuitOpenError",

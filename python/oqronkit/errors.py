@@ -47,6 +47,10 @@ class EgressDenied(OqronKitError):
     multicast or unspecified address (pass `allow_private_networks=True` or an allow-list)."""
 
 
+class BackendUnavailable(OqronKitError, ConnectionError):
+    """The backend could not be opened: its server is down or refuses the connection."""
+
+
 class KitNotRunning(OqronKitError, RuntimeError):
     """An operation needs the kit to be open (`async with kit:`)."""
 

@@ -43,10 +43,12 @@ from oqronkit.definitions import (
 from oqronkit.dispatcher import Dispatcher
 from oqronkit.egress import EgressPolicy
 from oqronkit.errors import (
+    BackendUnavailable,
     ConfigurationError,
     DeliveryNotFound,
     DeliveryStateError,
     KitNotRunning,
+    OqronKitError,
 )
 from oqronkit.events import EventBus, LifecycleEvent
 from oqronkit.guards import Guards
@@ -385,7 +387,7 @@ class OqronKit:
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
-            await self.backend.open()
+            await self._open_backend()
             stack.push_async_callback(self.backend.close)
             transport = self._transport or Http1Transport(
                 egress=self.egress,
@@ -433,6 +435,15 @@ class OqronKit:
             self._task_group = None
             self._active_transport = None
             self._dispatchers.clear()
+
+    async def _open_backend(self) -> None:
+        try:
+            await self.backend.open()
+        except OqronKitError:
+            raise
+        except Exception as exc:  # a server down, a refused login, a bad database name
+            message = f"cannot open {self.backend!r}: {type(exc).__name__}: {exc}"
+            raise BackendUnavailable(message) from exc
 
     def _start_dispatcher(self, webhook: Webhook) -> None:
         assert self._task_group is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from oqronkit.backends.base import Backend
@@ -10,6 +12,15 @@ from oqronkit.backends.sqlite import SQLiteBackend
 from oqronkit.errors import ConfigurationError
 
 __all__ = ["Backend", "MemoryBackend", "SQLiteBackend", "open_backend"]
+
+
+@contextmanager
+def _extra(name: str) -> Iterator[None]:
+    try:
+        yield
+    except ImportError as exc:
+        message = f"this backend needs its client library: pip install 'oqronkit[{name}]' ({exc})"
+        raise ConfigurationError(message) from None
 
 
 def open_backend(url: str | Backend) -> Backend:
@@ -27,12 +38,12 @@ def open_backend(url: str | Backend) -> Backend:
             raise ConfigurationError(f"a SQLite URL needs a path: sqlite:///file.db, not {url!r}")
         return SQLiteBackend(path)
     if scheme in ("redis", "rediss"):
-        from oqronkit.backends.redis import RedisBackend  # needs the `redis` extra (coredis)
-
+        with _extra("redis"):
+            from oqronkit.backends.redis import RedisBackend
         return RedisBackend(url)
     if scheme in ("postgres", "postgresql"):
-        from oqronkit.backends.postgres import PostgresBackend  # needs the `postgres` extra
-
+        with _extra("postgres"):
+            from oqronkit.backends.postgres import PostgresBackend
         return PostgresBackend(url)
     raise ConfigurationError(
         f"unknown backend URL {url!r}: use memory://, sqlite:///path.db, redis://host "
