@@ -34,14 +34,15 @@ def clock_of(kit: OqronKit) -> FakeClock:
 
 
 async def within_a_second(clock: FakeClock, check: Callable[[], Awaitable[bool]]) -> None:
-    """Lets time pass, a tenth of a second at a time, until `check` holds; fails if that took
-    more than a second of it (plus the worker's poll interval)."""
+    """Lets up to a second of time pass (plus the worker's poll interval), a tenth at a time,
+    until `check` holds; then the clock stops, and only real time (a networked backend's round
+    trips) may pass: a change that needs more of the clock fails the test."""
     start = clock.now()
     with anyio.fail_after(10):
         while not await check():
-            clock.advance(0.1)
+            if clock.now() - start < 1.5 - 1e-6:
+                clock.advance(0.1)
             await anyio.sleep(0.002)
-    assert clock.now() - start <= 1.0 + 0.5 + 1e-6
 
 
 async def test_pause_fire_50_resume_delivers_each_once(
