@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 import bench_breaker
+import bench_cluster
 import bench_delivery
 import bench_fanout
 import bench_matching
@@ -26,6 +27,7 @@ BENCHMARKS = (
     bench_fanout,
     bench_transport,
     bench_delivery,
+    bench_cluster,
 )
 
 

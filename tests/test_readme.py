@@ -3,6 +3,7 @@ folder, as a reader would run it."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -28,6 +29,14 @@ OUTPUT = {
     "Receiving webhooks: verify the signature #1": ["True"],
     "A circuit breaker for your own calls #1": ["failed"] * 3 + ["open: not even tried"] * 2,
     "Operating a running kit #1": ["['held', 'held']", "2", "0"],
+    "Many workers: Redis and PostgreSQL #1": [],  # a module that only defines
+}
+# What an example reads from its environment.
+ENVIRONMENT = {
+    "Many workers: Redis and PostgreSQL #1": {
+        "OQRONKIT_BACKEND": "memory://",
+        "ORDERS_SECRET": "whsec-orders",
+    },
 }
 
 
@@ -43,6 +52,7 @@ def test_readme_example_runs(name: str, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=90,
+        env={**os.environ, **ENVIRONMENT.get(name, {})},
     )
     assert run.returncode == 0, run.stderr
     if name in OUTPUT:
