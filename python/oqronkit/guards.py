@@ -1,10 +1,12 @@
 """The circuit breakers and rate limits a kit's dispatchers consult, by key.
 
 Their transitions are always the Rust core's state machines. Where the backend shares them
-(`Backend.shares_guards`: Redis, PostgreSQL) the state lives in the backend and every transition
-is applied inside `Backend.update_state`: the stored snapshot is restored into the machine, the
-step is taken, the new snapshot stored, in one atomic step for every process. Otherwise (memory,
-SQLite) the machines live in this process and steps are plain calls.
+(`Backend.shares_guards`: Redis, PostgreSQL) the state lives in the backend and steps are
+applied inside `Backend.update_state`: the stored snapshots are restored into the machines, the
+steps taken, the new snapshots stored, in one atomic step for every process. Steps asked for
+while one such update is on its way to the backend go together in the next one (a group
+commit), so under load a round trip carries many attempts' steps, in the order they were asked.
+Otherwise (memory, SQLite) the machines live in this process and steps are plain calls.
 
 Either way this process keeps one machine per key as a mirror of the last state it saw, which
 is what the claim loop reads to plan how much room each endpoint has (cheap, possibly stale); the
@@ -14,7 +16,10 @@ decisions that matter (`admit`, `take`) are always made on the authoritative sta
 from __future__ import annotations
 
 import json
-from typing import Literal, TypeAlias
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+import anyio
 
 from oqronkit import _core
 from oqronkit.backends import Backend
@@ -25,12 +30,31 @@ Verdict: TypeAlias = Literal["success", "failure", "release"]
 BreakerState: TypeAlias = str  # "closed" | "open" | "half_open"
 
 
+@dataclass
+class _Step:
+    """One step on the machines of `key`, and, once taken, its result."""
+
+    kind: Literal["admit", "record", "take"]
+    key: str
+    now: float
+    policy: CircuitBreaker | None = None
+    limit: Limit | None = None
+    verdict: Verdict = "success"
+    count: int = 0
+    result: Any = None
+    error: BaseException | None = None
+    finished: bool = False
+    wake: anyio.Event | None = None  # set once finished, or to hand this step's caller the lead
+
+
 class Guards:
     def __init__(self, backend: Backend, *, shared: bool | None = None) -> None:
         self._backend = backend
         self.shared = backend.shares_guards if shared is None else shared
         self._breakers: dict[str, tuple[CircuitBreaker, _core.CircuitBreaker]] = {}
         self._buckets: dict[str, tuple[Limit, _core.TokenBucket]] = {}
+        self._pending: list[_Step] = []
+        self._flushing = False
 
     # ---------------------------------------------------------------- the mirrors
 
@@ -56,92 +80,127 @@ class Guards:
         """Asks to send one attempt for `key` now: a token from its rate limit (if any), then the
         breaker's leave (a half-open probe counts as in flight from here). None: go ahead;
         otherwise the moment to try again. A refused attempt takes nothing."""
-        breaker = self.breaker(key, policy)
-        bucket = self.bucket(key, limit) if limit is not None else None
-
-        def step() -> float | None:
-            if bucket is not None:
-                tokens = bucket.snapshot()
-                wait = bucket.try_acquire(now)
-                if wait is not None:
-                    return now + wait
-                retry_at = breaker.allow(now)
-                if retry_at is not None:
-                    bucket.restore(tokens)  # the token goes back: nothing was sent
-                return retry_at
-            return breaker.allow(now)
-
-        if not self.shared:
-            return step()
-        keys = [_breaker_key(key)] + ([_bucket_key(key)] if bucket is not None else [])
-
-        def update(states: list[str | None]) -> tuple[list[str], float | None]:
-            _restore_breaker(breaker, states[0])
-            if bucket is not None:
-                _restore_bucket(bucket, states[1])
-            retry_at = step()
-            stored = [json.dumps(breaker.snapshot())]
-            if bucket is not None:
-                stored.append(json.dumps(bucket.snapshot()))
-            return stored, retry_at
-
-        return await self._backend.update_state(keys, update)
+        result: float | None = await self._take_step(
+            _Step("admit", key, now, policy=policy, limit=limit)
+        )
+        return result
 
     async def record(
         self, key: str, policy: CircuitBreaker, verdict: Verdict, now: float
     ) -> tuple[BreakerState, BreakerState]:
         """Records how an admitted attempt went (`release`: it never reached the receiver, no
         verdict). Returns the breaker's state before and after."""
-        breaker = self.breaker(key, policy)
-
-        def step() -> tuple[BreakerState, BreakerState]:
-            was = breaker.state
-            if verdict == "success":
-                breaker.record_success(now)
-            elif verdict == "failure":
-                breaker.record_failure(now)
-            else:
-                breaker.release(now)
-            return was, breaker.state
-
-        if not self.shared:
-            return step()
-
-        def update(states: list[str | None]) -> tuple[list[str], tuple[str, str]]:
-            _restore_breaker(breaker, states[0])
-            change = step()
-            return [json.dumps(breaker.snapshot())], change
-
-        return await self._backend.update_state([_breaker_key(key)], update)
+        result: tuple[BreakerState, BreakerState] = await self._take_step(
+            _Step("record", key, now, policy=policy, verdict=verdict)
+        )
+        return result
 
     async def take(self, key: str, limit: Limit, count: int, now: float) -> int:
         """Takes up to `count` tokens from the bucket of `key` (a webhook throttle) at once;
         returns how many it got."""
-        bucket = self.bucket(key, limit)
+        result: int = await self._take_step(_Step("take", key, now, limit=limit, count=count))
+        return result
 
-        def step() -> int:
-            granted = min(count, bucket.allowance(now))
-            if granted > 0:
-                bucket.try_acquire(now, float(granted))
-            return granted
+    # ---------------------------------------------------------------- taking steps
 
+    async def _take_step(self, step: _Step) -> Any:
         if not self.shared:
-            return step()
+            return self._apply(step)
+        step.wake = wake = anyio.Event()
+        self._pending.append(step)
+        # Shielded: a step asked for is seen through (an admitted probe is never lost to a
+        # cancellation), and other callers' steps may be riding on this caller's round trip.
+        with anyio.CancelScope(shield=True):
+            if self._flushing:
+                await wake.wait()  # finished by another caller's round trip, or handed the lead
+            if not step.finished:  # the lead: one round trip for every step pending now
+                self._flushing = True
+                batch, self._pending = self._pending, []
+                await self._store(batch)
+                if self._pending:  # asked for meanwhile: the first of them leads the next trip
+                    next_lead = self._pending[0].wake
+                    assert next_lead is not None
+                    next_lead.set()
+                else:
+                    self._flushing = False
+        if step.error is not None:
+            raise step.error
+        return step.result
 
-        def update(states: list[str | None]) -> tuple[list[str], int]:
-            _restore_bucket(bucket, states[0])
-            granted = step()
-            return [json.dumps(bucket.snapshot())], granted
+    async def _store(self, batch: list[_Step]) -> None:
+        """Takes `batch`'s steps, in order, on the stored state: one backend round trip."""
+        keys = list(dict.fromkeys(k for step in batch for k in self._keys(step)))
 
-        return await self._backend.update_state([_bucket_key(key)], update)
+        def update(states: list[str | None]) -> tuple[list[str], None]:
+            stored = dict(zip(keys, states, strict=True))
+            for step in batch:  # restore every machine involved, then step them in order
+                if step.policy is not None:
+                    _restore_breaker(self.breaker(step.key, step.policy), stored[_breaker(step)])
+                if step.limit is not None:
+                    _restore_bucket(self.bucket(step.key, step.limit), stored[_bucket(step)])
+            for step in batch:
+                step.result = self._apply(step)
+            snapshots: dict[str, object] = {}
+            for step in batch:
+                if step.policy is not None:
+                    snapshots[_breaker(step)] = self.breaker(step.key, step.policy).snapshot()
+                if step.limit is not None:
+                    snapshots[_bucket(step)] = self.bucket(step.key, step.limit).snapshot()
+            return [json.dumps(snapshots[key]) for key in keys], None
+
+        try:
+            await self._backend.update_state(keys, update)
+        except BaseException as error:  # every caller of this batch hears of it
+            for step in batch:
+                step.error = error
+        for step in batch:
+            assert step.wake is not None
+            step.finished = True
+            step.wake.set()
+
+    def _keys(self, step: _Step) -> list[str]:
+        return ([_breaker(step)] if step.policy is not None else []) + (
+            [_bucket(step)] if step.limit is not None else []
+        )
+
+    def _apply(self, step: _Step) -> Any:
+        """One step on the machines (restored already, when shared)."""
+        bucket = None if step.limit is None else self.bucket(step.key, step.limit)
+        if step.kind == "take":
+            assert bucket is not None
+            granted = min(step.count, bucket.allowance(step.now))
+            if granted > 0:
+                bucket.try_acquire(step.now, float(granted))
+            return granted
+        assert step.policy is not None
+        breaker = self.breaker(step.key, step.policy)
+        if step.kind == "record":
+            was = breaker.state
+            if step.verdict == "success":
+                breaker.record_success(step.now)
+            elif step.verdict == "failure":
+                breaker.record_failure(step.now)
+            else:
+                breaker.release(step.now)
+            return was, breaker.state
+        if bucket is None:
+            return breaker.allow(step.now)
+        tokens = bucket.snapshot()
+        wait = bucket.try_acquire(step.now)
+        if wait is not None:
+            return step.now + wait
+        retry_at = breaker.allow(step.now)
+        if retry_at is not None:
+            bucket.restore(tokens)  # the token goes back: nothing was sent
+        return retry_at
 
 
-def _breaker_key(key: str) -> str:
-    return f"breaker:{key}"
+def _breaker(step: _Step) -> str:
+    return f"breaker:{step.key}"
 
 
-def _bucket_key(key: str) -> str:
-    return f"bucket:{key}"
+def _bucket(step: _Step) -> str:
+    return f"bucket:{step.key}"
 
 
 def _restore_breaker(breaker: _core.CircuitBreaker, state: str | None) -> None:
