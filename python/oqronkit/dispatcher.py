@@ -404,7 +404,7 @@ class Dispatcher:
 
     async def _settle(self, token: int, claim: Claim, settlement: Settlement) -> Delivery | None:
         now = self.kit.clock.now()
-        settled = await self.kit.backend.settle(claim.id, self.owner, settlement, now)
+        settled = await self.kit.settles((claim.id, self.owner, settlement, now))
         self._settled.add(token)
         if settled is None:
             log.warning(

@@ -19,10 +19,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-import anyio
-
 from oqronkit import _core
 from oqronkit.backends import Backend
+from oqronkit.batching import GroupCommit
 from oqronkit.config import CircuitBreaker, RateLimit, Throttle
 
 Limit: TypeAlias = RateLimit | Throttle
@@ -32,7 +31,7 @@ BreakerState: TypeAlias = str  # "closed" | "open" | "half_open"
 
 @dataclass
 class _Step:
-    """One step on the machines of `key`, and, once taken, its result."""
+    """One step on the machines of `key`."""
 
     kind: Literal["admit", "record", "take"]
     key: str
@@ -41,10 +40,6 @@ class _Step:
     limit: Limit | None = None
     verdict: Verdict = "success"
     count: int = 0
-    result: Any = None
-    error: BaseException | None = None
-    finished: bool = False
-    wake: anyio.Event | None = None  # set once finished, or to hand this step's caller the lead
 
 
 class Guards:
@@ -53,8 +48,7 @@ class Guards:
         self.shared = backend.shares_guards if shared is None else shared
         self._breakers: dict[str, tuple[CircuitBreaker, _core.CircuitBreaker]] = {}
         self._buckets: dict[str, tuple[Limit, _core.TokenBucket]] = {}
-        self._pending: list[_Step] = []
-        self._flushing = False
+        self._store: GroupCommit[_Step, Any] = GroupCommit(self._store_steps)
 
     # ---------------------------------------------------------------- the mirrors
 
@@ -104,59 +98,29 @@ class Guards:
     # ---------------------------------------------------------------- taking steps
 
     async def _take_step(self, step: _Step) -> Any:
-        if not self.shared:
-            return self._apply(step)
-        step.wake = wake = anyio.Event()
-        self._pending.append(step)
-        # Shielded: a step asked for is seen through (an admitted probe is never lost to a
-        # cancellation), and other callers' steps may be riding on this caller's round trip.
-        with anyio.CancelScope(shield=True):
-            if self._flushing:
-                await wake.wait()  # finished by another caller's round trip, or handed the lead
-            if not step.finished:  # the lead: one round trip for every step pending now
-                self._flushing = True
-                batch, self._pending = self._pending, []
-                await self._store(batch)
-                if self._pending:  # asked for meanwhile: the first of them leads the next trip
-                    next_lead = self._pending[0].wake
-                    assert next_lead is not None
-                    next_lead.set()
-                else:
-                    self._flushing = False
-        if step.error is not None:
-            raise step.error
-        return step.result
+        return await self._store(step) if self.shared else self._apply(step)
 
-    async def _store(self, batch: list[_Step]) -> None:
+    async def _store_steps(self, batch: list[_Step]) -> list[Any]:
         """Takes `batch`'s steps, in order, on the stored state: one backend round trip."""
         keys = list(dict.fromkeys(k for step in batch for k in self._keys(step)))
 
-        def update(states: list[str | None]) -> tuple[list[str], None]:
+        def update(states: list[str | None]) -> tuple[list[str], list[Any]]:
             stored = dict(zip(keys, states, strict=True))
             for step in batch:  # restore every machine involved, then step them in order
                 if step.policy is not None:
                     _restore_breaker(self.breaker(step.key, step.policy), stored[_breaker(step)])
                 if step.limit is not None:
                     _restore_bucket(self.bucket(step.key, step.limit), stored[_bucket(step)])
-            for step in batch:
-                step.result = self._apply(step)
+            results = [self._apply(step) for step in batch]
             snapshots: dict[str, object] = {}
             for step in batch:
                 if step.policy is not None:
                     snapshots[_breaker(step)] = self.breaker(step.key, step.policy).snapshot()
                 if step.limit is not None:
                     snapshots[_bucket(step)] = self.bucket(step.key, step.limit).snapshot()
-            return [json.dumps(snapshots[key]) for key in keys], None
+            return [json.dumps(snapshots[key]) for key in keys], results
 
-        try:
-            await self._backend.update_state(keys, update)
-        except BaseException as error:  # every caller of this batch hears of it
-            for step in batch:
-                step.error = error
-        for step in batch:
-            assert step.wake is not None
-            step.finished = True
-            step.wake.set()
+        return await self._backend.update_state(keys, update)
 
     def _keys(self, step: _Step) -> list[str]:
         return ([_breaker(step)] if step.policy is not None else []) + (

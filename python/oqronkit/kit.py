@@ -23,6 +23,7 @@ from anyio.abc import TaskGroup
 from oqronkit import _core
 from oqronkit.backends import Backend, open_backend
 from oqronkit.backends.base import DELETED
+from oqronkit.batching import GroupCommit
 from oqronkit.clock import Clock, SystemClock, sleep
 from oqronkit.config import (
     CircuitBreaker,
@@ -143,6 +144,8 @@ class OqronKit:
         self.ssl_context = ssl_context
         self._webhooks: dict[str, Webhook] = {}
         self.guards = Guards(self.backend)  # circuit breakers and rate limits
+        # Outcomes of attempts, settled in the backend in group commits.
+        self.settles = GroupCommit(self.backend.settle_many)
         self.definitions: Definitions = NO_DEFINITIONS  # as last read from the backend
         self._definitions_read_at = -math.inf
         self._on_event = on_event

@@ -402,3 +402,21 @@ async def test_update_state_is_atomic_across_instances(make_backend: BackendFact
     finally:
         for backend in backends:
             await backend.close()
+
+
+async def test_settle_many_settles_each_on_its_own_lease(backend: Backend) -> None:
+    ids, _ = await fire(backend, ["a", "b", "c"])
+    claims = await backend.claim("hooks", "w", T0, T0 + 30, limit=3)
+    by_id = {c.id: c for c in claims}
+    attempt = Attempt(at=T0, duration=0.1, status=204)
+    settled = await backend.settle_many(
+        [
+            (ids[0], "w", Settlement("completed", attempt=attempt), T0 + 1),
+            (ids[1], "someone else", Settlement("completed", attempt=attempt), T0 + 1),
+            (ids[2], "w", Settlement("delayed", next_attempt_at=T0 + 60), T0 + 2),
+        ]
+    )
+    assert set(by_id) == set(ids)
+    assert [None if d is None else d.status for d in settled] == ["completed", None, "delayed"]
+    assert settled[2] is not None and settled[2].next_attempt_at == T0 + 60
+    assert (await backend.get_delivery(ids[1])).status == "active"  # type: ignore[union-attr]

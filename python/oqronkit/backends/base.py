@@ -35,6 +35,9 @@ T = TypeVar("T")
 #: is) to the states to store and a result.
 StateUpdate = Callable[[list[str | None]], tuple[list[str], T]]
 
+#: The arguments of one `Backend.settle`: delivery id, owner, settlement, now.
+SettleRequest = tuple[str, str, Settlement, float]
+
 DELETED = "deleted"  # the document a deleted webhook leaves, beside its pause flag
 
 
@@ -111,6 +114,11 @@ class Backend(ABC):
     ) -> Delivery | None:
         """Applies the outcome of a claim if `owner` still holds it and returns the delivery as
         it now stands; None if the lease was lost."""
+
+    async def settle_many(self, settles: Sequence[SettleRequest]) -> list[Delivery | None]:
+        """Applies several `settle`s, each as `settle` would (each on its own lease), in as few
+        round trips as the backend can; results in order."""
+        return [await self.settle(*request) for request in settles]
 
     @abstractmethod
     async def cancel(self, delivery_id: str, now: float) -> CancelOutcome:

@@ -38,7 +38,13 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from oqronkit.backends.base import DELETED, Backend, StateUpdate, glob_predicate
+from oqronkit.backends.base import (
+    DELETED,
+    Backend,
+    SettleRequest,
+    StateUpdate,
+    glob_predicate,
+)
 from oqronkit.errors import ConfigurationError
 from oqronkit.models import (
     WEBHOOK,
@@ -788,32 +794,42 @@ class PostgresBackend(Backend):
     async def settle(
         self, delivery_id: str, owner: str, settlement: Settlement, now: float
     ) -> Delivery | None:
-        queued = settlement.status in ("waiting", "delayed")
-        due = (settlement.next_attempt_at or now) if queued else None
-        params = {
-            "id": delivery_id,
-            "owner": owner,
-            "status": settlement.status,
-            "now": now,
-            "due": due,
-            "error": settlement.error,
-            "attempt": _attempt_json(settlement.attempt) if settlement.attempt else None,
-            "channel": self._channel,
-        }
+        [settled] = await self.settle_many([(delivery_id, owner, settlement, now)])
+        return settled
 
-        def settle(conn: Connection) -> Delivery | None:
-            if not queued:  # reads no pause flag: one statement
-                row = conn.execute(_SETTLE, params).fetchone()
-                return _delivery(row) if row else None
+    async def settle_many(self, settles: Sequence[SettleRequest]) -> list[Delivery | None]:
+        batch = [
+            {
+                "id": delivery_id,
+                "owner": owner,
+                "status": settlement.status,
+                "now": now,
+                # Requeued ones read pause flags (held if paused): see the lock below.
+                "due": (settlement.next_attempt_at or now)
+                if settlement.status in ("waiting", "delayed")
+                else None,
+                "error": settlement.error,
+                "attempt": _attempt_json(settlement.attempt) if settlement.attempt else None,
+                "channel": self._channel,
+            }
+            for delivery_id, owner, settlement, now in settles
+        ]
+        requeued = [p["id"] for p in batch if p["due"] is not None]
+
+        def settle(conn: Connection) -> list[Delivery | None]:
+            # One transaction, sent as one batch: the pause locks of the webhooks whose
+            # deliveries go back to the queue (in one order, so batches cannot deadlock),
+            # then one statement per settle.
             with _transaction(conn):
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock_shared(%s, hashtext(webhook)) "
-                    "FROM deliveries WHERE id = %s",
-                    (self._pause_locks, delivery_id),
-                )
-                cur = conn.execute(_SETTLE, params)
-            row = cur.fetchone()
-            return _delivery(row) if row else None
+                if requeued:
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock_shared(%s, h) FROM (SELECT DISTINCT "
+                        "hashtext(webhook) AS h FROM deliveries WHERE id = ANY (%s)) w ORDER BY h",
+                        (self._pause_locks, requeued),
+                    )
+                cursors = [conn.execute(_SETTLE, params) for params in batch]
+            rows = [cursor.fetchone() for cursor in cursors]
+            return [_delivery(row) if row else None for row in rows]
 
         return await self._run(settle)
 

@@ -27,7 +27,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -38,7 +46,14 @@ import sniffio
 import trio
 from coredis.commands.script import Script
 
-from oqronkit.backends.base import DELETED, Backend, StateUpdate, T, glob_predicate
+from oqronkit.backends.base import (
+    DELETED,
+    Backend,
+    SettleRequest,
+    StateUpdate,
+    T,
+    glob_predicate,
+)
 from oqronkit.models import (
     Attempt,
     CancelOutcome,
@@ -500,6 +515,19 @@ return {'stored'}
 """
 
 
+def _settle_args(delivery_id: str, owner: str, settlement: Settlement, now: float) -> list[Arg]:
+    due = settlement.next_attempt_at
+    return [
+        delivery_id,
+        owner,
+        _time(now),
+        settlement.status,
+        "" if due is None else "=" + _time(due),
+        "" if settlement.attempt is None else _attempt_json(settlement.attempt),
+        _opt(settlement.error),
+    ]
+
+
 def _script(body: str) -> Script[bytes]:
     # Called by SHA; coredis loads the script on the server the first time it is missing.
     return Script[bytes](script=_PRELUDE + body)
@@ -804,18 +832,22 @@ class RedisBackend(Backend):
     async def settle(
         self, delivery_id: str, owner: str, settlement: Settlement, now: float
     ) -> Delivery | None:
-        due = settlement.next_attempt_at
-        args: list[Arg] = [
-            delivery_id,
-            owner,
-            _time(now),
-            settlement.status,
-            "" if due is None else "=" + _time(due),
-            "" if settlement.attempt is None else _attempt_json(settlement.attempt),
-            _opt(settlement.error),
+        [settled] = await self.settle_many([(delivery_id, owner, settlement, now)])
+        return settled
+
+    async def settle_many(self, settles: Sequence[SettleRequest]) -> list[Delivery | None]:
+        # One script per settle (each atomic on its own), all in one pipelined round trip.
+        async with self._session() as client:
+            async with client.pipeline(transaction=False) as pipe:
+                calls: list[Awaitable[Any]] = [
+                    SETTLE(keys=(), args=[self._p, *_settle_args(*request)], client=pipe)
+                    for request in settles
+                ]
+            flats = [await call for call in calls]
+        return [
+            _delivery(request[0], _fields(flat)) if flat else None
+            for request, flat in zip(settles, flats, strict=True)
         ]
-        flat = await self._call(SETTLE, args)
-        return _delivery(delivery_id, _fields(flat)) if flat else None
 
     async def cancel(self, delivery_id: str, now: float) -> CancelOutcome:
         outcome = await self._call(CANCEL, [delivery_id, _time(now)])

@@ -1,0 +1,67 @@
+"""Group commit: calls that arrive while one is on its way to the backend go together in the
+next one. Under load a round trip then carries many attempts' work; with one caller at a time
+it costs nothing but a flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+import anyio
+
+I = TypeVar("I")  # noqa: E741 - an item
+R = TypeVar("R")  # its result
+
+
+class _Call(Generic[I, R]):
+    __slots__ = ("error", "finished", "item", "result", "wake")
+
+    def __init__(self, item: I) -> None:
+        self.item = item
+        self.result: R | None = None
+        self.error: BaseException | None = None
+        self.finished = False
+        self.wake = anyio.Event()  # set once finished, or to hand this call the lead
+
+
+class GroupCommit(Generic[I, R]):
+    """`await commit(item)` runs `run([item, ...])` (results in the items' order) with every
+    item asked for meanwhile. Each caller leads at most one round trip, so no caller waits
+    behind an endless stream of others; a call asked for is always seen through (shielded)."""
+
+    def __init__(self, run: Callable[[list[I]], Awaitable[Sequence[R]]]) -> None:
+        self._run = run
+        self._pending: list[_Call[I, R]] = []
+        self._busy = False
+
+    async def __call__(self, item: I) -> R:
+        call: _Call[I, R] = _Call(item)
+        self._pending.append(call)
+        with anyio.CancelScope(shield=True):
+            if self._busy:
+                await call.wake.wait()  # finished by another caller's round trip, or the lead
+            if not call.finished:
+                self._busy = True
+                batch, self._pending = self._pending, []
+                await self._commit(batch)
+                if self._pending:  # asked for meanwhile: the first of them leads the next trip
+                    self._pending[0].wake.set()
+                else:
+                    self._busy = False
+        if call.error is not None:
+            raise call.error
+        return call.result  # type: ignore[return-value]  # set by _commit
+
+    async def _commit(self, batch: list[_Call[I, R]]) -> None:
+        try:
+            results = await self._run([call.item for call in batch])
+        except BaseException as error:  # every caller of this batch hears of it
+            for call in batch:
+                call.error = error
+        else:
+            for call, result in zip(batch, results, strict=True):
+                call.result = result
+        for call in batch:
+            call.finished = True
+            call.wake.set()
