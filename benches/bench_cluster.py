@@ -5,11 +5,12 @@
 - end to end: worker processes (1, then 2) deliver the same workload to nginx, 64 in flight
   each; timed from the first `fire_many` to the last acknowledgement; the goal is 2 workers
   >= 1.7x one worker;
-- server round trips per delivery on the delivery path (claims, settles, breaker and limiter
-  steps, lease renewals), counted by the server: Redis script calls (`INFO commandstats`:
-  every state change is one script; the commands a script runs inside are not round trips),
-  PostgreSQL transactions (`pg_stat_database`: each operation is one), divided by the
-  deliveries.
+- server operations per delivery on the delivery path (claims, settles, breaker and limiter
+  steps, lease renewals), counted by the server and divided by the deliveries: Redis script
+  calls (`INFO commandstats`; every state change is one script, and the settles and guard
+  steps that arrive together share one pipelined round trip), PostgreSQL transactions
+  (`pg_stat_database`; each is one round trip, carrying every settle or guard step that
+  arrived while the previous one was on its way).
 
 On this 2-core machine the servers (Redis or PostgreSQL, and nginx) share the cores with the
 workers, so the 2-worker row measures contention as much as scaling. Needs redis-server,
@@ -142,6 +143,7 @@ BACKENDS: dict[
 
 def one_backend(name: str, base: str, settings: Settings) -> Iterator[Row]:
     server, namespace_option, round_trips = BACKENDS[name]
+    operations = "script calls" if name == "Redis" else "transactions"
     enqueued = 2_000 if settings.quick else 20_000
     delivered = 300 if settings.quick else 4_000
     try:
@@ -165,7 +167,7 @@ def one_backend(name: str, base: str, settings: Settings) -> Iterator[Row]:
                     "/s",
                 )
                 yield info_row(
-                    f"{name}: server round trips per delivery, {workers} worker(s)", trips, "x"
+                    f"{name}: server {operations} per delivery, {workers} worker(s)", trips, "x"
                 )
             yield speed_row(
                 f"{name}: 2 workers vs 1, per delivery", 1e9 / rates[2], 1e9 / rates[1], 1.7

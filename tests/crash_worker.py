@@ -1,5 +1,5 @@
-"""A worker process for the crash test: dispatches one SQLite file's deliveries to a receiver
-until SIGTERM (graceful) or SIGKILL (not)."""
+"""A worker process for the crash and cluster tests: dispatches a backend's deliveries to a
+receiver until SIGTERM (graceful) or SIGKILL (not)."""
 
 from __future__ import annotations
 
