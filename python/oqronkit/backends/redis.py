@@ -45,6 +45,7 @@ import coredis
 import sniffio
 import trio
 from coredis.commands.script import Script
+from coredis.retry import NoRetryPolicy
 
 from oqronkit.backends.base import (
     DELETED,
@@ -704,7 +705,12 @@ class RedisBackend(Backend):
     # ---------------------------------------------------------------- plumbing
 
     def _new_client(self) -> Client:
-        return coredis.Redis.from_url(self._url, decode_responses=False)
+        # No automatic retries: a script whose reply was lost may have run, and running a
+        # claim or a guard step twice is not harmless. The failure reaches the caller, whose
+        # own recovery (claim again later, let the lease expire) is safe.
+        return coredis.Redis.from_url(
+            self._url, decode_responses=False, retry_policy=NoRetryPolicy()
+        )
 
     async def open(self) -> None:
         if self._service is not None and self._service.running:
