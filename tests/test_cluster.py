@@ -162,6 +162,27 @@ async def test_failures_on_two_workers_open_one_breaker(
     assert len(receiver.received()) == 4
 
 
+# ---------------------------------------------------------------- wake-ups
+
+
+async def test_a_fire_in_another_process_wakes_an_idle_worker_at_once(
+    cluster_url: str, receiver: Receiver
+) -> None:
+    """The worker's clock never moves, so its poll (every 5 s) never comes: only the backend's
+    notification (pub/sub, LISTEN/NOTIFY) can start the delivery."""
+    receiver.respond("/ok", then=Reply(204))
+    clock = FakeClock()
+    endpoint = Endpoint("e", receiver.url("/ok"), ["**"])
+    worker = worker_kit(cluster_url, clock, endpoint)
+    producer = OqronKit(cluster_url, dispatch=False, clock=clock)
+    producer.webhook("w", endpoints=[endpoint])
+    async with worker, producer:
+        await anyio.sleep(0.3)  # the worker has claimed nothing and sleeps until woken
+        ids = await producer.get_webhook("w").fire("e", {})
+        await wait_for_status(worker, ids, "completed")
+    assert len(receiver.received()) == 1
+
+
 # ---------------------------------------------------------------- two workers, one rate limit
 
 
