@@ -21,7 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 from anyio.lowlevel import RunVar
 
-from oqronkit.backends.base import DELETED, Backend, StateUpdate, glob_predicate
+from oqronkit.backends.base import DELETED, Backend, SettleRequest, StateUpdate, glob_predicate
 from oqronkit.models import (
     TERMINAL,
     WEBHOOK,
@@ -402,47 +402,15 @@ class SQLiteBackend(Backend):
     async def settle(
         self, delivery_id: str, owner: str, settlement: Settlement, now: float
     ) -> Delivery | None:
-        queued = settlement.status in ("waiting", "delayed")
-        if queued:
-            due: float | None = settlement.next_attempt_at or now
-        else:  # held keeps its schedule for its release; finished ones have none
-            due = None
-        attempt = _attempt_json(settlement.attempt) if settlement.attempt else None
+        [settled] = await self.settle_many([(delivery_id, owner, settlement, now)])
+        return settled
 
-        def settle(conn: sqlite3.Connection) -> Delivery | None:
-            row = conn.execute(
-                """
-                UPDATE deliveries SET
-                    status = CASE WHEN ? IN ('waiting', 'delayed') AND """
-                + _PAUSED
-                + """ THEN 'held' ELSE ? END,
-                    updated_at = ?,
-                    next_attempt_at = CASE WHEN ? = 'held' THEN next_attempt_at ELSE ? END,
-                    error = COALESCE(?, error),
-                    attempts = CASE WHEN ? IS NULL THEN attempts
-                                    ELSE json_insert(attempts, '$[#]', json(?)) END,
-                    attempts_made = attempts_made + (? IS NOT NULL),
-                    lease_owner = NULL, lease_until = NULL, cancel_requested = 0
-                WHERE id = ? AND status = 'active' AND lease_owner = ?
-                RETURNING """
-                + _DELIVERY_COLUMNS,
-                (
-                    settlement.status,
-                    settlement.status,
-                    now,
-                    settlement.status,
-                    due,
-                    settlement.error,
-                    attempt,
-                    attempt,
-                    attempt,
-                    delivery_id,
-                    owner,
-                ),
-            ).fetchone()
-            return _delivery(row) if row else None
+    async def settle_many(self, settles: Sequence[SettleRequest]) -> list[Delivery | None]:
+        def settle_all(conn: sqlite3.Connection) -> list[Delivery | None]:
+            return [_settle(conn, *request) for request in settles]
 
-        return await self._run(self._write, settle)
+        # One transaction, one trip to the writer thread, for the whole batch.
+        return await self._run(self._write, settle_all)
 
     async def cancel(self, delivery_id: str, now: float) -> CancelOutcome:
         def cancel(conn: sqlite3.Connection) -> CancelOutcome:
@@ -641,6 +609,47 @@ class SQLiteBackend(Backend):
             return result
 
         return await self._run(self._write, write)
+
+
+def _settle(
+    conn: sqlite3.Connection, delivery_id: str, owner: str, settlement: Settlement, now: float
+) -> Delivery | None:
+    if settlement.status in ("waiting", "delayed"):
+        due: float | None = settlement.next_attempt_at or now
+    else:  # held keeps its schedule for its release; finished ones have none
+        due = None
+    attempt = _attempt_json(settlement.attempt) if settlement.attempt else None
+    row = conn.execute(
+        """
+        UPDATE deliveries SET
+            status = CASE WHEN ? IN ('waiting', 'delayed') AND """
+        + _PAUSED
+        + """ THEN 'held' ELSE ? END,
+            updated_at = ?,
+            next_attempt_at = CASE WHEN ? = 'held' THEN next_attempt_at ELSE ? END,
+            error = COALESCE(?, error),
+            attempts = CASE WHEN ? IS NULL THEN attempts
+                            ELSE json_insert(attempts, '$[#]', json(?)) END,
+            attempts_made = attempts_made + (? IS NOT NULL),
+            lease_owner = NULL, lease_until = NULL, cancel_requested = 0
+        WHERE id = ? AND status = 'active' AND lease_owner = ?
+        RETURNING """
+        + _DELIVERY_COLUMNS,
+        (
+            settlement.status,
+            settlement.status,
+            now,
+            settlement.status,
+            due,
+            settlement.error,
+            attempt,
+            attempt,
+            attempt,
+            delivery_id,
+            owner,
+        ),
+    ).fetchone()
+    return _delivery(row) if row else None
 
 
 def _paused(conn: sqlite3.Connection, webhooks: Collection[str]) -> set[tuple[str, str]]:
