@@ -65,11 +65,7 @@ def nginx() -> Iterator[str]:
         conf.write_text(NGINX_CONF.format(folder=folder, port=port))
         server = subprocess.Popen([binary, "-c", str(conf), "-p", folder])
         try:
-            for _ in range(500):
-                with socket.socket() as s:
-                    if s.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                time.sleep(0.01)
+            _wait_for_port(port, server, "nginx")
             yield f"http://127.0.0.1:{port}"
         finally:
             server.terminate()
