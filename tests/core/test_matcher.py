@@ -47,11 +47,35 @@ def test_one_pattern_agrees_with_reference(pattern: str, event: str) -> None:
     assert Matcher([[pattern]]).match(event) == expected
 
 
+# A vocabulary large enough that deep trie nodes keep their few children in a sorted run, while
+# the busy upper ones get a direct table: both lookups are exercised.
+words = [f"w{i}" for i in range(30)]
+wide_patterns = st.lists(st.sampled_from([*words, "*", "**"]), min_size=1, max_size=4).map(
+    ".".join
+)
+wide_events = st.lists(st.sampled_from(words), min_size=1, max_size=5).map(".".join)
+
+
 @given(
     endpoints=st.lists(st.lists(patterns, max_size=3), max_size=8),
     batch=st.lists(events, max_size=10),
 )
 def test_many_endpoints_agree_with_reference(endpoints: list[list[str]], batch: list[str]) -> None:
+    assert_agrees(endpoints, batch)
+
+
+@given(
+    endpoints=st.lists(st.lists(wide_patterns, min_size=1, max_size=3), max_size=60),
+    batch=st.lists(wide_events, max_size=40),
+)
+def test_wide_vocabulary_and_long_batches_agree_with_reference(
+    endpoints: list[list[str]], batch: list[str]
+) -> None:
+    """Batches longer than the matcher's 16 lanes, events that die early beside ones that go on."""
+    assert_agrees(endpoints, batch)
+
+
+def assert_agrees(endpoints: list[list[str]], batch: list[str]) -> None:
     matcher = Matcher(endpoints)
     expected = [
         [i for i, ps in enumerate(endpoints) if any(reference_match(p, e) for p in ps)]
