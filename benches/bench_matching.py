@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from functools import partial
 
-from _harness import Row, Settings, best_ns_per_op, growth_row, main, speed_row
+from _harness import Batch, Row, Settings, best_ns_per_op, growth_row, main, speed_row
 
 from oqronkit import _core
 
@@ -152,11 +152,11 @@ TARGETS = {1_000: (10.0, 500.0)}
 MAX_GROWTH = 3.0
 
 
-def measure_size(
-    pattern_count: int, event_count: int, regex_sample: int, settings: Settings
-) -> tuple[list[float], float]:
-    """ns per event of [ours, Python trie, regex loop] at one pattern count, and the mean
-    number of endpoints an event matches."""
+def contenders(
+    pattern_count: int, event_count: int, regex_sample: int
+) -> tuple[list[Batch], float]:
+    """The batches [ours, Python trie, regex loop] at one pattern count, checked to agree, and
+    the mean number of endpoints an event matches."""
     rng = random.Random(f"{SEED}-{pattern_count}")
     patterns = make_patterns(pattern_count, rng)
     events = make_events(patterns, event_count, rng)
@@ -170,29 +170,28 @@ def measure_size(
     assert all(expected), "every event should match at least one pattern"
     assert trie.match_many(sample) == expected, "the Python trie disagrees with the matcher"
     assert regexes.match_many(sample) == expected, "the regex loop disagrees with the matcher"
-
-    timings = best_ns_per_op(
-        [
-            (partial(matcher.match_many, events), len(events)),
-            (partial(trie.match_many, events), len(events)),
-            (partial(regexes.match_many, sample), len(sample)),
-        ],
-        settings.repeat,
-    )
-    return timings, sum(map(len, expected)) / len(expected)
+    batches: list[Batch] = [
+        (partial(matcher.match_many, events), len(events)),
+        (partial(trie.match_many, events), len(events)),
+        (partial(regexes.match_many, sample), len(sample)),
+    ]
+    return batches, sum(map(len, expected)) / len(expected)
 
 
 def run(settings: Settings) -> list[Row]:
     event_count, sizes = QUICK if settings.quick else FULL
-    rows: list[Row] = []
-    per_event: list[list[float]] = []
+    batches: list[Batch] = []
     fan_out: list[float] = []
     for pattern_count, regex_sample in sizes:
-        (ours, py_trie, regex), matched = measure_size(
-            pattern_count, event_count, regex_sample, settings
-        )
-        per_event.append([ours, py_trie])
+        size_batches, matched = contenders(pattern_count, event_count, regex_sample)
+        batches += size_batches
         fan_out.append(matched)
+    # Every size in the same rounds: the growth row compares our own cost across sizes, so the
+    # sizes are side by side under the same machine conditions, like ours and the peers.
+    timings = best_ns_per_op(batches, settings.repeat)
+    per_size = [timings[i : i + 3] for i in range(0, len(timings), 3)]
+    rows: list[Row] = []
+    for (pattern_count, regex_sample), (ours, py_trie, regex) in zip(sizes, per_size, strict=True):
         at = f"{event_count:,} events x {pattern_count:,} patterns"
         scaled = "" if regex_sample == event_count else f" (regex on {regex_sample:,}, scaled)"
         trie_target, regex_target = TARGETS.get(pattern_count, (1.0, 1.0))
@@ -202,7 +201,7 @@ def run(settings: Settings) -> list[Row]:
             speed_row(f"match_many vs regex loop, {at}{scaled}", ours, regex, regex_target, info),
         ]
     (small, _), (large, _) = sizes[0], sizes[-1]
-    growth = [big / little for big, little in zip(per_event[-1], per_event[0], strict=True)]
+    growth = [big / little for big, little in zip(per_size[-1][:2], per_size[0][:2], strict=True)]
     label = (
         f"cost per event at {large:,} patterns / at {small:,} "
         f"({fan_out[-1]:.1f} vs {fan_out[0]:.1f} matches/event; peer: Python trie)"

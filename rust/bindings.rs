@@ -56,15 +56,23 @@ fn with_bytes<R>(value: &Bound<'_, PyAny>, what: &str, f: impl FnOnce(&[u8]) -> 
 
 // ---------------------------------------------------------------- matcher
 
+/// Up to this many endpoints, results reuse one Python int per endpoint (made once, they stay
+/// in cache); beyond it, touching cached ints (a reference count write each) would be a cache
+/// miss per match, and fresh ints from the allocator's hot memory are cheaper.
+const CACHED_IDS: usize = 4_096;
+
 #[pyclass(name = "Matcher", module = "oqronkit._core", frozen)]
 struct PyMatcher {
     inner: Matcher,
-    /// The endpoint ids as Python ints, made once: results reuse them instead of allocating.
+    /// The endpoint ids as Python ints, when there are at most `CACHED_IDS` endpoints.
     ids: Vec<Py<PyAny>>,
 }
 
 impl PyMatcher {
     fn list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
+        if self.ids.is_empty() {
+            return PyList::new(py, ids);
+        }
         PyList::new(py, ids.iter().map(|&i| self.ids[i as usize].bind(py)))
     }
 }
@@ -78,7 +86,12 @@ impl PyMatcher {
             .map(|ps| ps.iter().map(|p| &**p).collect())
             .collect();
         let inner = Matcher::new(&patterns).map_err(glob_error)?;
-        let ids = (0..inner.endpoint_count())
+        let cached = if inner.endpoint_count() <= CACHED_IDS {
+            inner.endpoint_count()
+        } else {
+            0
+        };
+        let ids = (0..cached)
             .map(|i| Ok(i.into_pyobject(py)?.into_any().unbind()))
             .collect::<PyResult<_>>()?;
         Ok(PyMatcher { inner, ids })

@@ -50,9 +50,7 @@ def test_one_pattern_agrees_with_reference(pattern: str, event: str) -> None:
 # A vocabulary large enough that deep trie nodes keep their few children in a sorted run, while
 # the busy upper ones get a direct table: both lookups are exercised.
 words = [f"w{i}" for i in range(30)]
-wide_patterns = st.lists(st.sampled_from([*words, "*", "**"]), min_size=1, max_size=4).map(
-    ".".join
-)
+wide_patterns = st.lists(st.sampled_from([*words, "*", "**"]), min_size=1, max_size=4).map(".".join)
 wide_events = st.lists(st.sampled_from(words), min_size=1, max_size=5).map(".".join)
 
 
@@ -198,3 +196,10 @@ def test_invalid_event_in_a_batch_raises() -> None:
 def test_errors_are_value_errors_for_generic_callers() -> None:
     with pytest.raises(ValueError):
         validate_event("")
+
+
+def test_ids_beyond_the_cached_ints() -> None:
+    """Past 4,096 endpoints results are built from fresh ints; they must be the same ids."""
+    matcher = Matcher([[f"e{i}.*"] for i in range(5_000)] + [["**"]])
+    assert matcher.match("e4999.x") == [4_999, 5_000]
+    assert matcher.match_many(["e7.x", "e4500.y", "nope"]) == [[7, 5_000], [4_500, 5_000], [5_000]]
