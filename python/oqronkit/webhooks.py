@@ -35,6 +35,7 @@ from oqronkit.definitions import (
 )
 from oqronkit.delivery import signature_headers
 from oqronkit.errors import ConfigurationError, InvalidPayload, PayloadTooLarge
+from oqronkit.gc_pause import gc_paused
 from oqronkit.hooks import Hook
 from oqronkit.ids import new_ids
 from oqronkit.models import WEBHOOK, Claim, Definitions, Document, Message, NewDelivery
@@ -63,12 +64,14 @@ class _Compiled(NamedTuple):
     matcher: _core.Matcher
 
 
+# Made once: `json.dumps` with options builds a new encoder on every call.
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def serialise(payload: Any) -> bytes:
     """Compact JSON in UTF-8, the exact bytes that are signed and sent."""
     try:
-        return json.dumps(
-            payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode()
+        return _encode_json(payload).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
 
@@ -482,7 +485,8 @@ class Webhook:
         bodies = [self._body(payload) for _, payload in batch]
         matcher, endpoints, enabled = await self._targets()
         matches = matcher.match_many(names)  # validates every name
-        messages, deliveries, ids = self._plan(names, bodies, matches, endpoints, enabled)
+        with gc_paused():
+            messages, deliveries, ids = self._plan(names, bodies, matches, endpoints, enabled)
         if messages:
             await self.kit.backend.enqueue(messages, deliveries)
             self.kit.wake(self.name)

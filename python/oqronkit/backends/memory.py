@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from oqronkit.backends.base import DELETED, Backend, StateUpdate, T, glob_predicate
+from oqronkit.gc_pause import gc_paused
 from oqronkit.models import (
     QUEUED,
     TERMINAL,
@@ -107,7 +108,7 @@ class MemoryBackend(Backend):
         *,
         idempotency_since: float | None = None,
     ) -> list[str] | None:
-        with self._lock:
+        with self._lock, gc_paused():
             if idempotency_since is not None and len(messages) == 1:
                 repeat = self._repeat_of(messages[0], idempotency_since)
                 if repeat is not None:
