@@ -12,6 +12,7 @@ use crate::backoff::{self, Backoff, Strategy};
 use crate::breaker::{BreakerPolicy, BreakerState, CircuitBreaker, Permit};
 use crate::bucket::{Acquire, BucketError, KeyedBuckets, TokenBucket};
 use crate::http1::{self, Framing};
+use crate::ids;
 use crate::matcher::{self, GlobError, Matcher};
 use crate::signing::{self, Algorithm, Signer};
 
@@ -139,6 +140,13 @@ fn validate_event(event: &str) -> PyResult<()> {
 #[pyfunction]
 fn validate_pattern(pattern: &str) -> PyResult<()> {
     matcher::validate_pattern(pattern).map_err(glob_error)
+}
+
+// ---------------------------------------------------------------- ids
+
+#[pyfunction]
+fn sequential_ids(head: &str, first: u64, count: usize, tail: &str) -> Vec<String> {
+    ids::sequential_ids(head, first, count, tail)
 }
 
 // ---------------------------------------------------------------- signing
@@ -608,6 +616,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBackoff>()?;
     m.add_function(wrap_pyfunction!(validate_event, m)?)?;
     m.add_function(wrap_pyfunction!(validate_pattern, m)?)?;
+    m.add_function(wrap_pyfunction!(sequential_ids, m)?)?;
     m.add_function(wrap_pyfunction!(signature_header, m)?)?;
     m.add_function(wrap_pyfunction!(verify_signature_header, m)?)?;
     m.add_function(wrap_pyfunction!(standard_signature_header, m)?)?;

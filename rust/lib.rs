@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod bucket;
 pub mod http1;
+pub mod ids;
 pub mod matcher;
 pub mod signing;
 

@@ -14,6 +14,7 @@ __all__ = [
     "__version__",
     "parse_response_head",
     "parse_retry_after",
+    "sequential_ids",
     "signature_header",
     "standard_signature_header",
     "validate_event",
@@ -37,6 +38,8 @@ class Matcher:
 
 def validate_event(event: str) -> None: ...
 def validate_pattern(pattern: str) -> None: ...
+def sequential_ids(head: str, first: int, count: int, tail: str) -> list[str]:
+    """`head + 16 hex digits + tail` for the stamps `first .. first + count - 1`."""
 
 @final
 class Signer:

@@ -6,14 +6,16 @@ import os
 import threading
 import time
 
+from oqronkit import _core
+
 _lock = threading.Lock()
-_last = (0, 0)
+_last_stamp = 0  # the last stamp handed out: milliseconds << 16 | sequence
 _tag = os.urandom(6).hex()  # this process's; unique ids across processes without a syscall each
 
 
 def _new_process() -> None:
-    global _tag, _last
-    _tag, _last = os.urandom(6).hex(), (0, 0)
+    global _tag, _last_stamp
+    _tag, _last_stamp = os.urandom(6).hex(), 0
 
 
 os.register_at_fork(after_in_child=_new_process)
@@ -21,22 +23,14 @@ os.register_at_fork(after_in_child=_new_process)
 
 def new_ids(prefix: str, count: int) -> list[str]:
     """`count` ids `<prefix>_<12 hex ms><4 hex seq><12 hex process tag>`: unique, and ordered
-    within a process."""
-    global _last
-    ms = int(time.time() * 1000)
+    within a process. Stamps are consecutive: past 65,536 in one millisecond, the sequence
+    carries into the millisecond digits, which stay ahead of the clock until it catches up."""
+    global _last_stamp
+    now_stamp = int(time.time() * 1000) << 16
     with _lock:
-        last_ms, seq = _last
-        if ms > last_ms:
-            last_ms, seq = ms, -1
-        stamps = []
-        for _ in range(count):
-            seq += 1
-            if seq > 0xFFFF:
-                last_ms, seq = last_ms + 1, 0
-            stamps.append((last_ms << 16) | seq)
-        _last = (last_ms, seq)
-    head = prefix + "_"
-    return [head + stamp.to_bytes(8, "big").hex() + _tag for stamp in stamps]  # fastest format
+        first = max(now_stamp, _last_stamp + 1)
+        _last_stamp = first + count - 1
+    return _core.sequential_ids(prefix + "_", first, count, _tag)
 
 
 def new_id(prefix: str) -> str:
