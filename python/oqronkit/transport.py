@@ -26,7 +26,7 @@ import contextlib
 import select
 import ssl
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from typing import Any, TypeAlias
 
 import anyio
@@ -49,13 +49,39 @@ class _ServerClosed(Exception):
     """The server closed the connection before sending any byte of a response."""
 
 
+class _Deadline:
+    """Raises `error` when the block outlives `seconds` (no limit when None). One cancel scope:
+    `anyio.fail_after` would add three generator-based context managers around it."""
+
+    __slots__ = ("_error", "_scope", "_seconds")
+
+    def __init__(self, seconds: float | None, error: type[httpx.TimeoutException]) -> None:
+        self._seconds = seconds
+        self._error = error
+        self._scope: anyio.CancelScope | None = None
+
+    def __enter__(self) -> None:
+        if self._seconds is not None:
+            self._scope = anyio.CancelScope(deadline=anyio.current_time() + self._seconds)
+            self._scope.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        # The scope swallows only the cancellation its own deadline caused, which becomes
+        # `error`; everything else propagates.
+        if self._scope is not None:
+            self._scope.__exit__(*exc_info)
+            if self._scope.cancelled_caught:
+                raise self._error(f"timed out after {self._seconds:g}s") from None
+
+
 class _Connection:
-    __slots__ = ("buffer", "idle_since", "socket", "stream")
+    __slots__ = ("buffer", "idle_since", "read_timeout", "socket", "stream")
 
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self.stream = stream
         self.buffer = b""
         self.idle_since = 0.0
+        self.read_timeout: float | None = None  # the current request's, for each read
         self.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
 
     def looks_closed(self) -> bool:
@@ -74,9 +100,11 @@ class _Connection:
             raise httpx.WriteError(f"sending the request failed: {exc!r}") from exc
 
     async def receive(self) -> bytes:
-        """More bytes from the server; b"" when it has closed the connection."""
+        """More bytes from the server; b"" when it has closed the connection. The read timeout
+        bounds each wait for bytes (httpx's meaning), so bytes already buffered cost none."""
         try:
-            return await self.stream.receive(READ_SIZE)
+            with _Deadline(self.read_timeout, httpx.ReadTimeout):
+                return await self.stream.receive(READ_SIZE)
         except anyio.EndOfStream:
             return b""
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
@@ -124,13 +152,11 @@ class _ResponseBody(httpx.AsyncByteStream):
         connection: _Connection,
         length: int,
         keep_alive: bool,
-        read_timeout: float | None,
     ) -> None:
         self._transport = transport
         self._origin = origin
         self._connection: _Connection | None = connection
         self._keep_alive = keep_alive and length != UNTIL_CLOSE
-        self._read_timeout = read_timeout
         self._failed = False
         self._chunks: AsyncGenerator[bytes, None]
         if length >= 0:
@@ -150,8 +176,7 @@ class _ResponseBody(httpx.AsyncByteStream):
         if connection is None:
             raise StopAsyncIteration
         try:
-            with _deadline(self._read_timeout, httpx.ReadTimeout):
-                return await self._chunks.__anext__()
+            return await self._chunks.__anext__()
         except StopAsyncIteration:
             pass
         except BaseException:
@@ -224,18 +249,6 @@ class _ResponseBody(httpx.AsyncByteStream):
             yield chunk
 
 
-@contextlib.contextmanager
-def _deadline(seconds: float | None, error: type[httpx.TimeoutException]) -> Iterator[None]:
-    if seconds is None:
-        yield
-        return
-    try:
-        with anyio.fail_after(seconds):
-            yield
-    except TimeoutError:
-        raise error(f"timed out after {seconds:g}s") from None
-
-
 class Http1Transport(httpx.AsyncBaseTransport):
     """HTTP/1.1 with keep-alive, for httpx. `egress` decides which addresses may be reached
     (default: public addresses only); `ssl_context` replaces the default verifying one."""
@@ -274,10 +287,11 @@ class Http1Transport(httpx.AsyncBaseTransport):
             raise httpx.LocalProtocolError(str(exc)) from None
         head_request = request.method == "HEAD"
         connection, reused = await self._checkout(origin, timeouts.get("connect"))
+        connection.read_timeout = timeouts.get("read")
         head = None
         try:
             try:
-                with _deadline(timeouts.get("write"), httpx.WriteTimeout):
+                with _Deadline(timeouts.get("write"), httpx.WriteTimeout):
                     await connection.send(data)
             except httpx.WriteError:
                 # The server may have answered and closed before taking it all (413): read
@@ -289,10 +303,10 @@ class Http1Transport(httpx.AsyncBaseTransport):
                         raise
                     await connection.aclose()
                     connection = await self._connect(origin, timeouts.get("connect"))
+                    connection.read_timeout = timeouts.get("read")
                     await connection.send(data)
             if head is None:
-                with _deadline(timeouts.get("read"), httpx.ReadTimeout):
-                    head = await connection.read_head(head_request)
+                head = await connection.read_head(head_request)
         except _ServerClosed:
             # It may have processed the request: never sent again here (the caller decides).
             await connection.aclose()
@@ -303,7 +317,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
             await connection.aclose()
             raise
         status, reason, headers, length, keep_alive = head
-        stream = _ResponseBody(self, origin, connection, length, keep_alive, timeouts.get("read"))
+        stream = _ResponseBody(self, origin, connection, length, keep_alive)
         return httpx.Response(
             status,
             headers=headers,
@@ -326,7 +340,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
     async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
         try:
-            with _deadline(timeout, httpx.ConnectTimeout):
+            with _Deadline(timeout, httpx.ConnectTimeout):
                 addresses = await self._egress.resolve(host, port)  # raises EgressDenied
                 stream = await _connect_first(addresses, port)
                 if scheme == b"https":
