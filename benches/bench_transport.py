@@ -2,8 +2,8 @@
 one client process, each contender measured in a fresh child process one after another:
 
 - ours: `Http1Transport.handle_async_request` under Trio, as the dispatcher calls it (an
-  `httpx.Request` per request from a parsed URL and byte headers; the body stream read; the
-  response closed);
+  `httpx.Request` per request from a parsed URL, byte headers and a `ByteStream`; the body
+  stream read; the response closed);
 - httpx's default transport (`httpx.AsyncHTTPTransport`) called the same way, under Trio;
 - aiohttp under asyncio (`ClientSession.post`, a connector of 64);
 - the floor: a hand-written keep-alive client on plain anyio streams (prebuilt request bytes,
@@ -34,12 +34,15 @@ import trio, httpx
 {setup}
 async def run(url, count, body, in_flight):
     transport = {transport}
-    target, headers = httpx.URL(url), [(b"Content-Type", b"application/json")]
+    target = httpx.URL(url)
+    headers = [(b"Host", target.netloc), (b"Content-Type", b"application/json"),
+               (b"Content-Length", b"%d" % len(body))]
     left = [count]
     async def worker():
         while left[0] > 0:
             left[0] -= 1
-            request = httpx.Request("POST", target, content=body, headers=headers)
+            request = httpx.Request("POST", target, headers=headers, stream=httpx.ByteStream(body))
+            request.read()
             response = await transport.handle_async_request(request)
             async for _ in response.stream:
                 pass
