@@ -158,12 +158,13 @@ class _ResponseBody(httpx.AsyncByteStream):
         self._connection: _Connection | None = connection
         self._keep_alive = keep_alive and length != UNTIL_CLOSE
         self._failed = False
-        self._chunks: AsyncGenerator[bytes, None]
-        if length >= 0:
-            self._chunks = self._exactly(connection, length)
-        elif length == CHUNKED:
+        # A Content-Length body is counted down here: no generator to create and finalise
+        # per response. Chunked and read-until-close bodies are generators.
+        self._left = max(length, 0)
+        self._chunks: AsyncGenerator[bytes, None] | None = None
+        if length == CHUNKED:
             self._chunks = self._chunked(connection)
-        else:
+        elif length == UNTIL_CLOSE:
             self._chunks = self._until_close(connection)
 
     def __aiter__(self) -> _ResponseBody:
@@ -176,7 +177,12 @@ class _ResponseBody(httpx.AsyncByteStream):
         if connection is None:
             raise StopAsyncIteration
         try:
-            return await self._chunks.__anext__()
+            if self._chunks is not None:
+                return await self._chunks.__anext__()
+            if self._left:
+                chunk = await self._take(connection, self._left)
+                self._left -= len(chunk)
+                return chunk
         except StopAsyncIteration:
             pass
         except BaseException:
@@ -195,22 +201,22 @@ class _ResponseBody(httpx.AsyncByteStream):
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
-        await self._chunks.aclose()
+        if self._chunks is not None:
+            await self._chunks.aclose()
         connection, self._connection = self._connection, None
         if connection is not None:  # not read to the end: its state is unknown, close it
             await connection.aclose()
 
     @staticmethod
-    async def _exactly(connection: _Connection, size: int) -> AsyncGenerator[bytes, None]:
-        while size > 0:
+    async def _take(connection: _Connection, size: int) -> bytes:
+        """Up to `size` (> 0) bytes of body: buffered ones, else those of one read."""
+        if not connection.buffer:
+            connection.buffer = await connection.receive()
             if not connection.buffer:
-                connection.buffer = await connection.receive()
-                if not connection.buffer:
-                    raise httpx.RemoteProtocolError("the server closed the connection mid-body")
-            chunk = connection.buffer[:size]
-            connection.buffer = connection.buffer[len(chunk) :]
-            size -= len(chunk)
-            yield chunk
+                raise httpx.RemoteProtocolError("the server closed the connection mid-body")
+        chunk = connection.buffer[:size]
+        connection.buffer = connection.buffer[len(chunk) :]
+        return chunk
 
     @staticmethod
     async def _line(connection: _Connection) -> bytes:
@@ -235,7 +241,9 @@ class _ResponseBody(httpx.AsyncByteStream):
                 while await cls._line(connection):  # trailers, up to the blank line
                     pass
                 return
-            async for chunk in cls._exactly(connection, size):
+            while size > 0:
+                chunk = await cls._take(connection, size)
+                size -= len(chunk)
                 yield chunk
             if await cls._line(connection):
                 raise httpx.RemoteProtocolError("a chunk is longer than its size")
