@@ -22,7 +22,8 @@ class _Call(Generic[I, R]):
         self.result: R | None = None
         self.error: BaseException | None = None
         self.finished = False
-        self.wake = anyio.Event()  # set once finished, or to hand this call the lead
+        # Set once finished, or to hand this call the lead; made only by a call that waits.
+        self.wake: anyio.Event | None = None
 
 
 class GroupCommit(Generic[I, R]):
@@ -39,14 +40,15 @@ class GroupCommit(Generic[I, R]):
         call: _Call[I, R] = _Call(item)
         self._pending.append(call)
         with anyio.CancelScope(shield=True):
-            if self._busy:
-                await call.wake.wait()  # finished by another caller's round trip, or the lead
+            if self._busy:  # finished by another caller's round trip, or handed the lead
+                call.wake = anyio.Event()
+                await call.wake.wait()
             if not call.finished:
                 self._busy = True
                 batch, self._pending = self._pending, []
                 await self._commit(batch)
                 if self._pending:  # asked for meanwhile: the first of them leads the next trip
-                    self._pending[0].wake.set()
+                    self._wake(self._pending[0])
                 else:
                     self._busy = False
         if call.error is not None:
@@ -64,4 +66,10 @@ class GroupCommit(Generic[I, R]):
                 call.result = result
         for call in batch:
             call.finished = True
+            self._wake(call)
+
+    @staticmethod
+    def _wake(call: _Call[I, R]) -> None:
+        # Every call queued while a trip was busy made its event before it waited.
+        if call.wake is not None:
             call.wake.set()

@@ -192,9 +192,10 @@ class Dispatcher:
 
     def _start(self, attempts: TaskGroup, claim: Claim) -> None:
         token = next(self._tokens)
+        if not self._in_flight:  # busy from now on
+            self._idle = anyio.Event()
         self._in_flight[token] = claim
         self._per_endpoint[claim.endpoint_name] = self._per_endpoint.get(claim.endpoint_name, 0) + 1
-        self._idle = anyio.Event()
         attempts.start_soon(self._attempt_then_release, token, claim)
 
     def cancel(self, delivery_id: str) -> bool:
