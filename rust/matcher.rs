@@ -230,7 +230,11 @@ impl Builder {
             let old = order[i] as usize;
             literal[old].sort_unstable();
             let node = &self.nodes[old];
-            offset[old] = end as u32;
+            // Offsets are node ids: one must never reach NONE.
+            offset[old] = u32::try_from(end)
+                .ok()
+                .filter(|&at| at != NONE)
+                .expect("a trie of over 800 million nodes");
             let children = literal[old].len();
             let inline_children = if is_dense(children, segment_count) {
                 0

@@ -80,3 +80,26 @@ async def test_a_cancelled_caller_is_still_committed() -> None:
         scope.cancel()
         assert await commit(5) == 50  # shielded: the item is seen through
     assert backend.trips == [[5]]
+
+
+async def test_a_backend_answering_the_wrong_number_of_results_fails_the_trip() -> None:
+    """Not a hang: every caller of that trip hears of it, and the next trip runs."""
+
+    async def short(items: list[int]) -> list[int]:
+        await anyio.lowlevel.checkpoint()
+        return [item * 10 for item in items][1:]
+
+    commit = GroupCommit(short)
+    errors: list[BaseException] = []
+
+    async def call(item: int) -> None:
+        try:
+            await commit(item)
+        except ValueError as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for item in range(4):
+                tg.start_soon(call, item)
+    assert len(errors) == 4

@@ -6,6 +6,8 @@ import re
 import time
 from itertools import pairwise
 
+import pytest
+
 from oqronkit.ids import new_id, new_ids
 
 
@@ -23,3 +25,12 @@ def test_a_burst_past_one_millisecond_of_sequence_stays_unique_and_ordered() -> 
     assert stamps[69_999] - stamps[0] == 69_999  # consecutive within a call
     assert len(set(burst)) == len(burst)
     assert len({i.split("_")[1][16:] for i in burst}) == 1  # one process tag
+
+
+def test_an_empty_or_negative_count_is_no_ids_and_changes_nothing() -> None:
+    before = new_ids("dlv", 2)
+    assert new_ids("dlv", 0) == [] and new_ids("dlv", -3) == []
+    after = new_ids("dlv", 2)
+    assert after[0] > before[1]
+    with pytest.raises(TypeError):
+        new_ids("dlv", 2.0)  # type: ignore[arg-type]

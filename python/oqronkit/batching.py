@@ -58,11 +58,14 @@ class GroupCommit(Generic[I, R]):
     async def _commit(self, batch: list[_Call[I, R]]) -> None:
         try:
             results = await self._run([call.item for call in batch])
+            # A backend answering with the wrong number of results fails the trip, here:
+            # outside, the batch would never be finished and every caller would wait forever.
+            paired = list(zip(batch, results, strict=True))
         except BaseException as error:  # every caller of this batch hears of it
             for call in batch:
                 call.error = error
         else:
-            for call, result in zip(batch, results, strict=True):
+            for call, result in paired:
                 call.result = result
         for call in batch:
             call.finished = True

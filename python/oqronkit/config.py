@@ -46,6 +46,8 @@ RESERVED_HEADERS = frozenset(
         "connection",
     }
 )
+# The defaults of `Security.signing_header` and `timestamp_header`: reserved for them alone.
+_SIGNATURE_HEADERS = frozenset({"x-oqron-signature", "x-oqron-timestamp"})
 
 
 def check_header(name: str, value: str) -> None:
@@ -148,6 +150,12 @@ class Security:
         object.__setattr__(self, "signing_secret", secrets)
         for header in (self.signing_header, self.timestamp_header):
             check_header(header, "")
+            if header.lower() in RESERVED_HEADERS - _SIGNATURE_HEADERS:
+                raise ConfigurationError(
+                    f"header {header!r} is set by OqronKit and cannot carry the signature"
+                )
+        if self.signing_header.lower() == self.timestamp_header.lower():
+            raise ConfigurationError("signing_header and timestamp_header must differ")
         _core.Signer(secrets[0], self.signing_algorithm)  # validates the algorithm
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import threading
 import time
@@ -26,6 +27,9 @@ def new_ids(prefix: str, count: int) -> list[str]:
     within a process. Stamps are consecutive: past 65,536 in one millisecond, the sequence
     carries into the millisecond digits, which stay ahead of the clock until it catches up."""
     global _last_stamp
+    count = operator.index(count)
+    if count <= 0:
+        return []
     now_stamp = int(time.time() * 1000) << 16
     with _lock:
         first = max(now_stamp, _last_stamp + 1)
