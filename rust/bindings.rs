@@ -6,13 +6,14 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::types::{PyBytes, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::backoff::{self, Backoff, Strategy};
 use crate::breaker::{BreakerPolicy, BreakerState, CircuitBreaker, Permit};
 use crate::bucket::{Acquire, BucketError, KeyedBuckets, TokenBucket};
 use crate::http1::{self, Framing};
 use crate::ids;
+use crate::json;
 use crate::matcher::{self, GlobError, Matcher};
 use crate::signing::{self, Algorithm, Signer};
 
@@ -140,6 +141,80 @@ fn validate_event(event: &str) -> PyResult<()> {
 #[pyfunction]
 fn validate_pattern(pattern: &str) -> PyResult<()> {
     matcher::validate_pattern(pattern).map_err(glob_error)
+}
+
+// ---------------------------------------------------------------- JSON
+
+/// Deeper payloads go to the stdlib, which detects cycles and reports its own depth errors.
+const JSON_MAX_DEPTH: usize = 64;
+
+/// Compact JSON of a payload built from exact `dict` (with `str` keys), `list`, `tuple`, `str`,
+/// `int`, finite `float`, `bool` and `None`: the bytes `json.dumps(separators=(",", ":"),
+/// ensure_ascii=False).encode()` gives. `None` for anything else (subclasses, other keys,
+/// NaN, lone surrogates, deep nesting): the caller then asks the stdlib, which has the last
+/// word on both the bytes and the error.
+#[pyfunction]
+fn encode_json<'py>(value: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
+    let mut out = Vec::with_capacity(256);
+    write_json(&mut out, value, 0)?;
+    Some(PyBytes::new(value.py(), &out))
+}
+
+fn write_json(out: &mut Vec<u8>, value: &Bound<'_, PyAny>, depth: usize) -> Option<()> {
+    use std::io::Write;
+    if let Ok(text) = value.cast_exact::<PyString>() {
+        json::write_str(out, text.to_str().ok()?);
+    } else if value.is_none() {
+        out.extend_from_slice(b"null");
+    } else if let Ok(flag) = value.cast_exact::<PyBool>() {
+        out.extend_from_slice(if flag.is_true() { b"true" } else { b"false" });
+    } else if let Ok(int) = value.cast_exact::<PyInt>() {
+        match int.extract::<i64>() {
+            Ok(n) => write!(out, "{n}").ok()?,
+            Err(_) => out.extend_from_slice(int.str().ok()?.to_str().ok()?.as_bytes()),
+        }
+    } else if let Ok(float) = value.cast_exact::<PyFloat>() {
+        if !float.value().is_finite() {
+            return None;
+        }
+        out.extend_from_slice(float.repr().ok()?.to_str().ok()?.as_bytes()); // Python's digits
+    } else if depth >= JSON_MAX_DEPTH {
+        return None;
+    } else if let Ok(dict) = value.cast_exact::<PyDict>() {
+        out.push(b'{');
+        for (i, (key, item)) in dict.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json::write_str(out, key.cast_exact::<PyString>().ok()?.to_str().ok()?);
+            out.push(b':');
+            write_json(out, &item, depth + 1)?;
+        }
+        out.push(b'}');
+    } else if let Ok(list) = value.cast_exact::<PyList>() {
+        write_array(out, list.iter(), depth)?;
+    } else if let Ok(tuple) = value.cast_exact::<PyTuple>() {
+        write_array(out, tuple.iter(), depth)?;
+    } else {
+        return None;
+    }
+    Some(())
+}
+
+fn write_array<'py>(
+    out: &mut Vec<u8>,
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    depth: usize,
+) -> Option<()> {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json(out, &item, depth + 1)?;
+    }
+    out.push(b']');
+    Some(())
 }
 
 // ---------------------------------------------------------------- ids
@@ -616,6 +691,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBackoff>()?;
     m.add_function(wrap_pyfunction!(validate_event, m)?)?;
     m.add_function(wrap_pyfunction!(validate_pattern, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_json, m)?)?;
     m.add_function(wrap_pyfunction!(sequential_ids, m)?)?;
     m.add_function(wrap_pyfunction!(signature_header, m)?)?;
     m.add_function(wrap_pyfunction!(verify_signature_header, m)?)?;

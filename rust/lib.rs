@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod bucket;
 pub mod http1;
 pub mod ids;
+pub mod json;
 pub mod matcher;
 pub mod signing;
 

@@ -38,6 +38,10 @@ class Matcher:
 
 def validate_event(event: str) -> None: ...
 def validate_pattern(pattern: str) -> None: ...
+def encode_json(value: object) -> bytes | None:
+    """Compact UTF-8 JSON of a payload of exact dict (str keys), list, tuple, str, int, finite
+    float, bool and None, byte for byte as the stdlib writes it; None for anything else."""
+
 def sequential_ids(head: str, first: int, count: int, tail: str) -> list[str]:
     """`head + 16 hex digits + tail` for the stamps `first .. first + count - 1`."""
 
