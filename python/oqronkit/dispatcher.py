@@ -21,7 +21,6 @@ import logging
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import TaskGroup
 
 from oqronkit import delivery
 from oqronkit._core import TokenBucket, parse_retry_after
@@ -32,6 +31,7 @@ from oqronkit.events import EventKind, LifecycleEvent
 from oqronkit.guards import Verdict as GuardVerdict
 from oqronkit.hooks import Hook, run_hook
 from oqronkit.models import Attempt, Claim, Delivery, Settlement
+from oqronkit.taskpool import TaskPool
 
 if TYPE_CHECKING:
     from oqronkit.kit import OqronKit
@@ -62,7 +62,7 @@ class Dispatcher:
         self._attempts_scope = anyio.CancelScope()
         self._startup_scope = anyio.CancelScope()
         self._renewed_at = kit.clock.now()
-        self._hooks: TaskGroup
+        self._hooks: TaskPool
 
     def wake(self) -> None:
         self._wake.set()
@@ -76,14 +76,17 @@ class Dispatcher:
                 log.exception("webhook %s: the endpoints callable failed", self.webhook.name)
         # Hooks run beside the attempts, so a slow hook holds no slot and no lease; they are
         # bounded by their own timeout and allowed to finish at shutdown.
-        async with anyio.create_task_group() as self._hooks, anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as hooks, anyio.create_task_group() as tg:
+            self._hooks = TaskPool(hooks)
             tg.start_soon(self._heartbeat)
             tg.start_soon(self._watch_cancels)
             with self._attempts_scope:
                 async with anyio.create_task_group() as attempts:
-                    await self._claim_loop(attempts)
+                    await self._claim_loop(TaskPool(attempts))
                     await self._drain()
+            await self._requeue_unstarted()
             tg.cancel_scope.cancel()
+            self._hooks.close()  # hooks under way may finish, within their timeout
 
     def stop(self) -> None:
         self._stopping = True
@@ -94,6 +97,12 @@ class Dispatcher:
         with anyio.move_on_after(self.kit.shutdown_grace):
             await self._idle.wait()
         self._attempts_scope.cancel()  # the rest go back to the queue, no attempt used
+
+    async def _requeue_unstarted(self) -> None:
+        """Claims whose attempt had not begun when the attempts were cancelled go back too."""
+        for token, claim in list(self._in_flight.items()):
+            await self._requeue_unsettled(token, claim, 0.0)
+            del self._in_flight[token]
 
     # ---------------------------------------------------------------- claiming
 
@@ -135,7 +144,7 @@ class Dispatcher:
     def _key(self, endpoint_name: str) -> str:
         return f"{self.webhook.name}\x00{endpoint_name}"
 
-    async def _claim_loop(self, attempts: TaskGroup) -> None:
+    async def _claim_loop(self, attempts: TaskPool) -> None:
         clock, backend, guards = self.kit.clock, self.kit.backend, self.kit.guards
         while not self._stopping:
             # A fresh event before looking, so a wake-up during the claim is not lost.
@@ -190,11 +199,12 @@ class Dispatcher:
         ]
         return min(candidates) if candidates else None
 
-    def _start(self, attempts: TaskGroup, claim: Claim) -> None:
+    def _start(self, attempts: TaskPool, claim: Claim) -> None:
         token = next(self._tokens)
         if not self._in_flight:  # busy from now on
             self._idle = anyio.Event()
         self._in_flight[token] = claim
+        self._scopes[token] = anyio.CancelScope()  # cancel_delivery may come before it starts
         self._per_endpoint[claim.endpoint_name] = self._per_endpoint.get(claim.endpoint_name, 0) + 1
         attempts.start_soon(self._attempt_then_release, token, claim)
 
@@ -219,7 +229,7 @@ class Dispatcher:
                 log.exception("webhook %s: checking for cancellations failed", self.webhook.name)
 
     async def _attempt_then_release(self, token: int, claim: Claim) -> None:
-        scope = self._scopes[token] = anyio.CancelScope()
+        scope = self._scopes[token]
         try:
             with scope:
                 await self._attempt(token, claim)

@@ -1,0 +1,54 @@
+"""Calls run on reused tasks.
+
+Starting an anyio task costs a task, a cancel scope and a handle, and its end costs their
+teardown; a delivery attempt and its hook would pay both every time. A `TaskPool` hands a call
+to a worker that is waiting for one, and starts a new worker only when none is: its workers
+are as many as the most calls ever running at once, and they wait for more until it is closed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+
+class TaskPool:
+    """`start_soon` for calls that handle their own exceptions (one that raises ends its worker
+    and, as any task would, fails the task group). Calls start in the order given. A call
+    still waiting when the task group is cancelled never starts: the owner must see to it."""
+
+    def __init__(self, task_group: TaskGroup) -> None:
+        self._task_group = task_group
+        self._calls: deque[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = deque()
+        self._idle: list[anyio.Event] = []  # one per waiting worker; set to hand it work
+        self._closed = False
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        self._calls.append((fn, args))
+        if self._idle:
+            self._idle.pop().set()
+        else:
+            self._task_group.start_soon(self._work)
+
+    def close(self) -> None:
+        """Lets the workers end once the calls given so far are done."""
+        self._closed = True
+        while self._idle:
+            self._idle.pop().set()
+
+    async def _work(self) -> None:
+        while True:
+            # Each call was matched to a woken or new worker, but any worker drains the queue:
+            # one woken for a call another already took just waits again.
+            while self._calls:
+                fn, args = self._calls.popleft()
+                await fn(*args)
+            if self._closed:
+                return
+            ready = anyio.Event()
+            self._idle.append(ready)
+            await ready.wait()

@@ -1,0 +1,85 @@
+"""TaskPool: calls run on reused workers, no more workers than calls ever running at once."""
+
+from __future__ import annotations
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from oqronkit.taskpool import TaskPool
+
+pytestmark = pytest.mark.anyio
+
+
+class Worker:
+    """Records which task ran each call, and how many ran at once."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, object]] = []
+        self.running = 0
+        self.most = 0
+
+    async def call(self, n: int, gate: anyio.Event | None = None) -> None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        self.runs.append((n, anyio.get_current_task().id))
+        if gate is not None:
+            await gate.wait()
+        await anyio.lowlevel.checkpoint()
+        self.running -= 1
+
+
+async def test_calls_one_after_another_share_one_worker() -> None:
+    worker = Worker()
+    async with anyio.create_task_group() as tg:
+        pool = TaskPool(tg)
+        for n in range(5):
+            pool.start_soon(worker.call, n)
+            await anyio.wait_all_tasks_blocked()
+        pool.close()
+    assert [n for n, _ in worker.runs] == [0, 1, 2, 3, 4]
+    assert len({task for _, task in worker.runs}) == 1
+
+
+async def test_calls_at_once_get_a_worker_each_and_later_calls_reuse_them() -> None:
+    worker = Worker()
+    gate = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        pool = TaskPool(tg)
+        for n in range(3):
+            pool.start_soon(worker.call, n, gate)
+        await anyio.wait_all_tasks_blocked()
+        assert worker.running == 3
+        gate.set()
+        await anyio.wait_all_tasks_blocked()
+        for n in range(3, 6):
+            pool.start_soon(worker.call, n)
+        pool.close()
+    assert sorted(n for n, _ in worker.runs) == list(range(6))
+    assert worker.most == 3
+    assert len({task for _, task in worker.runs}) == 3
+
+
+async def test_close_lets_calls_under_way_and_queued_finish() -> None:
+    worker = Worker()
+    gate = anyio.Event()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            pool = TaskPool(tg)
+            pool.start_soon(worker.call, 0, gate)
+            await anyio.wait_all_tasks_blocked()
+            pool.start_soon(worker.call, 1)
+            pool.close()
+            gate.set()
+    assert sorted(n for n, _ in worker.runs) == [0, 1]
+
+
+async def test_a_cancelled_group_ends_its_idle_workers() -> None:
+    worker = Worker()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            pool = TaskPool(tg)
+            pool.start_soon(worker.call, 0)
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+    assert [n for n, _ in worker.runs] == [0]
