@@ -317,6 +317,22 @@ async def test_tls_with_the_right_ca(tls_server: ScriptedServer, ca: trustme.CA)
     assert len({port for _, port in tls_server.seen}) == 1
 
 
+async def test_only_plain_tcp_on_trio_uses_its_socket_directly(
+    server: ScriptedServer, tls_server: ScriptedServer, ca: trustme.CA, anyio_backend: str
+) -> None:
+    """On asyncio the event loop owns the socket, and under TLS the bytes are the TLS
+    layer's: reading the socket there would steal them."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    async with Http1Transport(egress=LOOPBACK, ssl_context=context) as transport:
+        for base in (server.url, f"https://localhost:{tls_server.port}"):
+            response = await transport.handle_async_request(httpx.Request("GET", base + "/length"))
+            assert await response.aread() == b"hello"
+        plain, tls = (idle[0] for idle in transport._idle.values())
+        assert (plain.direct is not None) == (anyio_backend == "trio")
+        assert tls.direct is None
+
+
 async def test_a_kit_delivers_over_tls_with_its_ssl_context(
     tls_server: ScriptedServer, ca: trustme.CA
 ) -> None:

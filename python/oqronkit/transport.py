@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import socket
 import ssl
 import time
 from collections.abc import AsyncGenerator
@@ -33,6 +34,7 @@ import anyio
 import anyio.abc
 import anyio.streams.tls
 import httpx
+import trio
 
 from oqronkit import _core
 from oqronkit.egress import EgressPolicy
@@ -75,7 +77,7 @@ class _Deadline:
 
 
 class _Connection:
-    __slots__ = ("buffer", "idle_since", "read_timeout", "socket", "stream")
+    __slots__ = ("buffer", "direct", "idle_since", "read_timeout", "socket", "stream")
 
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self.stream = stream
@@ -83,6 +85,13 @@ class _Connection:
         self.idle_since = 0.0
         self.read_timeout: float | None = None  # the current request's, for each read
         self.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        # On Trio, a plain TCP stream is a thin layer over a non-blocking socket, with no
+        # buffer of its own: the socket is used directly, so that a send the kernel takes at
+        # once skips trio's "as if it had blocked" yield (a scheduler pass and two context
+        # managers), and a read waits only for readability. Not under TLS (the bytes are the
+        # TLS layer's), nor on asyncio (the event loop's transport owns the socket).
+        plain = isinstance(stream, anyio.abc.SocketStream) and trio.lowlevel.in_trio_run()
+        self.direct: socket.socket | None = self.socket if plain else None
 
     def looks_closed(self) -> bool:
         """An idle connection with anything to read has been closed by the server, or holds
@@ -95,14 +104,34 @@ class _Connection:
 
     async def send(self, data: bytes) -> None:
         try:
+            if self.direct is not None:
+                try:
+                    sent = self.direct.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent == len(data):
+                    return
+                data = data[sent:]
             await self.stream.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise httpx.WriteError(f"sending the request failed: {exc!r}") from exc
 
     async def receive(self) -> bytes:
         """More bytes from the server; b"" when it has closed the connection. The read timeout
-        bounds each wait for bytes (httpx's meaning), so bytes already buffered cost none."""
+        bounds each wait for bytes (httpx's meaning), so bytes already there cost none."""
         try:
+            if self.direct is not None:
+                try:
+                    return self.direct.recv(READ_SIZE)
+                except BlockingIOError:
+                    pass
+                with _Deadline(self.read_timeout, httpx.ReadTimeout):
+                    while True:
+                        await trio.lowlevel.wait_readable(self.direct)
+                        try:
+                            return self.direct.recv(READ_SIZE)
+                        except BlockingIOError:  # a spurious wake-up
+                            pass
             with _Deadline(self.read_timeout, httpx.ReadTimeout):
                 return await self.stream.receive(READ_SIZE)
         except anyio.EndOfStream:
