@@ -10,7 +10,7 @@ import math
 import random as random_module
 import ssl
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 
 from oqronkit import _core
 from oqronkit.backends import Backend, open_backend
-from oqronkit.backends.base import DELETED
+from oqronkit.backends.base import DELETED, SettleRequest
 from oqronkit.batching import GroupCommit
 from oqronkit.clock import Clock, SystemClock, sleep
 from oqronkit.config import (
@@ -144,8 +144,11 @@ class OqronKit:
         self.ssl_context = ssl_context
         self._webhooks: dict[str, Webhook] = {}
         self.guards = Guards(self.backend)  # circuit breakers and rate limits
-        # Outcomes of attempts, settled in the backend in group commits.
-        self.settles = GroupCommit(self.backend.settle_many)
+        # Outcomes of attempts, settled in the backend in group commits; one at a time where
+        # there is no round trip to share.
+        self.settles: Callable[[SettleRequest], Awaitable[Delivery | None]] = (
+            GroupCommit(self.backend.settle_many) if self.backend.round_trips else self._settle_one
+        )
         self.definitions: Definitions = NO_DEFINITIONS  # as last read from the backend
         self._definitions_read_at = -math.inf
         self._on_event = on_event
@@ -522,6 +525,9 @@ class OqronKit:
         if self._connections is None:
             raise KitNotRunning("the kit is not running: use `async with kit:`")
         return self._connections
+
+    async def _settle_one(self, request: SettleRequest) -> Delivery | None:
+        return await self.backend.settle(*request)
 
     def wake(self, webhook: str) -> None:
         dispatcher = self._dispatchers.get(webhook)

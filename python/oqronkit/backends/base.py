@@ -56,6 +56,9 @@ class Backend(ABC):
     #: Whether circuit breakers and rate limits live here, shared by every process using this
     #: backend (Redis, PostgreSQL). Otherwise each process keeps its own, in memory.
     shares_guards: bool = False
+    #: Whether an operation is a round trip (to a server, or a writer thread), so that calls
+    #: arriving together are worth sending together (group commits). Not in memory.
+    round_trips: bool = True
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connects and creates the schema; idempotent."""

@@ -81,6 +81,7 @@ class _Row:
 
 class MemoryBackend(Backend):
     poll_interval = 1.0  # other kits in this process may share it and add work
+    round_trips = False
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
