@@ -357,7 +357,12 @@ class Dispatcher:
                 error=f"could not prepare the request: {type(exc).__name__}",
                 reached=False,
             )
-        async with kit.connections:
+        # `acquire` always yields to the scheduler; a free connection is taken without.
+        try:
+            kit.connections.acquire_nowait()
+        except anyio.WouldBlock:
+            await kit.connections.acquire()
+        try:
             return await delivery.send(
                 kit.transport,
                 endpoint.method or webhook.method,
@@ -367,6 +372,8 @@ class Dispatcher:
                 timeout=endpoint.timeout or webhook.timeout,
                 body_cap=kit.response_body_cap,
             )
+        finally:
+            kit.connections.release()
 
     async def _conclude(
         self,
