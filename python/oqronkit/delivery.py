@@ -131,12 +131,14 @@ async def send(
             anyio.current_time() - started,
             error=f"{name}: {exc}" if str(exc) else name,
         )
+    verdict = classify(response.status_code)
     return Response(
-        classify(response.status_code),
+        verdict,
         anyio.current_time() - started,
         status=response.status_code,
         body=raw.decode("utf-8", errors="replace") if raw else None,
-        retry_after=response.headers.get("retry-after"),
+        # Only a retry waits for it (a header lookup is a scan of every header).
+        retry_after=response.headers.get("retry-after") if verdict is Verdict.RETRY else None,
     )
 
 
