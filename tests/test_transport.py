@@ -5,7 +5,10 @@ test CA. On Trio and asyncio."""
 from __future__ import annotations
 
 import ssl
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler
 
@@ -215,6 +218,43 @@ async def test_a_slow_drip_hits_the_deadline(server: ScriptedServer) -> None:
             transport, "POST", server.url + "/drip", {}, b"{}", timeout=0.5, body_cap=1000
         )
     assert response.verdict is Verdict.RETRY and response.error == "timed out after 0.5s"
+
+
+# In its own process, so that its bytes keep coming while the client runs (a server thread
+# here would wait for the client to release the GIL).
+FLOOD_SERVER = """
+import socket, sys, time
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+connection, _ = listener.accept()
+connection.recv(65536)
+until = time.monotonic() + 4
+try:
+    while time.monotonic() < until:  # interim answers, never a final one
+        connection.sendall(b"HTTP/1.1 100 Continue\\r\\n\\r\\n" * 64)
+except OSError:
+    pass
+"""
+
+
+@pytest.fixture
+def flood_server() -> Iterator[str]:
+    with subprocess.Popen(
+        [sys.executable, "-c", FLOOD_SERVER], stdout=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None
+        yield f"http://127.0.0.1:{process.stdout.readline().strip()}"
+        process.kill()
+
+
+async def test_a_flood_of_interim_answers_hits_the_deadline(flood_server: str) -> None:
+    """Bytes that are always there to read must not keep the reader from yielding: the
+    deadline (and every other task) runs only when it does."""
+    async with Http1Transport(egress=LOOPBACK) as transport:
+        started = time.monotonic()
+        response = await send(transport, "POST", flood_server, {}, b"{}", timeout=0.5, body_cap=10)
+    assert response.verdict is Verdict.RETRY and response.error == "timed out after 0.5s"
+    assert time.monotonic() - started < 2.0  # the flood lasts 4 s
 
 
 async def test_reset_mid_body_and_conflicting_lengths_are_errors(

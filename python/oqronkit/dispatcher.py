@@ -21,6 +21,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 
 from oqronkit import delivery
 from oqronkit._core import TokenBucket, parse_retry_after
@@ -80,11 +81,13 @@ class Dispatcher:
             self._hooks = TaskPool(hooks)
             tg.start_soon(self._heartbeat)
             tg.start_soon(self._watch_cancels)
-            with self._attempts_scope:
-                async with anyio.create_task_group() as attempts:
-                    await self._claim_loop(TaskPool(attempts))
-                    await self._drain()
-            await self._requeue_unstarted()
+            try:
+                with self._attempts_scope:
+                    async with anyio.create_task_group() as attempts:
+                        await self._claim_loop(TaskPool(attempts))
+                        await self._drain()
+            finally:  # after a drain, or when the kit itself is cancelled
+                await self._requeue_unstarted()
             tg.cancel_scope.cancel()
             self._hooks.close()  # hooks under way may finish, within their timeout
 
@@ -99,9 +102,14 @@ class Dispatcher:
         self._attempts_scope.cancel()  # the rest go back to the queue, no attempt used
 
     async def _requeue_unstarted(self) -> None:
-        """Claims whose attempt had not begun when the attempts were cancelled go back too."""
+        """Claims whose attempt had not begun when the attempts were cancelled go back too,
+        or, if `cancel_delivery` reached them first, are cancelled."""
         for token, claim in list(self._in_flight.items()):
-            await self._requeue_unsettled(token, claim, 0.0)
+            if self._scopes[token].cancel_called:
+                with anyio.CancelScope(shield=True):
+                    await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
+            else:
+                await self._requeue_unsettled(token, claim, 0.0)
             del self._in_flight[token]
 
     # ---------------------------------------------------------------- claiming
@@ -232,6 +240,9 @@ class Dispatcher:
         scope = self._scopes[token]
         try:
             with scope:
+                # Cancelled before it began (cancel_delivery): nothing is sent. On the memory
+                # backend an attempt may reach the wire with no other checkpoint on its way.
+                await anyio.lowlevel.checkpoint_if_cancelled()
                 await self._attempt(token, claim)
             if scope.cancelled_caught and token not in self._settled:
                 # cancel_delivery: no breaker failure, no on_dead, no attempt recorded.

@@ -76,8 +76,16 @@ class _Deadline:
                 raise self._error(f"timed out after {self._seconds:g}s") from None
 
 
+def _in_trio_task() -> bool:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:  # asyncio, or an asyncio task hosting Trio in guest mode
+        return False
+    return True
+
+
 class _Connection:
-    __slots__ = ("buffer", "direct", "idle_since", "read_timeout", "socket", "stream")
+    __slots__ = ("buffer", "direct", "idle_since", "just_sent", "read_timeout", "socket", "stream")
 
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self.stream = stream
@@ -90,8 +98,9 @@ class _Connection:
         # once skips trio's "as if it had blocked" yield (a scheduler pass and two context
         # managers), and a read waits only for readability. Not under TLS (the bytes are the
         # TLS layer's), nor on asyncio (the event loop's transport owns the socket).
-        plain = isinstance(stream, anyio.abc.SocketStream) and trio.lowlevel.in_trio_run()
+        plain = isinstance(stream, anyio.abc.SocketStream) and _in_trio_task()
         self.direct: socket.socket | None = self.socket if plain else None
+        self.just_sent = False  # the first read after a send may take bytes without yielding
 
     def looks_closed(self) -> bool:
         """An idle connection with anything to read has been closed by the server, or holds
@@ -105,6 +114,9 @@ class _Connection:
     async def send(self, data: bytes) -> None:
         try:
             if self.direct is not None:
+                # Like trio's own send: a cancelled request is never put on the wire.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                self.just_sent = True
                 try:
                     sent = self.direct.send(data)
                 except BlockingIOError:
@@ -121,10 +133,14 @@ class _Connection:
         bounds each wait for bytes (httpx's meaning), so bytes already there cost none."""
         try:
             if self.direct is not None:
-                try:
-                    return self.direct.recv(READ_SIZE)
-                except BlockingIOError:
-                    pass
+                # Once per request at most: a server streaming bytes must not keep this task
+                # from yielding (other tasks, and the deadline, run only when it does).
+                if self.just_sent:
+                    self.just_sent = False
+                    try:
+                        return self.direct.recv(READ_SIZE)
+                    except BlockingIOError:
+                        pass
                 with _Deadline(self.read_timeout, httpx.ReadTimeout):
                     while True:
                         await trio.lowlevel.wait_readable(self.direct)

@@ -57,7 +57,8 @@ class Backend(ABC):
     #: backend (Redis, PostgreSQL). Otherwise each process keeps its own, in memory.
     shares_guards: bool = False
     #: Whether an operation is a round trip (to a server, or a writer thread), so that calls
-    #: arriving together are worth sending together (group commits). Not in memory.
+    #: arriving together are worth sending together (group commits). Not in memory, whose
+    #: operations never wait (settles then run unshielded: they cannot be interrupted).
     round_trips: bool = True
 
     async def open(self) -> None:  # noqa: B027 - optional hook
