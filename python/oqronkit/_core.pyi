@@ -12,6 +12,7 @@ __all__ = [
     "Signer",
     "TokenBucket",
     "__version__",
+    "encode_json",
     "parse_response_head",
     "parse_retry_after",
     "sequential_ids",
