@@ -105,7 +105,7 @@ class Dispatcher:
         """Claims whose attempt had not begun when the attempts were cancelled go back too,
         or, if `cancel_delivery` reached them first, are cancelled."""
         for token, claim in list(self._in_flight.items()):
-            if self._scopes[token].cancel_called:
+            if self._scopes.pop(token).cancel_called:
                 with anyio.CancelScope(shield=True):
                     await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
             else:
