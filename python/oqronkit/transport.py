@@ -133,27 +133,30 @@ class _Connection:
         bounds each wait for bytes (httpx's meaning), so bytes already there cost none."""
         try:
             if self.direct is not None:
-                # Once per request at most: a server streaming bytes must not keep this task
-                # from yielding (other tasks, and the deadline, run only when it does).
-                if self.just_sent:
-                    self.just_sent = False
-                    try:
-                        return self.direct.recv(READ_SIZE)
-                    except BlockingIOError:
-                        pass
-                with _Deadline(self.read_timeout, httpx.ReadTimeout):
-                    while True:
-                        await trio.lowlevel.wait_readable(self.direct)
-                        try:
-                            return self.direct.recv(READ_SIZE)
-                        except BlockingIOError:  # a spurious wake-up
-                            pass
+                return await self._receive_directly(self.direct)
             with _Deadline(self.read_timeout, httpx.ReadTimeout):
                 return await self.stream.receive(READ_SIZE)
         except anyio.EndOfStream:
             return b""
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise httpx.ReadError(f"reading the response failed: {exc!r}") from exc
+
+    async def _receive_directly(self, sock: socket.socket) -> bytes:
+        # Once per request at most without a yield: a server streaming bytes must not keep
+        # this task from yielding (other tasks, and the deadline, run only when it does).
+        if self.just_sent:
+            self.just_sent = False
+            try:
+                return sock.recv(READ_SIZE)
+            except BlockingIOError:
+                pass
+        with _Deadline(self.read_timeout, httpx.ReadTimeout):
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    return sock.recv(READ_SIZE)
+                except BlockingIOError:  # a spurious wake-up
+                    pass
 
     async def read_head(
         self, head_request: bool
