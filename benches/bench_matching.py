@@ -26,7 +26,7 @@ SEED = 20240601
 # A vocabulary the size of a real event catalogue's words. With a tiny one (200 words), 100,000
 # patterns make every event match ~27 endpoints, and the cost measured is building results.
 VOCABULARY = [f"w{i}" for i in range(2_000)]
-Results = list[list[int]]
+Results = list[list[int]]  # the peers'; the matcher gives tuples
 
 
 def make_patterns(count: int, rng: random.Random) -> list[str]:
@@ -166,7 +166,7 @@ def contenders(
     trie = PyTrie(patterns)
     regexes = RegexLoop(patterns)
 
-    expected = matcher.match_many(sample)
+    expected = [list(ids) for ids in matcher.match_many(sample)]  # ours are tuples
     assert all(expected), "every event should match at least one pattern"
     assert trie.match_many(sample) == expected, "the Python trie disagrees with the matcher"
     assert regexes.match_many(sample) == expected, "the regex loop disagrees with the matcher"

@@ -58,24 +58,25 @@ fn with_bytes<R>(value: &Bound<'_, PyAny>, what: &str, f: impl FnOnce(&[u8]) -> 
 
 // ---------------------------------------------------------------- matcher
 
-/// Up to this many endpoints, results reuse one Python int per endpoint (made once, they stay
-/// in cache); beyond it, touching cached ints (a reference count write each) would be a cache
-/// miss per match, and fresh ints from the allocator's hot memory are cheaper.
-const CACHED_IDS: usize = 4_096;
+/// Up to this many endpoints, an event matching one endpoint gets that endpoint's own `(id,)`
+/// tuple, made once (results are immutable, so sharing them is safe). Beyond it, touching cached
+/// tuples (a reference count write each) would be a cache miss per match, and fresh tuples from
+/// the allocator's hot memory are cheaper.
+const CACHED_SINGLES: usize = 4_096;
 
 #[pyclass(name = "Matcher", module = "oqronkit._core", frozen)]
 struct PyMatcher {
     inner: Matcher,
-    /// The endpoint ids as Python ints, when there are at most `CACHED_IDS` endpoints.
-    ids: Vec<Py<PyAny>>,
+    /// `(id,)` for every endpoint, when there are at most `CACHED_SINGLES` endpoints.
+    singles: Vec<Py<PyTuple>>,
 }
 
 impl PyMatcher {
-    fn list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
-        if self.ids.is_empty() {
-            return PyList::new(py, ids);
+    fn result<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyTuple>> {
+        match ids {
+            [id] if !self.singles.is_empty() => Ok(self.singles[*id as usize].bind(py).clone()),
+            _ => PyTuple::new(py, ids),
         }
-        PyList::new(py, ids.iter().map(|&i| self.ids[i as usize].bind(py)))
     }
 }
 
@@ -88,15 +89,15 @@ impl PyMatcher {
             .map(|ps| ps.iter().map(|p| &**p).collect())
             .collect();
         let inner = Matcher::new(&patterns).map_err(glob_error)?;
-        let cached = if inner.endpoint_count() <= CACHED_IDS {
-            inner.endpoint_count()
+        let cached = if inner.endpoint_count() <= CACHED_SINGLES {
+            inner.endpoint_count() as u32
         } else {
             0
         };
-        let ids = (0..cached)
-            .map(|i| Ok(i.into_pyobject(py)?.into_any().unbind()))
+        let singles = (0..cached)
+            .map(|i| Ok(PyTuple::new(py, [i])?.unbind()))
             .collect::<PyResult<_>>()?;
-        Ok(PyMatcher { inner, ids })
+        Ok(PyMatcher { inner, singles })
     }
 
     #[getter]
@@ -105,9 +106,9 @@ impl PyMatcher {
     }
 
     #[pyo3(name = "match")]
-    fn match_one<'py>(&self, py: Python<'py>, event: &str) -> PyResult<Bound<'py, PyList>> {
+    fn match_one<'py>(&self, py: Python<'py>, event: &str) -> PyResult<Bound<'py, PyTuple>> {
         let ids = self.inner.matches(event).map_err(glob_error)?;
-        self.list(py, &ids)
+        self.result(py, &ids)
     }
 
     fn match_many<'py>(
@@ -120,12 +121,12 @@ impl PyMatcher {
             .detach(|| inner.matches_many_flat(&events))
             .map_err(glob_error)?;
         let mut start = 0;
-        let lists = ends.iter().map(|&end| {
-            let list = self.list(py, &flat[start..end]);
+        let results = ends.iter().map(|&end| {
+            let result = self.result(py, &flat[start..end]);
             start = end;
-            list
+            result
         });
-        PyList::new(py, lists.collect::<PyResult<Vec<_>>>()?)
+        PyList::new(py, results.collect::<PyResult<Vec<_>>>()?)
     }
 
     fn __repr__(&self) -> String {

@@ -32,9 +32,9 @@ class Matcher:
     def __new__(cls, endpoints: Sequence[Sequence[str]]) -> Self: ...
     @property
     def endpoint_count(self) -> int: ...
-    def match(self, event: str) -> list[int]:
+    def match(self, event: str) -> tuple[int, ...]:
         """Ids of the endpoints with a pattern matching `event`, ascending."""
-    def match_many(self, events: Sequence[str]) -> list[list[int]]:
+    def match_many(self, events: Sequence[str]) -> list[tuple[int, ...]]:
         """`match` for each event, in one call (releases the GIL)."""
 
 def validate_event(event: str) -> None: ...

@@ -43,7 +43,7 @@ events = st.lists(event_segments, min_size=1, max_size=6).map(".".join)
 
 @given(pattern=patterns, event=events)
 def test_one_pattern_agrees_with_reference(pattern: str, event: str) -> None:
-    expected = [0] if reference_match(pattern, event) else []
+    expected = (0,) if reference_match(pattern, event) else ()
     assert Matcher([[pattern]]).match(event) == expected
 
 
@@ -76,7 +76,7 @@ def test_wide_vocabulary_and_long_batches_agree_with_reference(
 def assert_agrees(endpoints: list[list[str]], batch: list[str]) -> None:
     matcher = Matcher(endpoints)
     expected = [
-        [i for i, ps in enumerate(endpoints) if any(reference_match(p, e) for p in ps)]
+        tuple(i for i, ps in enumerate(endpoints) if any(reference_match(p, e) for p in ps))
         for e in batch
     ]
     assert [matcher.match(e) for e in batch] == expected
@@ -160,14 +160,14 @@ ORIGINAL_TABLE = [
 
 @pytest.mark.parametrize(("pattern", "event", "expected"), ORIGINAL_TABLE)
 def test_original_table(pattern: str, event: str, expected: bool) -> None:
-    assert (Matcher([[pattern]]).match(event) == [0]) is expected
+    assert (Matcher([[pattern]]).match(event) == (0,)) is expected
     assert reference_match(pattern, event) is expected
 
 
 def test_pattern_lists_and_empty_lists() -> None:
     matcher = Matcher([["org.*", "user.*"], []])
-    assert matcher.match("user.created") == [0]
-    assert matcher.match("tenant.created") == []
+    assert matcher.match("user.created") == (0,)
+    assert matcher.match("tenant.created") == ()
     assert matcher.endpoint_count == 2
 
 
@@ -198,8 +198,16 @@ def test_errors_are_value_errors_for_generic_callers() -> None:
         validate_event("")
 
 
-def test_ids_beyond_the_cached_ints() -> None:
-    """Past 4,096 endpoints results are built from fresh ints; they must be the same ids."""
-    matcher = Matcher([[f"e{i}.*"] for i in range(5_000)] + [["**"]])
-    assert matcher.match("e4999.x") == [4_999, 5_000]
-    assert matcher.match_many(["e7.x", "e4500.y", "nope"]) == [[7, 5_000], [4_500, 5_000], [5_000]]
+def test_single_results_are_shared_immutable_tuples() -> None:
+    """Up to 4,096 endpoints, an event matching one endpoint gets that endpoint's own `(id,)`."""
+    matcher = Matcher([["a.*"], ["b.*"]])
+    first, second, other = matcher.match_many(["a.x", "a.y", "b.x"])
+    assert first == (0,) and first is second and first is matcher.match("a.z")
+    assert other == (1,)
+
+
+def test_ids_beyond_the_cached_singles() -> None:
+    """Past 4,096 endpoints every result is a fresh tuple; it must hold the same ids."""
+    matcher = Matcher([[f"e{i}.*"] for i in range(5_000)] + [["e1.x"]])
+    assert matcher.match("e4999.x") == (4_999,)
+    assert matcher.match_many(["e1.x", "e4500.y", "nope"]) == [(1, 5_000), (4_500,), ()]
