@@ -14,6 +14,7 @@ import httpx
 from oqronkit import _core
 from oqronkit.config import Security
 from oqronkit.errors import EgressDenied
+from oqronkit.scopes import cancel_scope
 
 
 class Verdict(enum.Enum):
@@ -109,8 +110,8 @@ async def send(
     except Exception as exc:  # a request that cannot be expressed is no transient failure
         return Response(Verdict.REJECTED, 0.0, error=f"invalid request: {exc}", reached=False)
     try:
-        # One deadline over the whole exchange (a CancelScope: fail_after costs twice as much).
-        with anyio.CancelScope(deadline=started + timeout) as deadline:
+        # One deadline over the whole exchange (a scope: fail_after costs twice as much).
+        with cancel_scope(deadline=started + timeout) as deadline:
             response = await transport.handle_async_request(request)
             try:
                 raw = await _read_capped(response, body_cap)

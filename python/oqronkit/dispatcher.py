@@ -32,6 +32,7 @@ from oqronkit.events import EventKind, LifecycleEvent
 from oqronkit.guards import Verdict as GuardVerdict
 from oqronkit.hooks import Hook, run_hook
 from oqronkit.models import Attempt, Claim, Delivery, Settlement
+from oqronkit.scopes import CancelScope, cancel_scope
 from oqronkit.taskpool import TaskPool
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class Dispatcher:
         # claimed again (a fast retry) before the task that settled it has quite finished.
         self._in_flight: dict[int, Claim] = {}
         self._settled: set[int] = set()
-        self._scopes: dict[int, anyio.CancelScope] = {}  # to abort one attempt (cancel_delivery)
+        self._scopes: dict[int, CancelScope] = {}  # to abort one attempt (cancel_delivery)
         self._tokens = itertools.count()
         self._per_endpoint: dict[str, int] = {}
         self._idle = anyio.Event()
@@ -212,7 +213,7 @@ class Dispatcher:
         if not self._in_flight:  # busy from now on
             self._idle = anyio.Event()
         self._in_flight[token] = claim
-        self._scopes[token] = anyio.CancelScope()  # cancel_delivery may come before it starts
+        self._scopes[token] = cancel_scope()  # cancel_delivery may come before it starts
         self._per_endpoint[claim.endpoint_name] = self._per_endpoint.get(claim.endpoint_name, 0) + 1
         attempts.start_soon(self._attempt_then_release, token, claim)
 

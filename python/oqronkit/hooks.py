@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 import anyio
 
 from oqronkit.models import Delivery
+from oqronkit.scopes import cancel_scope
 
 log = logging.getLogger("oqronkit")
 
@@ -19,10 +20,8 @@ Hook: TypeAlias = Callable[[Delivery], None] | Callable[[Delivery], Awaitable[No
 
 async def run_hook(hook: Callable[[Any], Any], subject: Any, *, timeout: float) -> None:
     """Calls `hook(subject)`: a coroutine function on the loop, anything else in a thread."""
-    name = getattr(hook, "__qualname__", repr(hook))
-    about = getattr(subject, "id", None) or getattr(subject, "kind", "")
     try:
-        with anyio.move_on_after(timeout) as deadline:
+        with cancel_scope(deadline=anyio.current_time() + timeout) as deadline:
             if inspect.iscoroutinefunction(hook):
                 await hook(subject)
             else:
@@ -30,6 +29,13 @@ async def run_hook(hook: Callable[[Any], Any], subject: Any, *, timeout: float) 
                 if inspect.isawaitable(result):
                     await result
         if deadline.cancelled_caught:
-            log.error("hook %s timed out after %gs (%s)", name, timeout, about)
+            log.error("hook %s timed out after %gs (%s)", *_labels(hook, subject, timeout))
     except Exception:
-        log.exception("hook %s raised (%s); nothing is changed by it", name, about)
+        log.exception("hook %s raised (%s); nothing is changed by it", *_labels(hook, subject))
+
+
+def _labels(hook: Callable[[Any], Any], subject: Any, *more: Any) -> tuple[Any, ...]:
+    """The hook's name and what it was called about, for a log line (made only when one is)."""
+    name = getattr(hook, "__qualname__", None) or repr(hook)
+    about = getattr(subject, "id", None) or getattr(subject, "kind", "")
+    return (name, *more, about)

@@ -38,6 +38,7 @@ import trio
 
 from oqronkit import _core
 from oqronkit.egress import EgressPolicy
+from oqronkit.scopes import CancelScope, cancel_scope, in_trio_task
 
 Origin: TypeAlias = tuple[bytes, str, int]  # (scheme, host, port)
 
@@ -60,11 +61,11 @@ class _Deadline:
     def __init__(self, seconds: float | None, error: type[httpx.TimeoutException]) -> None:
         self._seconds = seconds
         self._error = error
-        self._scope: anyio.CancelScope | None = None
+        self._scope: CancelScope | None = None
 
     def __enter__(self) -> None:
         if self._seconds is not None:
-            self._scope = anyio.CancelScope(deadline=anyio.current_time() + self._seconds)
+            self._scope = cancel_scope(deadline=anyio.current_time() + self._seconds)
             self._scope.__enter__()
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -74,14 +75,6 @@ class _Deadline:
             self._scope.__exit__(*exc_info)
             if self._scope.cancelled_caught:
                 raise self._error(f"timed out after {self._seconds:g}s") from None
-
-
-def _in_trio_task() -> bool:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:  # asyncio, or an asyncio task hosting Trio in guest mode
-        return False
-    return True
 
 
 class _Connection:
@@ -98,7 +91,7 @@ class _Connection:
         # once skips trio's "as if it had blocked" yield (a scheduler pass and two context
         # managers), and a read waits only for readability. Not under TLS (the bytes are the
         # TLS layer's), nor on asyncio (the event loop's transport owns the socket).
-        plain = isinstance(stream, anyio.abc.SocketStream) and _in_trio_task()
+        plain = isinstance(stream, anyio.abc.SocketStream) and in_trio_task()
         self.direct: socket.socket | None = self.socket if plain else None
         self.just_sent = False  # the first read after a send may take bytes without yielding
 
