@@ -150,21 +150,25 @@ class MemoryBackend(Backend):
     ) -> list[Claim]:
         claims: list[Claim] = []
         left = dict(room or {})
-        full = {endpoint for endpoint, n in left.items() if n <= 0}
         with self._lock:
             self._reclaim_expired(webhook, owner, now)
-            while len(claims) < limit:
-                heap = self._earliest(webhook, full)
-                if heap is None or heap[0][0] > now:
-                    break
+            ready = self._ready[webhook]
+            # A merge of the endpoints' due heads, earliest first: one pass over the
+            # endpoints per claim, not one per delivery claimed.
+            heads: list[tuple[tuple[float, str], str]] = []
+            for endpoint, heap in ready.items():
+                if left.get(endpoint, 1) > 0:
+                    self._prune_ready(heap)
+                    if heap and heap[0][0] <= now:
+                        heads.append((heap[0], endpoint))
+            heapq.heapify(heads)
+            while heads and len(claims) < limit:
+                endpoint = heads[0][1]
+                heap = ready[endpoint]
                 row = self._rows[heapq.heappop(heap)[1]]
                 row.status, row.updated_at = "active", now
                 row.lease_owner, row.lease_until = owner, lease_until
                 new = row.new
-                if new.endpoint_name in left:
-                    left[new.endpoint_name] -= 1
-                    if left[new.endpoint_name] <= 0:
-                        full.add(new.endpoint_name)
                 heapq.heappush(self._leases[webhook], (lease_until, new.id))
                 claims.append(
                     Claim(
@@ -179,6 +183,13 @@ class MemoryBackend(Backend):
                         created_at=new.created_at,
                     )
                 )
+                if endpoint in left:
+                    left[endpoint] -= 1
+                self._prune_ready(heap)
+                if heap and heap[0][0] <= now and left.get(endpoint, 1) > 0:
+                    heapq.heapreplace(heads, (heap[0], endpoint))
+                else:
+                    heapq.heappop(heads)
         return claims
 
     def _earliest(self, webhook: str, skip: Collection[str]) -> _Heap | None:
