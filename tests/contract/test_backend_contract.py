@@ -76,6 +76,20 @@ async def test_room_caps_each_endpoint_within_one_claim(backend: Backend) -> Non
     assert endpoints == ["fast"] * 4 + ["slow"] * 2
 
 
+async def test_claims_come_earliest_due_first_across_endpoints(backend: Backend) -> None:
+    for offset, endpoint in [(3, "a"), (1, "b"), (4, "c"), (0, "a"), (2, "c"), (5, "b")]:
+        await fire(backend, [endpoint], at=T0 + offset)
+    claims = await backend.claim("hooks", "w", T0 + 10, T0 + 40, limit=4, room={"b": 1})
+    assert [(c.endpoint_name, c.created_at - T0) for c in claims] == [
+        ("a", 0),
+        ("b", 1),
+        ("c", 2),
+        ("a", 3),
+    ]
+    rest = await backend.claim("hooks", "w", T0 + 10, T0 + 40, limit=4)
+    assert [(c.endpoint_name, c.created_at - T0) for c in rest] == [("c", 4), ("b", 5)]
+
+
 async def test_settle_completed_records_the_attempt(backend: Backend) -> None:
     [delivery_id], _ = await fire(backend, ["a"])
     await backend.claim("hooks", "w", T0, T0 + 30, limit=1)
