@@ -714,6 +714,31 @@ async def test_cancel_aborts_an_in_flight_request_at_once(
     assert dead == []
 
 
+async def test_a_cancelled_probe_gives_its_slot_back(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    receiver.respond("/x", 500, Reply(204, delay=10.0), 204)
+    kit = make_kit(make_backend, clock)
+    hook = kit.webhook(
+        "w",
+        retries=Retries(max=5, base_delay=100.0, max_delay=100.0, jitter=0.0),
+        circuit_breaker=CircuitBreaker(failure_threshold=1, reset_timeout=30.0, half_open_max=1),
+        endpoints=[Endpoint("a", receiver.url("/x"), ["**"])],
+    )
+    async with kit:
+        [failed] = await hook.fire("e", {})
+        await status_of(kit, failed, "delayed")  # and the breaker is open
+        clock.advance(30)
+        [probe] = await hook.fire("e", {})  # the one half-open probe: the receiver stalls
+        await receiver.wait_for(2)
+        assert await kit.cancel_delivery(probe) == "aborted"
+        await status_of(kit, probe, "cancelled")
+        # No verdict on the receiver, and the probe's slot is free: the next one is let through.
+        [after] = await hook.fire("e", {})
+        await status_of(kit, after, "completed")
+
+
 async def test_cancel_a_queued_delivery(make_backend: BackendFactory, receiver: Receiver) -> None:
     clock = FakeClock()
     producer = OqronKit(make_backend(), dispatch=False, clock=clock)

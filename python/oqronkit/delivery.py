@@ -14,7 +14,6 @@ import httpx
 from oqronkit import _core
 from oqronkit.config import Security
 from oqronkit.errors import EgressDenied
-from oqronkit.scopes import cancel_scope
 
 
 class Verdict(enum.Enum):
@@ -82,10 +81,12 @@ async def send(
     headers: dict[str, str],
     body: bytes,
     *,
-    timeout: float,
     body_cap: int,
 ) -> Response:
     """Sends one request; never raises for HTTP or network trouble, only for cancellation.
+
+    No deadline of its own: the caller's cancel scope bounds the exchange (the dispatcher's
+    attempt scope, whose deadline it sets), and `timed_out` describes an exchange it cut short.
 
     It goes straight to the transport: a webhook delivery uses none of httpx's client features
     (cookies, auth flows, redirects, event hooks), and skipping them halves the CPU per request.
@@ -110,19 +111,11 @@ async def send(
     except Exception as exc:  # a request that cannot be expressed is no transient failure
         return Response(Verdict.REJECTED, 0.0, error=f"invalid request: {exc}", reached=False)
     try:
-        # One deadline over the whole exchange (a scope: fail_after costs twice as much).
-        with cancel_scope(deadline=started + timeout) as deadline:
-            response = await transport.handle_async_request(request)
-            try:
-                raw = await _read_capped(response, body_cap)
-            finally:
-                await response.aclose()
-        if deadline.cancelled_caught:
-            raise TimeoutError
-    except TimeoutError:
-        return Response(
-            Verdict.RETRY, anyio.current_time() - started, error=f"timed out after {timeout:g}s"
-        )
+        response = await transport.handle_async_request(request)
+        try:
+            raw = await _read_capped(response, body_cap)
+        finally:
+            await response.aclose()
     except EgressDenied as exc:
         return Response(Verdict.REJECTED, anyio.current_time() - started, error=str(exc))
     except Exception as exc:  # any transport (a user's too) failing is a failed attempt
@@ -141,6 +134,11 @@ async def send(
         # Only a retry waits for it (a header lookup is a scan of every header).
         retry_after=response.headers.get("retry-after") if verdict is Verdict.RETRY else None,
     )
+
+
+def timed_out(timeout: float, duration: float) -> Response:
+    """An exchange cut short by its deadline: retried, like any transient failure."""
+    return Response(Verdict.RETRY, duration, error=f"timed out after {timeout:g}s")
 
 
 @functools.lru_cache(maxsize=4096)

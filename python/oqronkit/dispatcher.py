@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
@@ -26,7 +28,7 @@ import anyio.lowlevel
 from oqronkit import delivery
 from oqronkit._core import TokenBucket, parse_retry_after
 from oqronkit.clock import sleep
-from oqronkit.config import Endpoint, Retries
+from oqronkit.config import CircuitBreaker, Endpoint
 from oqronkit.delivery import Verdict
 from oqronkit.events import EventKind, LifecycleEvent
 from oqronkit.guards import Verdict as GuardVerdict
@@ -56,6 +58,7 @@ class Dispatcher:
         # claimed again (a fast retry) before the task that settled it has quite finished.
         self._in_flight: dict[int, Claim] = {}
         self._settled: set[int] = set()
+        self._cancelled: set[int] = set()  # by cancel_delivery, not by a deadline
         self._scopes: dict[int, CancelScope] = {}  # to abort one attempt (cancel_delivery)
         self._tokens = itertools.count()
         self._per_endpoint: dict[str, int] = {}
@@ -106,12 +109,14 @@ class Dispatcher:
         """Claims whose attempt had not begun when the attempts were cancelled go back too,
         or, if `cancel_delivery` reached them first, are cancelled."""
         for token, claim in list(self._in_flight.items()):
-            if self._scopes.pop(token).cancel_called:
+            del self._scopes[token]
+            if token in self._cancelled:
                 with anyio.CancelScope(shield=True):
                     await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
             else:
                 await self._requeue_unsettled(token, claim, 0.0)
             del self._in_flight[token]
+            self._cancelled.discard(token)
 
     # ---------------------------------------------------------------- claiming
 
@@ -221,6 +226,7 @@ class Dispatcher:
         """Aborts the attempt in flight for `delivery_id` here, if there is one."""
         tokens = [t for t, claim in self._in_flight.items() if claim.id == delivery_id]
         for token in tokens:
+            self._cancelled.add(token)
             self._scopes[token].cancel()
         return bool(tokens)
 
@@ -238,27 +244,44 @@ class Dispatcher:
                 log.exception("webhook %s: checking for cancellations failed", self.webhook.name)
 
     async def _attempt_then_release(self, token: int, claim: Claim) -> None:
+        # One scope per attempt, for cancel_delivery and, while the request is out, for its
+        # deadline too (a scope costs more than the rest of an attempt's bookkeeping). What
+        # follows the response runs outside it: once the answer is in, the outcome stands.
         scope = self._scopes[token]
+        sending: _Sending | None = None
         try:
             with scope:
                 # Cancelled before it began (cancel_delivery): nothing is sent. On the memory
                 # backend an attempt may reach the wire with no other checkpoint on its way.
                 await anyio.lowlevel.checkpoint_if_cancelled()
-                await self._attempt(token, claim)
-            if scope.cancelled_caught and token not in self._settled:
+                sending = await self._prepare(token, claim)
+                if sending is not None:
+                    await self._send(sending, claim, scope)
+            if scope.cancelled_caught and token in self._cancelled:
                 # cancel_delivery: no breaker failure, no on_dead, no attempt recorded.
                 with anyio.CancelScope(shield=True):
-                    await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
+                    await self._no_verdict(sending)
+                    if token not in self._settled:
+                        await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
+            elif sending is not None:
+                if sending.response is None:  # the scope caught its deadline
+                    duration = anyio.current_time() - sending.sent_at
+                    sending.response = delivery.timed_out(sending.timeout, duration)
+                await self._conclude(token, claim, sending)
         except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._no_verdict(sending)
             await self._requeue_unsettled(token, claim, 0.0)  # shutdown: no attempt used
             raise
         except Exception:
             log.exception("delivery %s: the attempt broke; it will be retried", claim.id)
+            await self._no_verdict(sending)
             await self._requeue_unsettled(token, claim, RETRY_AFTER_ERROR)
         finally:
             del self._in_flight[token]
             del self._scopes[token]
             self._settled.discard(token)
+            self._cancelled.discard(token)
             self._per_endpoint[claim.endpoint_name] -= 1
             if not self._in_flight:
                 self._idle.set()
@@ -296,7 +319,9 @@ class Dispatcher:
 
     # ---------------------------------------------------------------- one attempt
 
-    async def _attempt(self, token: int, claim: Claim) -> None:
+    async def _prepare(self, token: int, claim: Claim) -> _Sending | None:
+        """What an attempt needs before its request: its endpoint, and leave from the breaker
+        and the rate limit. None when the delivery was settled instead (deferred or held)."""
         kit, webhook, clock = self.kit, self.webhook, self.kit.clock
         try:
             endpoint = await webhook.endpoint_for_attempt(claim.endpoint_name)
@@ -304,28 +329,80 @@ class Dispatcher:
             log.exception("webhook %s: the endpoints callable failed", webhook.name)
             later = clock.now() + RETRY_AFTER_ERROR
             await self._settle(token, claim, Settlement("delayed", next_attempt_at=later))
-            return
+            return None
         if endpoint is None:
             reason = f"endpoint {claim.endpoint_name!r} is disabled or no longer registered"
             await self._settle(token, claim, Settlement("held", error=reason))
-            return
+            return None
         now = clock.now()
         key = self._key(endpoint.name)
         policy = endpoint.circuit_breaker or webhook.circuit_breaker
         retry_at = await kit.guards.admit(key, policy, endpoint.rate_limit, now)
         if retry_at is not None:  # rate-limited or the breaker is open: no attempt used
             await self._settle(token, claim, Settlement("delayed", next_attempt_at=retry_at))
-            return
+            return None
+        return _Sending(
+            endpoint,
+            key,
+            policy,
+            number=claim.attempts_made + 1,
+            started_at=now,
+            timeout=endpoint.timeout or webhook.timeout,
+        )
 
-        attempt_number = claim.attempts_made + 1
-        started_at = now
+    async def _send(self, sending: _Sending, claim: Claim, scope: CancelScope) -> None:
+        """Sets `sending.response`, unless cut short: cancelled, or the exchange outlived
+        `scope`'s deadline (set for it here)."""
+        kit, webhook, endpoint = self.kit, self.webhook, sending.endpoint
         try:
-            response = await self._send(endpoint, claim, attempt_number, now)
-        except BaseException:
-            with anyio.CancelScope(shield=True):  # cancelled: no verdict on the receiver
-                await kit.guards.record(key, policy, "release", clock.now())
-            raise
-        now = clock.now()
+            number, at = sending.number, sending.started_at
+            headers = await webhook.request_headers(endpoint, claim, number, at)
+        except Exception as exc:  # a user's security callable failed: retry later
+            log.exception("delivery %s: could not prepare the request", claim.id)
+            sending.response = delivery.Response(
+                Verdict.RETRY,
+                0.0,
+                error=f"could not prepare the request: {type(exc).__name__}",
+                reached=False,
+            )
+            return
+        # `acquire` always yields to the scheduler; a free connection is taken without.
+        try:
+            kit.connections.acquire_nowait()
+        except anyio.WouldBlock:
+            await kit.connections.acquire()
+        try:
+            sending.sent_at = anyio.current_time()
+            scope.deadline = sending.sent_at + sending.timeout
+            sending.response = await delivery.send(
+                kit.transport,
+                endpoint.method or webhook.method,
+                endpoint.url,
+                headers,
+                claim.body,
+                body_cap=kit.response_body_cap,
+            )
+            scope.deadline = math.inf  # no checkpoint since the last one: none fired between
+        finally:
+            kit.connections.release()
+
+    async def _no_verdict(self, sending: _Sending | None) -> None:
+        """An attempt let through but cut short before its response (cancelled, shut down or
+        broken) says nothing about the receiver: its breaker probe slot is given back."""
+        if sending is not None and sending.response is None:
+            try:
+                now = self.kit.clock.now()
+                await self.kit.guards.record(sending.key, sending.policy, "release", now)
+            except Exception:  # on the way out of a failure already: log, do not mask it
+                name = sending.endpoint.name
+                log.exception("endpoint %s: giving back its breaker probe failed", name)
+
+    async def _conclude(self, token: int, claim: Claim, sending: _Sending) -> None:
+        """Judges the response: the breaker learns of it, and the delivery is settled."""
+        kit, webhook, endpoint = self.kit, self.webhook, sending.endpoint
+        response = sending.response
+        assert response is not None
+        now = kit.clock.now()
         verdict: GuardVerdict = (
             "release"  # nothing was sent: no verdict on the receiver
             if not response.reached
@@ -333,82 +410,27 @@ class Dispatcher:
             if response.counts_against_breaker
             else "success"
         )
-        was, state = await kit.guards.record(key, policy, verdict, now)
+        was, state = await kit.guards.record(sending.key, sending.policy, verdict, now)
         if state != was and state in ("open", "closed"):
             kind: EventKind = "breaker.opened" if state == "open" else "breaker.closed"
-            self.kit.publish(LifecycleEvent(kind, webhook.name, now, endpoint.name, claim.id))
+            kit.publish(LifecycleEvent(kind, webhook.name, now, endpoint.name, claim.id))
         attempt = Attempt(
-            at=started_at,
+            at=sending.started_at,
             duration=response.duration,
             status=response.status,
             error=response.error,
             response_body=response.body,
         )
-        await self._conclude(
-            token,
-            claim,
-            endpoint.name,
-            attempt,
-            response,
-            attempt_number,
-            now,
-            retries=endpoint.retries or webhook.retries,
-        )
-
-    async def _send(
-        self, endpoint: Endpoint, claim: Claim, attempt_number: int, now: float
-    ) -> delivery.Response:
-        kit, webhook = self.kit, self.webhook
-        try:
-            headers = await webhook.request_headers(endpoint, claim, attempt_number, now)
-        except Exception as exc:  # a user's security callable failed: retry later
-            log.exception("delivery %s: could not prepare the request", claim.id)
-            return delivery.Response(
-                Verdict.RETRY,
-                0.0,
-                error=f"could not prepare the request: {type(exc).__name__}",
-                reached=False,
-            )
-        # `acquire` always yields to the scheduler; a free connection is taken without.
-        try:
-            kit.connections.acquire_nowait()
-        except anyio.WouldBlock:
-            await kit.connections.acquire()
-        try:
-            return await delivery.send(
-                kit.transport,
-                endpoint.method or webhook.method,
-                endpoint.url,
-                headers,
-                claim.body,
-                timeout=endpoint.timeout or webhook.timeout,
-                body_cap=kit.response_body_cap,
-            )
-        finally:
-            kit.connections.release()
-
-    async def _conclude(
-        self,
-        token: int,
-        claim: Claim,
-        endpoint_name: str,
-        attempt: Attempt,
-        response: delivery.Response,
-        attempt_number: int,
-        now: float,
-        *,
-        retries: Retries,
-    ) -> None:
-        webhook = self.webhook
+        retries = endpoint.retries or webhook.retries
         failure = None if response.verdict is Verdict.DELIVERED else _describe(response)
         if response.verdict is Verdict.DELIVERED:
             settlement = Settlement("completed", attempt=attempt)
-        elif response.verdict is Verdict.RETRY and attempt_number <= retries.max:
+        elif response.verdict is Verdict.RETRY and sending.number <= retries.max:
             retry_after = (
                 parse_retry_after(response.retry_after, now) if response.retry_after else None
             )
             delay = webhook.backoff(retries).retry_delay(
-                attempt_number, self.kit.random.random(), retry_after, self.kit.retry_after_cap
+                sending.number, kit.random.random(), retry_after, kit.retry_after_cap
             )
             settlement = Settlement(
                 "delayed", next_attempt_at=now + delay, attempt=attempt, error=failure
@@ -416,7 +438,7 @@ class Dispatcher:
         else:
             settlement = Settlement("dead", attempt=attempt, error=failure)
         if response.verdict is Verdict.GONE:
-            await self.kit.disable_endpoint(webhook.name, endpoint_name, f"{failure} ({claim.id})")
+            await kit.disable_endpoint(webhook.name, endpoint.name, f"{failure} ({claim.id})")
         settled = await self._settle(token, claim, settlement)
         if settled is None:
             return
@@ -426,9 +448,9 @@ class Dispatcher:
             self._hook(webhook.on_success, settled)
         elif settled.status == "dead":
             self._hook(webhook.on_dead, settled)
-            self.kit.publish(
+            kit.publish(
                 LifecycleEvent(
-                    "delivery.dead", webhook.name, now, endpoint_name, settled.id, settled.error
+                    "delivery.dead", webhook.name, now, endpoint.name, settled.id, settled.error
                 )
             )
 
@@ -457,3 +479,17 @@ def _refill_time(bucket: TokenBucket, now: float) -> float:
 
 def _describe(response: delivery.Response) -> str:
     return response.error if response.error is not None else f"HTTP {response.status}"
+
+
+@dataclass(slots=True)
+class _Sending:
+    """An attempt let through to its request, and what came of it."""
+
+    endpoint: Endpoint
+    key: str  # of its breaker and rate limit
+    policy: CircuitBreaker
+    number: int  # 1 for the first attempt
+    started_at: float  # on the kit's clock: the attempt's record
+    timeout: float
+    sent_at: float = 0.0  # on the event loop's clock: the deadline's
+    response: delivery.Response | None = None
