@@ -4,6 +4,10 @@ on loopback, 50 endpoints, 64 in flight) for 300 and for 1,500 deliveries under
 `valgrind --tool=callgrind`, and divides the difference by 1,200, so start-up cancels out.
 Needs valgrind and nginx; takes a few minutes.
 
+Blind spot: under callgrind the client runs ~50x slower while nginx does not, so answers are
+always there when the client reads. A path that depends on that timing (trying a read before
+waiting for readability) looks cheaper here than it is; judge those by CPU time, A/B.
+
     .venv/bin/python benches/instructions_per_delivery.py
 """
 
