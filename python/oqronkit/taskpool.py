@@ -8,13 +8,17 @@ are as many as the most calls ever running at once, and they wait for more until
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import anyio.lowlevel
+import trio
 from anyio.abc import TaskGroup
+
+from oqronkit.scopes import in_trio_task
 
 
 class TaskPool:
@@ -27,13 +31,13 @@ class TaskPool:
     def __init__(self, task_group: TaskGroup) -> None:
         self._task_group = task_group
         self._calls: deque[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = deque()
-        self._idle: list[anyio.Event] = []  # one per waiting worker; set to hand it work
+        self._idle: list[Callable[[], None]] = []  # one per parked worker: wakes it for work
         self._closed = False
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         self._calls.append((fn, args))
         if self._idle:
-            self._idle.pop().set()
+            self._idle.pop()()
         else:
             self._task_group.start_soon(self._work)
 
@@ -41,18 +45,42 @@ class TaskPool:
         """Lets the workers end once the calls given so far are done."""
         self._closed = True
         while self._idle:
-            self._idle.pop().set()
+            self._idle.pop()()
 
     async def _work(self) -> None:
+        # On Trio, its own primitives: a hand-off through anyio's Event costs an event object,
+        # a parking lot and anyio's wrappers, on every call (two per delivery).
+        on_trio = in_trio_task()
+        checkpoint = (
+            trio.lowlevel.checkpoint_if_cancelled
+            if on_trio
+            else anyio.lowlevel.checkpoint_if_cancelled
+        )
+        park = self._park_on_trio if on_trio else self._park
         while True:
             # Each call was matched to a woken or new worker, but any worker drains the queue:
             # one woken for a call another already took just waits again.
             while self._calls:
-                await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled pool starts none
+                await checkpoint()  # a cancelled pool starts none
                 fn, args = self._calls.popleft()
                 await fn(*args)
             if self._closed:
                 return
-            ready = anyio.Event()
-            self._idle.append(ready)
-            await ready.wait()
+            await park()
+
+    async def _park(self) -> None:
+        ready = anyio.Event()
+        self._idle.append(ready.set)
+        await ready.wait()
+
+    async def _park_on_trio(self) -> None:
+        # The waker is taken off `_idle` before it is called, and a cancelled worker takes it
+        # off itself: a task is never rescheduled twice.
+        wake = functools.partial(trio.lowlevel.reschedule, trio.lowlevel.current_task())
+        self._idle.append(wake)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._idle.remove(wake)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
