@@ -4,6 +4,7 @@ test CA. On Trio and asyncio."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import trustme
 from oqronkit import EgressDenied, Endpoint, OqronKit
 from oqronkit.delivery import Verdict, send
 from oqronkit.egress import EgressPolicy
-from oqronkit.transport import Http1Transport
+from oqronkit.transport import Http1Transport, _connect_first
 from tests.servers import H11Server, ScriptedServer, nginx, nginx_binary, reset
 from tests.test_dispatch import status_of
 
@@ -449,6 +450,21 @@ async def test_read_timeouts_cover_the_body_and_unknown_hosts_are_connect_errors
             await http.get(server.url + "/stall")  # the head, then nothing
         with pytest.raises(httpx.ConnectError):
             await http.get("http://no-such-host.invalid/")
+
+
+async def test_a_refused_address_falls_through_to_the_next(server: ScriptedServer) -> None:
+    # The server listens on 127.0.0.1 only: ::1 is refused (or has no IPv6 at all).
+    stream = await _connect_first(["::1", "127.0.0.1"], server.port)
+    async with stream:
+        await stream.send(b"GET /length HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await stream.receive()).startswith(b"HTTP/1.1 200")
+    with socket.socket() as spare:  # a port nothing listens on
+        spare.bind(("127.0.0.1", 0))
+        closed_port = spare.getsockname()[1]
+    async with Http1Transport(egress=LOOPBACK) as transport:
+        with pytest.raises(httpx.ConnectError, match=r"cannot connect to 127\.0\.0\.1"):
+            request = httpx.Request("GET", f"http://127.0.0.1:{closed_port}/")
+            await transport.handle_async_request(request)
 
 
 @pytest.mark.parametrize(
