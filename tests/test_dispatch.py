@@ -739,6 +739,46 @@ async def test_a_cancelled_probe_gives_its_slot_back(
         await status_of(kit, after, "completed")
 
 
+async def test_a_cancelled_probe_whose_settle_fails_gives_its_slot_back_once(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    receiver.respond("/x", 500, Reply(204, delay=10.0), Reply(204, delay=10.0))
+    kit = make_kit(make_backend, clock, shutdown_grace=0.1)  # the other probe stays stalled
+    policy = CircuitBreaker(failure_threshold=1, reset_timeout=30.0, half_open_max=2)
+    hook = kit.webhook(
+        "w",
+        retries=Retries(max=5, base_delay=100.0, max_delay=100.0, jitter=0.0),
+        circuit_breaker=policy,
+        endpoints=[Endpoint("a", receiver.url("/x"), ["**"])],
+    )
+    async with kit:
+        [failed] = await hook.fire("e", {})
+        await status_of(kit, failed, "delayed")
+        clock.advance(30)
+        [first, _] = [*await hook.fire("e", {}), *await hook.fire("e", {})]  # two probes
+        await receiver.wait_for(3)
+        settle = kit.settles
+
+        async def failing_to_cancel(request: Any) -> Delivery | None:
+            if request[2].status == "cancelled":
+                raise RuntimeError("the backend is away")
+            return await settle(request)
+
+        kit.settles = failing_to_cancel
+        await kit.cancel_delivery(first)
+        await eventually(lambda: _not_in_flight(kit, first))
+        kit.settles = settle
+        # The other probe is still in flight: the breaker must still count it.
+        _, probes, _ = kit.guards.breaker("w\x00a", policy).snapshot()
+        assert probes == 1
+
+
+async def _not_in_flight(kit: OqronKit, delivery_id: str) -> bool:
+    dispatcher = kit._dispatchers["w"]
+    return all(claim.id != delivery_id for claim in dispatcher._in_flight.values())
+
+
 async def test_cancel_a_queued_delivery(make_backend: BackendFactory, receiver: Receiver) -> None:
     clock = FakeClock()
     producer = OqronKit(make_backend(), dispatch=False, clock=clock)

@@ -412,6 +412,31 @@ async def test_bytes_no_request_asked_for_retire_the_connection(
     assert stray_port != length_port
 
 
+async def test_stray_bytes_retire_the_connection_even_when_the_answer_came_first() -> None:
+    """The answer is in the socket before the first read (the server answers without waiting
+    for the request), so no read ever waits; stray bytes must still show on the idle socket."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with listener:
+            for _ in range(2):
+                connection, _ = listener.accept()
+                with connection:
+                    connection.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+                    time.sleep(0.1)
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+                    time.sleep(0.5)
+
+    threading.Thread(target=serve, daemon=True).start()
+    async with httpx.AsyncClient(transport=Http1Transport(egress=LOOPBACK)) as client:
+        await anyio.sleep(0.05)  # the first answer is waiting before the request is read
+        first = await client.get(f"http://127.0.0.1:{port}/a")
+        await anyio.sleep(0.3)  # the stray response reaches the idle, pooled connection
+        second = await client.get(f"http://127.0.0.1:{port}/b")
+    assert (first.status_code, second.status_code) == (204, 204)  # never "200 stale"
+
+
 async def test_a_body_that_failed_stays_failed_and_its_connection_is_dropped(
     server: ScriptedServer,
 ) -> None:

@@ -387,9 +387,10 @@ class Dispatcher:
             kit.connections.release()
 
     async def _no_verdict(self, sending: _Sending | None) -> None:
-        """An attempt let through but cut short before its response (cancelled, shut down or
-        broken) says nothing about the receiver: its breaker probe slot is given back."""
-        if sending is not None and sending.response is None:
+        """An attempt let through but cut short before its verdict (cancelled, shut down or
+        broken) says nothing about the receiver: its breaker probe slot is given back, once."""
+        if sending is not None and not sending.judged:
+            sending.judged = True
             try:
                 now = self.kit.clock.now()
                 await self.kit.guards.record(sending.key, sending.policy, "release", now)
@@ -410,6 +411,7 @@ class Dispatcher:
             if response.counts_against_breaker
             else "success"
         )
+        sending.judged = True
         was, state = await kit.guards.record(sending.key, sending.policy, verdict, now)
         if state != was and state in ("open", "closed"):
             kind: EventKind = "breaker.opened" if state == "open" else "breaker.closed"
@@ -493,3 +495,4 @@ class _Sending:
     timeout: float
     sent_at: float = 0.0  # on the event loop's clock: the deadline's
     response: delivery.Response | None = None
+    judged: bool = False  # the breaker has had its verdict, or its slot back

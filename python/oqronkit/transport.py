@@ -468,29 +468,39 @@ async def _answer_after_failed_write(
 
 async def _connect_first(addresses: list[str], port: int) -> anyio.abc.ByteStream:
     """A TCP connection to the first of the checked `addresses` that answers."""
+    connect = _connect_tcp if in_trio_task() else anyio.connect_tcp
     for address in addresses[:-1]:
         with contextlib.suppress(OSError):
-            return await _connect_tcp(address, port)
-    return await _connect_tcp(addresses[-1], port)
+            return await connect(address, port)
+    return await connect(addresses[-1], port)
 
 
 async def _connect_tcp(address: str, port: int) -> anyio.abc.SocketStream:
-    """A TCP connection to one IP address. Not `anyio.connect_tcp`: for a single address it
-    still runs its Happy Eyeballs machinery (a task group, a task, an event and a timeout),
-    four times the CPU of the connection itself; the addresses here are already resolved."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    """A TCP connection to one IP address, on Trio. Not `anyio.connect_tcp`: for a single
+    address it still runs its Happy Eyeballs machinery (a task group, a task, an event and a
+    timeout), four times the CPU of the connection itself. (On asyncio that one is kept: a
+    stream wrapped from a socket there starts reading eagerly, and an idle pooled connection
+    would then swallow what a server sends it instead of showing it to `looks_closed`.)"""
+    # getaddrinfo of a numeric address does no lookup; it makes the IPv6 zone (`%eth0`) part
+    # of the socket address, which a plain (host, port) tuple would lose.
+    family, kind, protocol, _, target = socket.getaddrinfo(
+        address, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+    )[0]
+    sock = socket.socket(family, kind, protocol)
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sock.connect((address, port))
+            sock.connect(target)
         except BlockingIOError:  # in progress: done when writable, with SO_ERROR saying how
             await anyio.wait_writable(sock)
             error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if error:
                 raise OSError(error, os.strerror(error)) from None
-        return await anyio.abc.SocketStream.from_socket(sock)
+        try:
+            return await anyio.abc.SocketStream.from_socket(sock)
+        except ValueError as exc:  # reset between the connect and the wrapping
+            raise ConnectionResetError(str(exc)) from None
     except BaseException:
         sock.close()
         raise
