@@ -1,6 +1,6 @@
-"""One HTTP attempt of one delivery: build the signed request, send it under one deadline, read
-at most the capped response, and classify what came back. No queue or state here: the
-dispatcher decides what the outcome means for the delivery."""
+"""One HTTP attempt of one delivery: build the signed request, send it (under the caller's
+deadline), read at most the capped response, and classify what came back. No queue or state
+here: the dispatcher decides what the outcome means for the delivery."""
 
 from __future__ import annotations
 
