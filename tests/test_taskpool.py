@@ -83,3 +83,36 @@ async def test_a_cancelled_group_ends_its_idle_workers() -> None:
             await anyio.wait_all_tasks_blocked()
             tg.cancel_scope.cancel()
     assert [n for n, _ in worker.runs] == [0]
+
+
+async def test_a_call_past_the_timeout_is_cut_off_and_its_worker_goes_on() -> None:
+    timed_out: list[tuple[object, ...]] = []
+    worker = Worker()
+    hung_on: list[object] = []
+
+    async def hang() -> None:
+        hung_on.append(anyio.get_current_task().id)
+        await anyio.Event().wait()  # never set
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            pool = TaskPool(tg, timeout=0.05, on_timeout=lambda fn, args: timed_out.append(args))
+            pool.start_soon(hang)
+            while not timed_out:
+                await anyio.sleep(0.01)
+            pool.start_soon(worker.call, 1)  # the worker that was cut off takes it
+            pool.close()
+    assert timed_out == [()]
+    assert worker.runs == [(1, hung_on[0])]
+
+
+async def test_calls_within_the_timeout_are_not_reported() -> None:
+    timed_out: list[object] = []
+    worker = Worker()
+    async with anyio.create_task_group() as tg:
+        pool = TaskPool(tg, timeout=10.0, on_timeout=lambda fn, args: timed_out.append(args))
+        for n in range(3):
+            pool.start_soon(worker.call, n)
+            await anyio.wait_all_tasks_blocked()
+        pool.close()
+    assert timed_out == [] and [n for n, _ in worker.runs] == [0, 1, 2]

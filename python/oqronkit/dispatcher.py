@@ -15,7 +15,6 @@ concurrently, and settles each outcome in the backend.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import math
@@ -32,7 +31,7 @@ from oqronkit.config import CircuitBreaker, Endpoint
 from oqronkit.delivery import Verdict
 from oqronkit.events import EventKind, LifecycleEvent
 from oqronkit.guards import Verdict as GuardVerdict
-from oqronkit.hooks import Hook, run_hook
+from oqronkit.hooks import Hook, hook_pool, run_hook
 from oqronkit.models import Attempt, Claim, Delivery, Settlement
 from oqronkit.scopes import CancelScope, cancel_scope
 from oqronkit.taskpool import TaskPool
@@ -82,7 +81,7 @@ class Dispatcher:
         # Hooks run beside the attempts, so a slow hook holds no slot and no lease; they are
         # bounded by their own timeout and allowed to finish at shutdown.
         async with anyio.create_task_group() as hooks, anyio.create_task_group() as tg:
-            self._hooks = TaskPool(hooks)
+            self._hooks = hook_pool(hooks, self.kit.hook_timeout)
             tg.start_soon(self._heartbeat)
             tg.start_soon(self._watch_cancels)
             try:
@@ -469,9 +468,7 @@ class Dispatcher:
     def _hook(self, hook: Hook | None, delivery: Delivery) -> None:
         """Runs `hook` beside the attempts, on the delivery as this outcome left it."""
         if hook is not None:
-            self._hooks.start_soon(
-                functools.partial(run_hook, hook, delivery, timeout=self.kit.hook_timeout)
-            )
+            self._hooks.start_soon(run_hook, hook, delivery)
 
 
 def _refill_time(bucket: TokenBucket, now: float) -> float:

@@ -1,37 +1,48 @@
-"""User hooks (`on_success`, `on_failure`, `on_dead`, the kit's `on_event`): run under a
-timeout; an exception is logged and never changes the delivery."""
+"""User hooks (`on_success`, `on_failure`, `on_dead`, the kit's `on_event`): run on a pool of
+reused tasks, each under the hook timeout; an exception is logged and never changes the
+delivery."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
 import anyio
+from anyio.abc import TaskGroup
 
 from oqronkit.models import Delivery
-from oqronkit.scopes import cancel_scope
+from oqronkit.taskpool import TaskPool
 
 log = logging.getLogger("oqronkit")
 
 Hook: TypeAlias = Callable[[Delivery], None] | Callable[[Delivery], Awaitable[None]]
 
 
-async def run_hook(hook: Callable[[Any], Any], subject: Any, *, timeout: float) -> None:
-    """Calls `hook(subject)`: a coroutine function on the loop, anything else in a thread."""
+def hook_pool(task_group: TaskGroup, timeout: float) -> TaskPool:
+    """Where hooks run: beside the work that fired them, each cut off after `timeout`."""
+    return TaskPool(task_group, timeout=timeout, on_timeout=functools.partial(_timed_out, timeout))
+
+
+async def run_hook(hook: Callable[[Any], Any], subject: Any) -> None:
+    """Calls `hook(subject)`: a coroutine function on the loop, anything else in a thread.
+    Its timeout is the `hook_pool`'s."""
     try:
-        with cancel_scope(deadline=anyio.current_time() + timeout) as deadline:
-            if inspect.iscoroutinefunction(hook):
-                await hook(subject)
-            else:
-                result = await anyio.to_thread.run_sync(hook, subject, abandon_on_cancel=True)
-                if inspect.isawaitable(result):
-                    await result
-        if deadline.cancelled_caught:
-            log.error("hook %s timed out after %gs (%s)", *_labels(hook, subject, timeout))
+        if inspect.iscoroutinefunction(hook):
+            await hook(subject)
+        else:
+            result = await anyio.to_thread.run_sync(hook, subject, abandon_on_cancel=True)
+            if inspect.isawaitable(result):
+                await result
     except Exception:
         log.exception("hook %s raised (%s); nothing is changed by it", *_labels(hook, subject))
+
+
+def _timed_out(timeout: float, call: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    hook, subject = args
+    log.error("hook %s timed out after %gs (%s)", *_labels(hook, subject, timeout))
 
 
 def _labels(hook: Callable[[Any], Any], subject: Any, *more: Any) -> tuple[Any, ...]:

