@@ -3,7 +3,7 @@ one client process, each contender measured in a fresh child process one after a
 
 - ours: `Http1Transport.handle_async_request` under Trio, as the dispatcher calls it (an
   `httpx.Request` per request from a parsed URL, byte headers and a `ByteStream`; the body
-  stream read; the response closed);
+  stream read and closed);
 - httpx's default transport (`httpx.AsyncHTTPTransport`) called the same way, under Trio;
 - aiohttp under asyncio (`ClientSession.post`, a connector of 64);
 - the floor: a hand-written keep-alive client on plain anyio streams (prebuilt request bytes,
@@ -46,7 +46,7 @@ async def run(url, count, body, in_flight):
             response = await transport.handle_async_request(request)
             async for _ in response.stream:
                 pass
-            await response.aclose()
+            await response.stream.aclose()
             assert response.status_code == 204
     async with transport, trio.open_nursery() as nursery:
         for _ in range(in_flight):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 import anyio
@@ -112,10 +113,7 @@ async def send(
         return Response(Verdict.REJECTED, 0.0, error=f"invalid request: {exc}", reached=False)
     try:
         response = await transport.handle_async_request(request)
-        try:
-            raw = await _read_capped(response, body_cap)
-        finally:
-            await response.aclose()
+        raw = await _read_capped(response, body_cap)
     except EgressDenied as exc:
         return Response(Verdict.REJECTED, anyio.current_time() - started, error=str(exc))
     except Exception as exc:  # any transport (a user's too) failing is a failed attempt
@@ -148,7 +146,9 @@ def _parsed(url: str) -> httpx.URL:
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
-    """At most `cap` bytes of the body; the rest is never read (the connection is dropped)."""
+    """At most `cap` bytes of the body; the rest is never read (the connection is dropped).
+    The stream is closed here, which is all `Response.aclose` would do (through a generator
+    context manager that only relabels exceptions, ~4 µs a response)."""
     chunks: list[bytes] = []
     size = 0
     # The stream itself, not httpx's `aiter_bytes` generators: stopping at the cap must not
@@ -156,7 +156,7 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes:
     stream = response.stream
     if not isinstance(stream, httpx.AsyncByteStream):
         raise TypeError(f"the transport answered with a {type(stream).__name__}, not async")
-    body = aiter(stream)
+    body: AsyncIterator[bytes] | httpx.AsyncByteStream = aiter(stream)
     try:
         async for chunk in body:
             chunks.append(chunk[: cap - size])
@@ -164,6 +164,7 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes:
             if size >= cap:
                 break
     finally:
-        if hasattr(body, "aclose"):
-            await body.aclose()
+        if body is not stream and hasattr(body, "aclose"):
+            await body.aclose()  # an async generator of the stream's, finalised now
+        await stream.aclose()  # the connection goes back to its pool, or is closed
     return b"".join(chunks)
