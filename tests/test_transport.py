@@ -202,9 +202,25 @@ async def test_the_delivery_cap_stops_reading_and_drops_the_connection(
     server: ScriptedServer,
 ) -> None:
     async with Http1Transport(egress=LOOPBACK) as transport:
-        response = await send(transport, "POST", server.url + "/big", {}, b"{}", body_cap=1000)
+        response = await send(
+            transport,
+            "POST",
+            server.url + "/big",
+            {},
+            b"{}",
+            body_cap=1000,
+            started=anyio.current_time(),
+        )
         assert response.status == 200 and response.body == "y" * 1000
-        again = await send(transport, "POST", server.url + "/length", {}, b"{}", body_cap=1000)
+        again = await send(
+            transport,
+            "POST",
+            server.url + "/length",
+            {},
+            b"{}",
+            body_cap=1000,
+            started=anyio.current_time(),
+        )
         assert again.body == "hello"
     assert server.ports("/big") != server.ports("/length")  # not reused mid-body
 
@@ -213,9 +229,25 @@ async def test_a_slow_drip_hits_the_deadline(server: ScriptedServer) -> None:
     """The caller's scope bounds the whole exchange (the dispatcher's attempt scope does)."""
     async with Http1Transport(egress=LOOPBACK) as transport:
         with anyio.move_on_after(0.5) as deadline:
-            await send(transport, "POST", server.url + "/drip", {}, b"{}", body_cap=1000)
+            await send(
+                transport,
+                "POST",
+                server.url + "/drip",
+                {},
+                b"{}",
+                body_cap=1000,
+                started=anyio.current_time(),
+            )
         assert deadline.cancelled_caught
-        again = await send(transport, "POST", server.url + "/length", {}, b"{}", body_cap=1000)
+        again = await send(
+            transport,
+            "POST",
+            server.url + "/length",
+            {},
+            b"{}",
+            body_cap=1000,
+            started=anyio.current_time(),
+        )
     assert again.verdict is Verdict.DELIVERED and again.body == "hello"
     assert server.ports("/drip") != server.ports("/length")  # cut mid-body: never reused
 
@@ -253,7 +285,15 @@ async def test_a_flood_of_interim_answers_hits_the_deadline(flood_server: str) -
     async with Http1Transport(egress=LOOPBACK) as transport:
         started = time.monotonic()
         with anyio.move_on_after(0.5) as deadline:
-            await send(transport, "POST", flood_server, {}, b"{}", body_cap=10)
+            await send(
+                transport,
+                "POST",
+                flood_server,
+                {},
+                b"{}",
+                body_cap=10,
+                started=anyio.current_time(),
+            )
     assert deadline.cancelled_caught
     assert time.monotonic() - started < 2.0  # the flood lasts 4 s
 

@@ -83,16 +83,17 @@ async def send(
     body: bytes,
     *,
     body_cap: int,
+    started: float,
 ) -> Response:
     """Sends one request; never raises for HTTP or network trouble, only for cancellation.
 
     No deadline of its own: the caller's cancel scope bounds the exchange (the dispatcher's
     attempt scope, whose deadline it sets), and `timed_out` describes an exchange it cut short.
+    `started` is when the exchange began on the event loop's clock, as that deadline counts.
 
     It goes straight to the transport: a webhook delivery uses none of httpx's client features
     (cookies, auth flows, redirects, event hooks), and skipping them halves the CPU per request.
     Transports never follow redirects."""
-    started = anyio.current_time()
     try:
         # A parsed URL and byte headers, with the Host and Content-Length httpx would add:
         # given a `stream`, httpx skips its own body encoding and header preparation, which

@@ -380,6 +380,7 @@ class Dispatcher:
                 headers,
                 claim.body,
                 body_cap=kit.response_body_cap,
+                started=sending.sent_at,
             )
             scope.deadline = math.inf  # no checkpoint since the last one: none fired between
         finally:
