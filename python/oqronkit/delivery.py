@@ -15,6 +15,7 @@ import httpx
 from oqronkit import _core
 from oqronkit.config import Security
 from oqronkit.errors import EgressDenied
+from oqronkit.transport import Http1Transport
 
 
 class Verdict(enum.Enum):
@@ -95,26 +96,39 @@ async def send(
     (cookies, auth flows, redirects, event hooks), and skipping them halves the CPU per request.
     Transports never follow redirects."""
     try:
-        # A parsed URL and byte headers, with the Host and Content-Length httpx would add:
-        # given a `stream`, httpx skips its own body encoding and header preparation, which
-        # rebuild the headers twice. `read` keeps `request.content` there for any transport.
+        # A parsed URL and the headers as they go on the wire, with the Host and Content-Length
+        # httpx would add: given a `stream`, httpx skips its own body encoding and header
+        # preparation, which rebuild the headers twice. `read` keeps `request.content` there
+        # for any transport.
         target = _parsed(url)
+        payload = b"" if method == "GET" else body
         wire_headers = [(b"Host", target.netloc)]
         wire_headers += [(name.encode(), value.encode()) for name, value in headers.items()]
         if method != "GET":
             wire_headers.append((b"Content-Length", b"%d" % len(body)))
-        request = httpx.Request(
-            method,
-            target,
-            headers=wire_headers,
-            stream=httpx.ByteStream(b"" if method == "GET" else body),
-        )
-        request.read()
+        # Ours takes them as they are; any other transport gets an httpx Request.
+        request = None
+        if not isinstance(transport, Http1Transport):
+            request = httpx.Request(
+                method, target, headers=wire_headers, stream=httpx.ByteStream(payload)
+            )
+            request.read()
     except Exception as exc:  # a request that cannot be expressed is no transient failure
         return Response(Verdict.REJECTED, 0.0, error=f"invalid request: {exc}", reached=False)
+    stream: httpx.SyncByteStream | httpx.AsyncByteStream
     try:
-        response = await transport.handle_async_request(request)
-        raw = await _read_capped(response, body_cap)
+        if isinstance(transport, Http1Transport):
+            exchange = await transport.exchange(method, target, wire_headers, payload)
+            status, _, response_headers, stream = exchange
+        else:
+            assert request is not None
+            response = await transport.handle_async_request(request)
+            status, response_headers, stream = (
+                response.status_code,
+                response.headers.raw,
+                response.stream,
+            )
+        raw = await _read_capped(stream, body_cap)
     except EgressDenied as exc:
         return Response(Verdict.REJECTED, anyio.current_time() - started, error=str(exc))
     except Exception as exc:  # any transport (a user's too) failing is a failed attempt
@@ -124,15 +138,23 @@ async def send(
             anyio.current_time() - started,
             error=f"{name}: {exc}" if str(exc) else name,
         )
-    verdict = classify(response.status_code)
+    verdict = classify(status)
     return Response(
         verdict,
         anyio.current_time() - started,
-        status=response.status_code,
+        status=status,
         body=raw.decode("utf-8", errors="replace") if raw else None,
-        # Only a retry waits for it (a header lookup is a scan of every header).
-        retry_after=response.headers.get("retry-after") if verdict is Verdict.RETRY else None,
+        # Only a retry waits for it.
+        retry_after=_header(response_headers, b"retry-after") if verdict is Verdict.RETRY else None,
     )
+
+
+def _header(headers: list[tuple[bytes, bytes]], lowered_name: bytes) -> str | None:
+    """The first value of a header, by its name in lower case."""
+    for name, value in headers:
+        if name.lower() == lowered_name:
+            return value.decode("latin-1")
+    return None
 
 
 def timed_out(timeout: float, duration: float) -> Response:
@@ -146,7 +168,7 @@ def _parsed(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
-async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+async def _read_capped(stream: httpx.SyncByteStream | httpx.AsyncByteStream, cap: int) -> bytes:
     """At most `cap` bytes of the body; the rest is never read (the connection is dropped).
     The stream is closed here, which is all `Response.aclose` would do (through a generator
     context manager that only relabels exceptions, ~4 µs a response)."""
@@ -154,7 +176,6 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes:
     size = 0
     # The stream itself, not httpx's `aiter_bytes` generators: stopping at the cap must not
     # leave generators for the garbage collector (deliveries ask for identity encoding).
-    stream = response.stream
     if not isinstance(stream, httpx.AsyncByteStream):
         raise TypeError(f"the transport answered with a {type(stream).__name__}, not async")
     body: AsyncIterator[bytes] | httpx.AsyncByteStream = aiter(stream)

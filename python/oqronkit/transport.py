@@ -28,7 +28,7 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, TypeAlias
 
 import anyio
@@ -42,6 +42,12 @@ from oqronkit.egress import EgressPolicy
 from oqronkit.scopes import CancelScope, cancel_scope, in_trio_task
 
 Origin: TypeAlias = tuple[bytes, str, int]  # (scheme, host, port)
+Headers: TypeAlias = list[tuple[bytes, bytes]]
+# A response head from the core: status, reason, headers, body length (or CHUNKED or
+# UNTIL_CLOSE) and whether the connection may be reused.
+Head: TypeAlias = tuple[int, bytes, Headers, int, bool]
+Exchange: TypeAlias = tuple[int, bytes, Headers, "_ResponseBody"]  # status, reason, headers, body
+_NO_TIMEOUTS: Mapping[str, float | None] = {}
 
 READ_SIZE = 64 * 1024
 MAX_LINE = 8 * 1024  # a chunk-size or trailer line longer than this is a broken server
@@ -156,9 +162,7 @@ class _Connection:
                 except BlockingIOError:  # a spurious wake-up
                     pass
 
-    async def read_head(
-        self, head_request: bool
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], int, bool]:
+    async def read_head(self, head_request: bool) -> Head:
         """The final (non-1xx) response head; the body's first bytes stay in `buffer`."""
         received = False
         while True:
@@ -327,19 +331,43 @@ class Http1Transport(httpx.AsyncBaseTransport):
         return f"Http1Transport({self._egress!r}, idle_connections={idle})"
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
+        body = await request.aread()
+        status, reason, headers, stream = await self.exchange(
+            request.method,
+            request.url,
+            _framed(request, body),
+            body,
+            request.extensions.get("timeout", _NO_TIMEOUTS),
+        )
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=stream,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+            request=request,
+        )
+
+    async def exchange(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: Headers,
+        body: bytes,
+        timeouts: Mapping[str, float | None] = _NO_TIMEOUTS,
+    ) -> Exchange:
+        """One request, as `handle_async_request` sends it, without httpx's objects: `headers`
+        are the ones on the wire (Host and Content-Length included) and the answer is its
+        status, reason, headers and body stream. Deliveries come this way: a Request and a
+        Response with their Headers cost more CPU than the rest of the exchange."""
         scheme = url.raw_scheme
         if scheme not in (b"http", b"https"):
             raise httpx.UnsupportedProtocol(f"{url.scheme!r} is not http or https")
-        port = url.port or (443 if scheme == b"https" else 80)
-        origin: Origin = (scheme, url.host, port)
-        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        body = await request.aread()
+        origin: Origin = (scheme, url.host, url.port or (443 if scheme == b"https" else 80))
         try:
-            data = _core.write_request(request.method, url.raw_path, _framed(request, body), body)
+            data = _core.write_request(method, url.raw_path, headers, body)
         except ValueError as exc:
             raise httpx.LocalProtocolError(str(exc)) from None
-        head_request = request.method == "HEAD"
+        head_request = method == "HEAD"
         connection, reused = await self._checkout(origin, timeouts.get("connect"))
         connection.read_timeout = timeouts.get("read")
         head = None
@@ -370,15 +398,9 @@ class Http1Transport(httpx.AsyncBaseTransport):
         except BaseException:
             await connection.aclose()
             raise
-        status, reason, headers, length, keep_alive = head
+        status, reason, response_headers, length, keep_alive = head
         stream = _ResponseBody(self, origin, connection, length, keep_alive)
-        return httpx.Response(
-            status,
-            headers=headers,
-            stream=stream,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
-            request=request,
-        )
+        return status, reason, response_headers, stream
 
     async def _checkout(self, origin: Origin, timeout: float | None) -> tuple[_Connection, bool]:
         """An idle connection to `origin` that still looks open, or a new one."""
@@ -432,11 +454,11 @@ class Http1Transport(httpx.AsyncBaseTransport):
         await self.aclose()
 
 
-def _framed(request: httpx.Request, body: bytes) -> list[tuple[bytes, bytes]]:
+def _framed(request: httpx.Request, body: bytes) -> Headers:
     """The request's headers with the framing the bytes on the wire really have: the whole
     body is sent with a Content-Length (never Transfer-Encoding: a streamed body was read in
     full), and a Content-Length that disagrees with the body is refused."""
-    headers: list[tuple[bytes, bytes]] = []
+    headers: Headers = []
     declared: bytes | None = None
     for name, value in request.headers.raw:
         lowered = name.lower()
@@ -453,9 +475,7 @@ def _framed(request: httpx.Request, body: bytes) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-async def _answer_after_failed_write(
-    connection: _Connection, head_request: bool
-) -> tuple[int, bytes, list[tuple[bytes, bytes]], int, bool] | None:
+async def _answer_after_failed_write(connection: _Connection, head_request: bool) -> Head | None:
     """The response a server sent before closing on a request it would not take, if any."""
     with anyio.move_on_after(ANSWER_AFTER_FAILED_WRITE):
         try:
