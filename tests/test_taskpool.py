@@ -6,6 +6,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from oqronkit.scopes import Watchdog
 from oqronkit.taskpool import TaskPool
 
 pytestmark = pytest.mark.anyio
@@ -95,8 +96,13 @@ async def test_a_call_past_the_timeout_is_cut_off_and_its_worker_goes_on() -> No
         await anyio.Event().wait()  # never set
 
     with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            pool = TaskPool(tg, timeout=0.05, on_timeout=lambda fn, args: timed_out.append(args))
+        async with Watchdog() as watchdog, anyio.create_task_group() as tg:
+            pool = TaskPool(
+                tg,
+                timeout=0.05,
+                watchdog=watchdog,
+                on_timeout=lambda fn, args: timed_out.append(args),
+            )
             pool.start_soon(hang)
             while not timed_out:
                 await anyio.sleep(0.01)
@@ -109,8 +115,10 @@ async def test_a_call_past_the_timeout_is_cut_off_and_its_worker_goes_on() -> No
 async def test_calls_within_the_timeout_are_not_reported() -> None:
     timed_out: list[object] = []
     worker = Worker()
-    async with anyio.create_task_group() as tg:
-        pool = TaskPool(tg, timeout=10.0, on_timeout=lambda fn, args: timed_out.append(args))
+    async with Watchdog() as watchdog, anyio.create_task_group() as tg:
+        pool = TaskPool(
+            tg, timeout=10.0, watchdog=watchdog, on_timeout=lambda fn, args: timed_out.append(args)
+        )
         for n in range(3):
             pool.start_soon(worker.call, n)
             await anyio.wait_all_tasks_blocked()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -81,7 +80,7 @@ class Dispatcher:
         # Hooks run beside the attempts, so a slow hook holds no slot and no lease; they are
         # bounded by their own timeout and allowed to finish at shutdown.
         async with anyio.create_task_group() as hooks, anyio.create_task_group() as tg:
-            self._hooks = hook_pool(hooks, self.kit.hook_timeout)
+            self._hooks = hook_pool(hooks, self.kit.hook_timeout, self.kit.watchdog)
             tg.start_soon(self._heartbeat)
             tg.start_soon(self._watch_cancels)
             try:
@@ -244,7 +243,8 @@ class Dispatcher:
 
     async def _attempt_then_release(self, token: int, claim: Claim) -> None:
         # One scope per attempt, for cancel_delivery and, while the request is out, for its
-        # deadline too (a scope costs more than the rest of an attempt's bookkeeping). What
+        # deadline too (kept by the kit's watchdog: a scope costs more than the rest of an
+        # attempt's bookkeeping, and moving its deadline half as much again). What
         # follows the response runs outside it: once the answer is in, the outcome stands.
         scope = self._scopes[token]
         sending: _Sending | None = None
@@ -350,8 +350,8 @@ class Dispatcher:
         )
 
     async def _send(self, sending: _Sending, claim: Claim, scope: CancelScope) -> None:
-        """Sets `sending.response`, unless cut short: cancelled, or the exchange outlived
-        `scope`'s deadline (set for it here)."""
+        """Sets `sending.response`, unless cut short: cancelled, or the exchange outlived its
+        deadline (the watchdog then cancels `scope`)."""
         kit, webhook, endpoint = self.kit, self.webhook, sending.endpoint
         try:
             number, at = sending.number, sending.started_at
@@ -372,17 +372,19 @@ class Dispatcher:
             await kit.connections.acquire()
         try:
             sending.sent_at = anyio.current_time()
-            scope.deadline = sending.sent_at + sending.timeout
-            sending.response = await delivery.send(
-                kit.transport,
-                endpoint.method or webhook.method,
-                endpoint.url,
-                headers,
-                claim.body,
-                body_cap=kit.response_body_cap,
-                started=sending.sent_at,
-            )
-            scope.deadline = math.inf  # no checkpoint since the last one: none fired between
+            timer = kit.watchdog.arm(scope, sending.sent_at + sending.timeout)
+            try:
+                sending.response = await delivery.send(
+                    kit.transport,
+                    endpoint.method or webhook.method,
+                    endpoint.url,
+                    headers,
+                    claim.body,
+                    body_cap=kit.response_body_cap,
+                    started=sending.sent_at,
+                )
+            finally:
+                timer.disarm()
         finally:
             kit.connections.release()
 

@@ -14,6 +14,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from oqronkit.models import Delivery
+from oqronkit.scopes import Watchdog
 from oqronkit.taskpool import TaskPool
 
 log = logging.getLogger("oqronkit")
@@ -21,9 +22,14 @@ log = logging.getLogger("oqronkit")
 Hook: TypeAlias = Callable[[Delivery], None] | Callable[[Delivery], Awaitable[None]]
 
 
-def hook_pool(task_group: TaskGroup, timeout: float) -> TaskPool:
+def hook_pool(task_group: TaskGroup, timeout: float, watchdog: Watchdog) -> TaskPool:
     """Where hooks run: beside the work that fired them, each cut off after `timeout`."""
-    return TaskPool(task_group, timeout=timeout, on_timeout=functools.partial(_timed_out, timeout))
+    return TaskPool(
+        task_group,
+        timeout=timeout,
+        watchdog=watchdog,
+        on_timeout=functools.partial(_timed_out, timeout),
+    )
 
 
 async def run_hook(hook: Callable[[Any], Any], subject: Any) -> None:

@@ -56,6 +56,7 @@ from oqronkit.guards import Guards
 from oqronkit.hooks import Hook, hook_pool, run_hook
 from oqronkit.ids import new_id
 from oqronkit.models import NO_DEFINITIONS, WEBHOOK, Definitions, Delivery, Status
+from oqronkit.scopes import Watchdog
 from oqronkit.transport import Http1Transport
 from oqronkit.webhooks import EndpointSource, Scheme, Webhook
 
@@ -158,6 +159,7 @@ class OqronKit:
         self._dispatchers: dict[str, Dispatcher] = {}
         self._active_transport: httpx.AsyncBaseTransport | None = None
         self._connections: anyio.CapacityLimiter | None = None
+        self.watchdog = Watchdog()  # the deadlines of requests and hooks, while running
         self._task_group: TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
@@ -402,8 +404,10 @@ class OqronKit:
             )
             self._active_transport = await stack.enter_async_context(transport)
             self._connections = anyio.CapacityLimiter(self.max_connections)
+            # Outlives the task group below: hooks finishing at shutdown keep their timeout.
+            await stack.enter_async_context(self.watchdog)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
-            self._event_hooks = hook_pool(self._task_group, self.hook_timeout)
+            self._event_hooks = hook_pool(self._task_group, self.hook_timeout, self.watchdog)
             stack.push_async_callback(self._stop_dispatchers)
         except BaseException:
             await stack.aclose()
