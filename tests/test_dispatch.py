@@ -449,6 +449,30 @@ async def test_a_slow_endpoint_cannot_take_every_slot(
         assert len(receiver.received("/slow")) == 2
 
 
+async def test_max_connections_bounds_requests_across_webhooks(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    receiver.respond("/slow", then=Reply(204, delay=1.0))
+    kit = make_kit(make_backend, max_connections=2)
+    hooks = [
+        kit.webhook(name, concurrency=4, endpoints=[Endpoint("e", receiver.url("/slow"), ["x"])])
+        for name in ("a", "b")
+    ]
+    async with kit:
+        ids = [delivery_id for hook in hooks for delivery_id in await hook.fire("x", {})]
+        ids += [delivery_id for hook in hooks for delivery_id in await hook.fire("x", {})]
+        await receiver.wait_for(2, "/slow")
+
+        async def two_wait_for_a_slot() -> bool:
+            return kit.connections.waiting == 2
+
+        await eventually(two_wait_for_a_slot)
+        assert kit.connections.held == 2
+        for delivery_id in ids:
+            await status_of(kit, delivery_id, "completed")
+        assert kit.connections.held == 0
+
+
 async def test_hook_errors_change_nothing(
     make_backend: BackendFactory, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -365,11 +365,7 @@ class Dispatcher:
                 reached=False,
             )
             return
-        # `acquire` always yields to the scheduler; a free connection is taken without.
-        try:
-            kit.connections.acquire_nowait()
-        except anyio.WouldBlock:
-            await kit.connections.acquire()
+        await kit.connections.acquire()
         try:
             sending.sent_at = anyio.current_time()
             timer = kit.watchdog.arm(scope, sending.sent_at + sending.timeout)

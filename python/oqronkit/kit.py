@@ -57,6 +57,7 @@ from oqronkit.hooks import Hook, hook_pool, run_hook
 from oqronkit.ids import new_id
 from oqronkit.models import NO_DEFINITIONS, WEBHOOK, Definitions, Delivery, Status
 from oqronkit.scopes import Watchdog
+from oqronkit.slots import Slots
 from oqronkit.transport import Http1Transport
 from oqronkit.webhooks import EndpointSource, Scheme, Webhook
 
@@ -158,7 +159,7 @@ class OqronKit:
         self._stopping = False  # set at exit: definitions read from then on start no dispatcher
         self._dispatchers: dict[str, Dispatcher] = {}
         self._active_transport: httpx.AsyncBaseTransport | None = None
-        self._connections: anyio.CapacityLimiter | None = None
+        self._connections: Slots | None = None
         self.watchdog = Watchdog()  # the deadlines of requests and hooks, while running
         self._task_group: TaskGroup | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
@@ -403,7 +404,7 @@ class OqronKit:
                 max_idle_per_origin=self.max_connections,
             )
             self._active_transport = await stack.enter_async_context(transport)
-            self._connections = anyio.CapacityLimiter(self.max_connections)
+            self._connections = Slots(self.max_connections)
             # Outlives the task group below: hooks finishing at shutdown keep their timeout.
             await stack.enter_async_context(self.watchdog)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
@@ -524,7 +525,7 @@ class OqronKit:
         return self._active_transport
 
     @property
-    def connections(self) -> anyio.CapacityLimiter:
+    def connections(self) -> Slots:
         """`max_connections` slots, one taken before each request touches the transport: at
         most that many sockets are open at once, and no request ever waits inside a transport's
         pool (httpx's own is corrupted by a request cancelled there: encode/httpcore#1093)."""
