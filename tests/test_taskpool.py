@@ -1,4 +1,5 @@
-"""TaskPool: calls run on reused workers, no more workers than calls ever running at once."""
+"""TaskPool: calls run on reused workers, no more workers than calls ever running at once; a
+call that cancels its worker's scope is cut short, and the worker goes on in a fresh one."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from oqronkit.scopes import Watchdog
+from oqronkit.scopes import CancelScope
 from oqronkit.taskpool import TaskPool
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +21,7 @@ class Worker:
         self.running = 0
         self.most = 0
 
-    async def call(self, n: int, gate: anyio.Event | None = None) -> None:
+    async def call(self, scope: CancelScope, n: int, gate: anyio.Event | None = None) -> None:
         self.running += 1
         self.most = max(self.most, self.running)
         self.runs.append((n, anyio.get_current_task().id))
@@ -86,41 +87,29 @@ async def test_a_cancelled_group_ends_its_idle_workers() -> None:
     assert [n for n, _ in worker.runs] == [0]
 
 
-async def test_a_call_past_the_timeout_is_cut_off_and_its_worker_goes_on() -> None:
-    timed_out: list[tuple[object, ...]] = []
+async def test_a_call_that_cancels_its_scope_is_cut_short_and_its_worker_goes_on() -> None:
     worker = Worker()
-    hung_on: list[object] = []
+    cut_on: list[object] = []
+    scopes: list[CancelScope] = []
 
-    async def hang() -> None:
-        hung_on.append(anyio.get_current_task().id)
-        await anyio.Event().wait()  # never set
+    async def cut_short(scope: CancelScope) -> None:
+        cut_on.append(anyio.get_current_task().id)
+        scopes.append(scope)
+        scope.cancel()
+        await anyio.sleep_forever()
+
+    async def note_scope(scope: CancelScope) -> None:
+        scopes.append(scope)
 
     with anyio.fail_after(5):
-        async with Watchdog() as watchdog, anyio.create_task_group() as tg:
-            pool = TaskPool(
-                tg,
-                timeout=0.05,
-                watchdog=watchdog,
-                on_timeout=lambda fn, args: timed_out.append(args),
-            )
-            pool.start_soon(hang)
-            while not timed_out:
-                await anyio.sleep(0.01)
-            pool.start_soon(worker.call, 1)  # the worker that was cut off takes it
-            pool.close()
-    assert timed_out == [()]
-    assert worker.runs == [(1, hung_on[0])]
-
-
-async def test_calls_within_the_timeout_are_not_reported() -> None:
-    timed_out: list[object] = []
-    worker = Worker()
-    async with Watchdog() as watchdog, anyio.create_task_group() as tg:
-        pool = TaskPool(
-            tg, timeout=10.0, watchdog=watchdog, on_timeout=lambda fn, args: timed_out.append(args)
-        )
-        for n in range(3):
-            pool.start_soon(worker.call, n)
+        async with anyio.create_task_group() as tg:
+            pool = TaskPool(tg)
+            pool.start_soon(cut_short)
+            while not pool._idle:  # cut short, its worker waits for more
+                await anyio.lowlevel.checkpoint()
+            pool.start_soon(worker.call, 1)  # the worker that was cut short takes it...
             await anyio.wait_all_tasks_blocked()
-        pool.close()
-    assert timed_out == [] and [n for n, _ in worker.runs] == [0, 1, 2]
+            pool.start_soon(note_scope)  # ...in a fresh scope, not cancelled
+            pool.close()
+    assert worker.runs == [(1, cut_on[0])]
+    assert scopes[0] is not scopes[1] and not scopes[1].cancel_called

@@ -30,9 +30,9 @@ from oqronkit.config import CircuitBreaker, Endpoint
 from oqronkit.delivery import Verdict
 from oqronkit.events import EventKind, LifecycleEvent
 from oqronkit.guards import Verdict as GuardVerdict
-from oqronkit.hooks import Hook, hook_pool, run_hook
+from oqronkit.hooks import Hook, HookPool
 from oqronkit.models import Attempt, Claim, Delivery, Settlement
-from oqronkit.scopes import CancelScope, cancel_scope
+from oqronkit.scopes import CancelScope
 from oqronkit.taskpool import TaskPool
 
 if TYPE_CHECKING:
@@ -57,7 +57,8 @@ class Dispatcher:
         self._in_flight: dict[int, Claim] = {}
         self._settled: set[int] = set()
         self._cancelled: set[int] = set()  # by cancel_delivery, not by a deadline
-        self._scopes: dict[int, CancelScope] = {}  # to abort one attempt (cancel_delivery)
+        # The scopes of attempts that cancel_delivery may still cut short (until the answer).
+        self._scopes: dict[int, CancelScope] = {}
         self._tokens = itertools.count()
         self._per_endpoint: dict[str, int] = {}
         self._idle = anyio.Event()
@@ -65,7 +66,7 @@ class Dispatcher:
         self._attempts_scope = anyio.CancelScope()
         self._startup_scope = anyio.CancelScope()
         self._renewed_at = kit.clock.now()
-        self._hooks: TaskPool
+        self._hooks: HookPool
 
     def wake(self) -> None:
         self._wake.set()
@@ -80,7 +81,7 @@ class Dispatcher:
         # Hooks run beside the attempts, so a slow hook holds no slot and no lease; they are
         # bounded by their own timeout and allowed to finish at shutdown.
         async with anyio.create_task_group() as hooks, anyio.create_task_group() as tg:
-            self._hooks = hook_pool(hooks, self.kit.hook_timeout, self.kit.watchdog)
+            self._hooks = HookPool(hooks, self.kit.hook_timeout, self.kit.watchdog)
             tg.start_soon(self._heartbeat)
             tg.start_soon(self._watch_cancels)
             try:
@@ -107,7 +108,6 @@ class Dispatcher:
         """Claims whose attempt had not begun when the attempts were cancelled go back too,
         or, if `cancel_delivery` reached them first, are cancelled."""
         for token, claim in list(self._in_flight.items()):
-            del self._scopes[token]
             if token in self._cancelled:
                 with anyio.CancelScope(shield=True):
                     await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
@@ -216,7 +216,6 @@ class Dispatcher:
         if not self._in_flight:  # busy from now on
             self._idle = anyio.Event()
         self._in_flight[token] = claim
-        self._scopes[token] = cancel_scope()  # cancel_delivery may come before it starts
         self._per_endpoint[claim.endpoint_name] = self._per_endpoint.get(claim.endpoint_name, 0) + 1
         attempts.start_soon(self._attempt_then_release, token, claim)
 
@@ -224,8 +223,10 @@ class Dispatcher:
         """Aborts the attempt in flight for `delivery_id` here, if there is one."""
         tokens = [t for t, claim in self._in_flight.items() if claim.id == delivery_id]
         for token in tokens:
-            self._cancelled.add(token)
-            self._scopes[token].cancel()
+            self._cancelled.add(token)  # an attempt not yet begun sees it when it begins
+            scope = self._scopes.get(token)
+            if scope is not None:
+                scope.cancel()
         return bool(tokens)
 
     async def _watch_cancels(self) -> None:
@@ -241,50 +242,71 @@ class Dispatcher:
             except Exception:
                 log.exception("webhook %s: checking for cancellations failed", self.webhook.name)
 
-    async def _attempt_then_release(self, token: int, claim: Claim) -> None:
-        # One scope per attempt, for cancel_delivery and, while the request is out, for its
-        # deadline too (kept by the kit's watchdog: a scope costs more than the rest of an
-        # attempt's bookkeeping, and moving its deadline half as much again). What
-        # follows the response runs outside it: once the answer is in, the outcome stands.
-        scope = self._scopes[token]
+    async def _attempt_then_release(self, scope: CancelScope, token: int, claim: Claim) -> None:
+        # `scope` is the pool worker's: while the attempt may be cut short (until its answer is
+        # in), cancel_delivery cancels it, and so does the kit's watchdog at the request's
+        # deadline. A scope per attempt would cost more than the rest of an attempt's
+        # bookkeeping. Cut short, the attempt settles shielded and ends in the Cancelled,
+        # which the worker catches.
         sending: _Sending | None = None
         try:
-            with scope:
-                # Cancelled before it began (cancel_delivery): nothing is sent. On the memory
-                # backend an attempt may reach the wire with no other checkpoint on its way.
-                await anyio.lowlevel.checkpoint_if_cancelled()
+            if token in self._cancelled:  # cancel_delivery before it began: nothing is sent
+                await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
+                return
+            self._scopes[token] = scope
+            try:
                 sending = await self._prepare(token, claim)
                 if sending is not None:
                     await self._send(sending, claim, scope)
-            if scope.cancelled_caught and token in self._cancelled:
-                # cancel_delivery: no breaker failure, no on_dead, no attempt recorded.
+            finally:
+                del self._scopes[token]
+            if sending is None:
+                return
+            assert sending.response is not None
+            if scope.cancel_called:  # too late to cut it short: the answer is in, and stands
                 with anyio.CancelScope(shield=True):
-                    await self._no_verdict(sending)
-                    if token not in self._settled:
-                        await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
-            elif sending is not None:
-                if sending.response is None:  # the scope caught its deadline
-                    duration = anyio.current_time() - sending.sent_at
-                    sending.response = delivery.timed_out(sending.timeout, duration)
+                    await self._conclude(token, claim, sending)
+            else:
                 await self._conclude(token, claim, sending)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                await self._no_verdict(sending)
-            await self._requeue_unsettled(token, claim, 0.0)  # shutdown: no attempt used
+                if scope.cancel_called:
+                    await self._cut_short(token, claim, sending)
+                else:  # shutdown: back to the queue, no attempt used
+                    await self._no_verdict(sending)
+                    await self._requeue_unsettled(token, claim, 0.0)
             raise
         except Exception:
-            log.exception("delivery %s: the attempt broke; it will be retried", claim.id)
-            await self._no_verdict(sending)
-            await self._requeue_unsettled(token, claim, RETRY_AFTER_ERROR)
+            await self._broke(token, claim, sending)
         finally:
             del self._in_flight[token]
-            del self._scopes[token]
             self._settled.discard(token)
             self._cancelled.discard(token)
             self._per_endpoint[claim.endpoint_name] -= 1
             if not self._in_flight:
                 self._idle.set()
             self.wake()
+
+    async def _cut_short(self, token: int, claim: Claim, sending: _Sending | None) -> None:
+        """Settles an attempt whose scope was cancelled: by cancel_delivery, or at its
+        request's deadline."""
+        try:
+            if token in self._cancelled:
+                # cancel_delivery: no breaker failure, no on_dead, no attempt recorded.
+                await self._no_verdict(sending)
+                if token not in self._settled:
+                    await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
+            elif sending is not None and sending.response is None:  # its deadline passed
+                duration = anyio.current_time() - sending.sent_at
+                sending.response = delivery.timed_out(sending.timeout, duration)
+                await self._conclude(token, claim, sending)
+        except Exception:
+            await self._broke(token, claim, sending)
+
+    async def _broke(self, token: int, claim: Claim, sending: _Sending | None) -> None:
+        log.exception("delivery %s: the attempt broke; it will be retried", claim.id)
+        await self._no_verdict(sending)
+        await self._requeue_unsettled(token, claim, RETRY_AFTER_ERROR)
 
     async def _requeue_unsettled(self, token: int, claim: Claim, delay: float) -> None:
         if token in self._settled:
@@ -467,7 +489,7 @@ class Dispatcher:
     def _hook(self, hook: Hook | None, delivery: Delivery) -> None:
         """Runs `hook` beside the attempts, on the delivery as this outcome left it."""
         if hook is not None:
-            self._hooks.start_soon(run_hook, hook, delivery)
+            self._hooks.start_soon(hook, delivery)
 
 
 def _refill_time(bucket: TokenBucket, now: float) -> float:

@@ -4,7 +4,6 @@ delivery."""
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -14,7 +13,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from oqronkit.models import Delivery
-from oqronkit.scopes import Watchdog
+from oqronkit.scopes import CancelScope, Watchdog
 from oqronkit.taskpool import TaskPool
 
 log = logging.getLogger("oqronkit")
@@ -22,19 +21,38 @@ log = logging.getLogger("oqronkit")
 Hook: TypeAlias = Callable[[Delivery], None] | Callable[[Delivery], Awaitable[None]]
 
 
-def hook_pool(task_group: TaskGroup, timeout: float, watchdog: Watchdog) -> TaskPool:
-    """Where hooks run: beside the work that fired them, each cut off after `timeout`."""
-    return TaskPool(
-        task_group,
-        timeout=timeout,
-        watchdog=watchdog,
-        on_timeout=functools.partial(_timed_out, timeout),
-    )
+class HookPool:
+    """Where hooks run: beside the work that fired them (a slow hook holds no delivery's slot),
+    each cut off after `timeout` seconds by `watchdog`. After `close`, hooks already started or
+    given may still finish, within their timeout."""
+
+    def __init__(self, task_group: TaskGroup, timeout: float, watchdog: Watchdog) -> None:
+        self._pool = TaskPool(task_group)
+        self._timeout = timeout
+        self._watchdog = watchdog
+
+    def start_soon(self, hook: Callable[[Any], Any], subject: Any) -> None:
+        self._pool.start_soon(self._run, hook, subject)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    async def _run(self, scope: CancelScope, hook: Callable[[Any], Any], subject: Any) -> None:
+        timer = self._watchdog.arm(scope, anyio.current_time() + self._timeout)
+        try:
+            await _call(hook, subject)
+        except anyio.get_cancelled_exc_class():
+            if scope.cancel_called:  # only its timer cancels a hook's scope
+                log.error(
+                    "hook %s timed out after %gs (%s)", *_labels(hook, subject, self._timeout)
+                )
+            raise
+        finally:
+            timer.disarm()
 
 
-async def run_hook(hook: Callable[[Any], Any], subject: Any) -> None:
-    """Calls `hook(subject)`: a coroutine function on the loop, anything else in a thread.
-    Its timeout is the `hook_pool`'s."""
+async def _call(hook: Callable[[Any], Any], subject: Any) -> None:
+    """Calls `hook(subject)`: a coroutine function on the loop, anything else in a thread."""
     try:
         if inspect.iscoroutinefunction(hook):
             await hook(subject)
@@ -44,11 +62,6 @@ async def run_hook(hook: Callable[[Any], Any], subject: Any) -> None:
                 await result
     except Exception:
         log.exception("hook %s raised (%s); nothing is changed by it", *_labels(hook, subject))
-
-
-def _timed_out(timeout: float, call: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    hook, subject = args
-    log.error("hook %s timed out after %gs (%s)", *_labels(hook, subject, timeout))
 
 
 def _labels(hook: Callable[[Any], Any], subject: Any, *more: Any) -> tuple[Any, ...]:

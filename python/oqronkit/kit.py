@@ -53,7 +53,7 @@ from oqronkit.errors import (
 )
 from oqronkit.events import EventBus, LifecycleEvent
 from oqronkit.guards import Guards
-from oqronkit.hooks import Hook, hook_pool, run_hook
+from oqronkit.hooks import Hook, HookPool
 from oqronkit.ids import new_id
 from oqronkit.models import NO_DEFINITIONS, WEBHOOK, Definitions, Delivery, Status
 from oqronkit.scopes import Watchdog
@@ -408,7 +408,7 @@ class OqronKit:
             # Outlives the task group below: hooks finishing at shutdown keep their timeout.
             await stack.enter_async_context(self.watchdog)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
-            self._event_hooks = hook_pool(self._task_group, self.hook_timeout, self.watchdog)
+            self._event_hooks = HookPool(self._task_group, self.hook_timeout, self.watchdog)
             stack.push_async_callback(self._stop_dispatchers)
         except BaseException:
             await stack.aclose()
@@ -555,7 +555,7 @@ class OqronKit:
     def publish(self, event: LifecycleEvent) -> None:
         self._events.publish(event)
         if self._on_event is not None and self._task_group is not None:
-            self._event_hooks.start_soon(run_hook, self._on_event, event)
+            self._event_hooks.start_soon(self._on_event, event)
 
     @contextlib.asynccontextmanager
     async def events(self) -> AsyncIterator[AsyncIterator[LifecycleEvent]]:

@@ -5,10 +5,10 @@ teardown; a delivery attempt and its hook would pay both every time. A `TaskPool
 to a worker that is waiting for one, and starts a new worker only when none is: its workers
 are as many as the most calls ever running at once, and they wait for more until it is closed.
 
-A pool may give each call a timeout. A worker runs its calls inside one cancel scope of its own
-(renewed only after a call was cut short) and arms a `Watchdog` timer on it per call: a scope per
-call, or moving the scope's deadline per call, would cost ~58 k or ~33 k instructions on Trio
-(counted with callgrind), and a hook runs once per delivery.
+A worker runs its calls inside one cancel scope of its own and hands it to each call, which may
+cancel it, or arm a `Watchdog` timer on it, to be cut short; the worker then goes on in a fresh
+scope. A scope per call would cost ~49 k instructions on Trio (counted with callgrind), a
+deadline moved there and back ~33 k, and an attempt and its hook are a call each.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import anyio.lowlevel
 import trio
 from anyio.abc import TaskGroup
 
-from oqronkit.scopes import Watchdog, cancel_scope, in_trio_task
+from oqronkit.scopes import cancel_scope, in_trio_task
 
 Call = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]
 
@@ -33,23 +33,15 @@ class TaskPool:
     and, as any task would, fails the task group). Calls start in the order given. A call
     still waiting when the task group is cancelled never starts: the owner must see to it.
     Unlike tasks, calls on one worker share its context: a context variable one call sets is
-    seen by the next. With a `timeout` (kept by `watchdog`), a call still running after that
-    many seconds is cancelled, and `on_timeout(fn, args)` is told."""
+    seen by the next.
 
-    def __init__(
-        self,
-        task_group: TaskGroup,
-        *,
-        timeout: float | None = None,
-        watchdog: Watchdog | None = None,
-        on_timeout: Callable[[Callable[..., Awaitable[Any]], tuple[Any, ...]], None] | None = None,
-    ) -> None:
-        if timeout is not None and watchdog is None:
-            raise ValueError("a pool with a timeout needs a watchdog to keep it")
+    `start_soon(fn, *args)` calls `fn(scope, *args)`, where `scope` is the worker's cancel
+    scope: cancelling it cuts the call short (the Cancelled ends the call; the worker catches it
+    and renews its scope). Only the call may cancel it, and only while it runs: a scope
+    cancelled after its call returned would cut the next call short."""
+
+    def __init__(self, task_group: TaskGroup) -> None:
         self._task_group = task_group
-        self._timeout = timeout
-        self._watchdog = watchdog
-        self._on_timeout = on_timeout
         self._calls: deque[Call] = deque()
         self._idle: list[Callable[[], None]] = []  # one per parked worker: wakes it for work
         self._closed = False
@@ -77,10 +69,7 @@ class TaskPool:
             else anyio.lowlevel.checkpoint_if_cancelled
         )
         park = self._park_on_trio if on_trio else self._park
-        clock = trio.current_time if on_trio else anyio.current_time
-        timeout, watchdog = self._timeout, self._watchdog
         while True:
-            call: Call | None = None
             with cancel_scope() as scope:  # renewed only after it cut a call short
                 while True:
                     # Each call was matched to a woken or new worker, but any worker drains
@@ -91,17 +80,8 @@ class TaskPool:
                         await park()
                         continue
                     await checkpoint()  # a cancelled pool starts none
-                    call = fn, args = self._calls.popleft()
-                    if timeout is None or watchdog is None:
-                        await fn(*args)
-                        continue
-                    timer = watchdog.arm(scope, clock() + timeout)
-                    try:
-                        await fn(*args)
-                    finally:
-                        timer.disarm()
-            if scope.cancelled_caught and call is not None and self._on_timeout is not None:
-                self._on_timeout(*call)
+                    fn, args = self._calls.popleft()
+                    await fn(scope, *args)
 
     async def _park(self) -> None:
         ready = anyio.Event()
