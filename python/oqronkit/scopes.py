@@ -66,7 +66,7 @@ class Watchdog:
     scope's life; moving a Trio scope's deadline there and back costs ~33 k instructions (a
     generator context manager and the runner's deadline heap each way), arming a timer here
     one heap push. The task sleeps until the earliest deadline and is woken only when a new
-    one comes before it; a disarmed timer waits in the heap until it reaches the top, or
+    one comes before it (about once per shortest timeout when busy); a disarmed timer waits in the heap until it reaches the top, or
     until most of the heap is disarmed and it is rebuilt, so the heap stays about as large as
     the calls in flight."""
 
@@ -106,12 +106,18 @@ class Watchdog:
                 if timer.scope is not None:
                     timer.scope.cancel()
                     timer.disarm()
-            self._wakes_at = heap[0][0] if heap else math.inf
+            if self._wakes_at <= now:  # its time came: on to the earliest deadline left
+                self._wakes_at = heap[0][0] if heap else math.inf
+            # Otherwise it was woken for an earlier deadline, `arm`'s `_wakes_at`: it waits
+            # for that even if its call is done by now (short calls, hooks, are usually done
+            # before this task runs, and looking past them would have the next one wake it).
             self._wake = anyio.Event()
             with anyio.CancelScope(deadline=self._wakes_at):
                 await self._wake.wait()
 
     async def __aenter__(self) -> Watchdog:
+        # A run of its own: deadlines from an earlier one count on another loop's clock.
+        self._heap, self._armed, self._wakes_at = [], 0, math.inf
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._watch, name="oqronkit watchdog")
