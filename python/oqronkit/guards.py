@@ -16,8 +16,7 @@ decisions that matter (`admit`, `take`) are always made on the authoritative sta
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 from oqronkit import _core
 from oqronkit.backends import Backend
@@ -29,9 +28,8 @@ Verdict: TypeAlias = Literal["success", "failure", "release"]
 BreakerState: TypeAlias = str  # "closed" | "open" | "half_open"
 
 
-@dataclass
-class _Step:
-    """One step on the machines of `key`."""
+class _Step(NamedTuple):
+    """One step on the machines of `key` (a tuple: two are made per attempt)."""
 
     kind: Literal["admit", "record", "take"]
     key: str
@@ -39,7 +37,7 @@ class _Step:
     policy: CircuitBreaker | None = None
     limit: Limit | None = None
     verdict: Verdict = "success"
-    count: int = 0
+    tokens: int = 0  # for `take`
 
 
 class Guards:
@@ -55,14 +53,16 @@ class Guards:
     def breaker(self, key: str, policy: CircuitBreaker) -> _core.CircuitBreaker:
         """The breaker of `key` as this process last saw it (a new policy starts it afresh)."""
         entry = self._breakers.get(key)
-        if entry is None or entry[0] != policy:
+        # Policies are frozen dataclasses: the same object, as a rule, whose equality costs a
+        # comparison of every field (this runs per attempt and per endpoint per claim).
+        if entry is None or (entry[0] is not policy and entry[0] != policy):
             entry = self._breakers[key] = (policy, policy.new_state_machine())
         return entry[1]
 
     def bucket(self, key: str, limit: Limit) -> _core.TokenBucket:
         """The token bucket of `key` as this process last saw it."""
         entry = self._buckets.get(key)
-        if entry is None or entry[0] != limit:
+        if entry is None or (entry[0] is not limit and entry[0] != limit):
             entry = self._buckets[key] = (limit, _core.TokenBucket(limit.max, limit.per))
         return entry[1]
 
@@ -92,7 +92,7 @@ class Guards:
     async def take(self, key: str, limit: Limit, count: int, now: float) -> int:
         """Takes up to `count` tokens from the bucket of `key` (a webhook throttle) at once;
         returns how many it got."""
-        result: int = await self._take_step(_Step("take", key, now, limit=limit, count=count))
+        result: int = await self._take_step(_Step("take", key, now, limit=limit, tokens=count))
         return result
 
     # ---------------------------------------------------------------- taking steps
@@ -132,7 +132,7 @@ class Guards:
         bucket = None if step.limit is None else self.bucket(step.key, step.limit)
         if step.kind == "take":
             assert bucket is not None
-            granted = min(step.count, bucket.allowance(step.now))
+            granted = min(step.tokens, bucket.allowance(step.now))
             if granted > 0:
                 bucket.try_acquire(step.now, float(granted))
             return granted

@@ -66,9 +66,9 @@ class Watchdog:
     scope's life; moving a Trio scope's deadline there and back costs ~33 k instructions (a
     generator context manager and the runner's deadline heap each way), arming a timer here
     one heap push. The task sleeps until the earliest deadline and is woken only when a new
-    one comes before it (about once per shortest timeout when busy); a disarmed timer waits in the heap until it reaches the top, or
-    until most of the heap is disarmed and it is rebuilt, so the heap stays about as large as
-    the calls in flight."""
+    one comes before it (when busy, about once per shortest timeout). A disarmed timer waits
+    in the heap until it reaches the top, or until most of the heap is disarmed and it is
+    rebuilt, so the heap stays about as large as the calls in flight."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Timer]] = []
