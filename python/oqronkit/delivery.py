@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple
 
 import anyio
@@ -85,12 +85,13 @@ async def send(
     *,
     body_cap: int,
     started: float,
+    clock: Callable[[], float] = anyio.current_time,
 ) -> Response:
     """Sends one request; never raises for HTTP or network trouble, only for cancellation.
 
     No deadline of its own: the caller's cancel scope bounds the exchange (the dispatcher's
     attempt scope, whose deadline it sets), and `timed_out` describes an exchange it cut short.
-    `started` is when the exchange began on the event loop's clock, as that deadline counts.
+    `started` is when the exchange began on the event loop's `clock`, as that deadline counts.
 
     It goes straight to the transport: a webhook delivery uses none of httpx's client features
     (cookies, auth flows, redirects, event hooks), and skipping them halves the CPU per request.
@@ -130,18 +131,18 @@ async def send(
             )
         raw = await _read_capped(stream, body_cap)
     except EgressDenied as exc:
-        return Response(Verdict.REJECTED, anyio.current_time() - started, error=str(exc))
+        return Response(Verdict.REJECTED, clock() - started, error=str(exc))
     except Exception as exc:  # any transport (a user's too) failing is a failed attempt
         name = type(exc).__name__
         return Response(
             Verdict.RETRY,
-            anyio.current_time() - started,
+            clock() - started,
             error=f"{name}: {exc}" if str(exc) else name,
         )
     verdict = classify(status)
     return Response(
         verdict,
-        anyio.current_time() - started,
+        clock() - started,
         status=status,
         body=raw.decode("utf-8", errors="replace") if raw else None,
         # Only a retry waits for it.

@@ -297,7 +297,7 @@ class Dispatcher:
                 if token not in self._settled:
                     await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
             elif sending is not None and sending.response is None:  # its deadline passed
-                duration = anyio.current_time() - sending.sent_at
+                duration = self.kit.watchdog.clock() - sending.sent_at
                 sending.response = delivery.timed_out(sending.timeout, duration)
                 await self._conclude(token, claim, sending)
         except Exception:
@@ -389,7 +389,7 @@ class Dispatcher:
             return
         await kit.connections.acquire()
         try:
-            sending.sent_at = anyio.current_time()
+            sending.sent_at = kit.watchdog.clock()
             timer = kit.watchdog.arm(scope, sending.sent_at + sending.timeout)
             try:
                 sending.response = await delivery.send(
@@ -400,6 +400,7 @@ class Dispatcher:
                     claim.body,
                     body_cap=kit.response_body_cap,
                     started=sending.sent_at,
+                    clock=kit.watchdog.clock,
                 )
             finally:
                 timer.disarm()

@@ -38,7 +38,7 @@ class HookPool:
         self._pool.close()
 
     async def _run(self, scope: CancelScope, hook: Callable[[Any], Any], subject: Any) -> None:
-        timer = self._watchdog.arm(scope, anyio.current_time() + self._timeout)
+        timer = self._watchdog.arm(scope, self._watchdog.clock() + self._timeout)
         try:
             await _call(hook, subject)
         except anyio.get_cancelled_exc_class():
