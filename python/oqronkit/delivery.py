@@ -101,9 +101,9 @@ async def send(
         # httpx would add: given a `stream`, httpx skips its own body encoding and header
         # preparation, which rebuild the headers twice. `read` keeps `request.content` there
         # for any transport.
-        target = _parsed(url)
+        target, host = _parsed(url)
         payload = b"" if method == "GET" else body
-        wire_headers = [(b"Host", target.netloc)]
+        wire_headers = [(b"Host", host)]
         wire_headers += [(name.encode(), value.encode()) for name, value in headers.items()]
         if method != "GET":
             wire_headers.append((b"Content-Length", b"%d" % len(body)))
@@ -164,9 +164,11 @@ def timed_out(timeout: float, duration: float) -> Response:
 
 
 @functools.lru_cache(maxsize=4096)
-def _parsed(url: str) -> httpx.URL:
-    """Endpoint URLs are few and reused: each is parsed once."""
-    return httpx.URL(url)
+def _parsed(url: str) -> tuple[httpx.URL, bytes]:
+    """Endpoint URLs are few and reused: each is parsed once, with its Host header's value
+    (httpx makes that anew on every read of `netloc`)."""
+    target = httpx.URL(url)
+    return target, target.netloc
 
 
 async def _read_capped(stream: httpx.SyncByteStream | httpx.AsyncByteStream, cap: int) -> bytes:
