@@ -26,6 +26,7 @@ class Received:
     path: str
     headers: dict[str, str]  # lower-cased names
     body: bytes
+    raw_headers: tuple[tuple[str, str], ...] = ()  # as sent, repeats included
 
 
 class Receiver:
@@ -51,6 +52,7 @@ class Receiver:
                         self.path,
                         {k.lower(): v for k, v in self.headers.items()},
                         body,
+                        tuple(self.headers.items()),
                     )
                 )
                 if reply.delay:

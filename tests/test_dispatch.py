@@ -149,6 +149,26 @@ async def test_fan_out_signs_each_request(make_backend: BackendFactory, receiver
         assert request.headers["user-agent"].startswith("oqronkit-python/")
 
 
+async def test_a_header_named_like_the_signature_header_gives_way_to_it(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        security=Security(signing_secret="s3cret", signing_header="X-Sig"),
+        headers={"X-Team": "payments"},
+        endpoints=[Endpoint("e", receiver.url("/e"), ["**"], headers={"X-Sig": "mine"})],
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("order.created", {"n": 1})
+        await status_of(kit, delivery_id, "completed")
+    [request] = receiver.received("/e")
+    signatures = [v for k, v in request.raw_headers if k.lower() == "x-sig"]
+    assert len(signatures) == 1
+    assert verify_webhook_signature(signatures[0], request.body, "s3cret", now=kit.clock.now())
+    assert request.headers["x-team"] == "payments"
+
+
 async def test_nothing_matches_nothing_stored(
     make_backend: BackendFactory, receiver: Receiver
 ) -> None:

@@ -80,7 +80,7 @@ async def send(
     transport: httpx.AsyncBaseTransport,
     method: str,
     url: str,
-    headers: dict[str, str],
+    headers: list[tuple[bytes, bytes]],
     body: bytes,
     *,
     body_cap: int,
@@ -100,11 +100,10 @@ async def send(
         # A parsed URL and the headers as they go on the wire, with the Host and Content-Length
         # httpx would add: given a `stream`, httpx skips its own body encoding and header
         # preparation, which rebuild the headers twice. `read` keeps `request.content` there
-        # for any transport.
+        # for any transport. `headers` are encoded already (`Webhook.request_headers`).
         target, host = _parsed(url)
         payload = b"" if method == "GET" else body
-        wire_headers = [(b"Host", host)]
-        wire_headers += [(name.encode(), value.encode()) for name, value in headers.items()]
+        wire_headers = [(b"Host", host), *headers]
         if method != "GET":
             wire_headers.append((b"Content-Length", b"%d" % len(body)))
         # Ours takes them as they are; any other transport gets an httpx Request.

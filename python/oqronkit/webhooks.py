@@ -58,6 +58,13 @@ def header_safe(text: str) -> str:
     return text if text.isascii() else quote(text, safe="")
 
 
+class _FixedHeaders(NamedTuple):
+    endpoint: Endpoint
+    webhook: Mapping[str, str]  # the webhook's own headers, as they were
+    encoded: list[tuple[bytes, bytes]]
+    names: frozenset[str]
+
+
 class _Compiled(NamedTuple):
     endpoints: tuple[Endpoint, ...]
     by_name: dict[str, Endpoint]
@@ -126,6 +133,7 @@ class Webhook:
         self.on_success, self.on_failure, self.on_dead = on_success, on_failure, on_dead
         self._signers: dict[tuple[Security, str], list[_core.Signer]] = {}
         self._backoffs: dict[Retries, _core.Backoff] = {}
+        self._fixed_headers: dict[str, _FixedHeaders] = {}  # by endpoint name
         self._configure(
             security=security,
             retries=retries,
@@ -372,32 +380,47 @@ class Webhook:
 
     async def request_headers(
         self, endpoint: Endpoint, claim: Claim, attempt_number: int, now: float
-    ) -> dict[str, str]:
-        headers = {**self.headers, **(endpoint.headers or {})}
-        headers.update(
-            {
+    ) -> list[tuple[bytes, bytes]]:
+        """The request's headers as they go on the wire, but for Host and Content-Length."""
+        fixed = self._fixed(endpoint)
+        headers = [
+            *fixed.encoded,
+            (b"Idempotency-Key", claim.idempotency_key.encode()),
+            (b"X-Oqron-Event", header_safe(claim.event).encode()),
+            (b"X-Oqron-Delivery", claim.id.encode()),
+            (b"X-Oqron-Attempt", b"%d" % attempt_number),
+        ]
+        security = await self._security(endpoint)
+        if security is not None:
+            signed = signature_headers(
+                security,
+                self._signers_for(security),
+                self.scheme,
+                claim.body,
+                now,
+                claim.idempotency_key,
+            )
+            if not fixed.names.isdisjoint(signed):  # a header of the endpoint's: overridden
+                headers = [(n, v) for n, v in headers if n.decode() not in signed]
+            headers += [(name.encode(), value.encode()) for name, value in signed.items()]
+        return headers
+
+    def _fixed(self, endpoint: Endpoint) -> _FixedHeaders:
+        """The headers every request to `endpoint` carries, encoded once (until the endpoint
+        or the webhook's headers change)."""
+        fixed = self._fixed_headers.get(endpoint.name)
+        if fixed is None or fixed.endpoint is not endpoint or fixed.webhook is not self.headers:
+            merged = {
+                **self.headers,
+                **(endpoint.headers or {}),
                 "Content-Type": "application/json",
                 "User-Agent": self.kit.user_agent,
                 "Accept-Encoding": "identity",
-                "Idempotency-Key": claim.idempotency_key,
-                "X-Oqron-Event": header_safe(claim.event),
-                "X-Oqron-Delivery": claim.id,
-                "X-Oqron-Attempt": str(attempt_number),
             }
-        )
-        security = await self._security(endpoint)
-        if security is not None:
-            headers.update(
-                signature_headers(
-                    security,
-                    self._signers_for(security),
-                    self.scheme,
-                    claim.body,
-                    now,
-                    claim.idempotency_key,
-                )
-            )
-        return headers
+            encoded = [(name.encode(), value.encode()) for name, value in merged.items()]
+            fixed = _FixedHeaders(endpoint, self.headers, encoded, frozenset(merged))
+            self._fixed_headers[endpoint.name] = fixed
+        return fixed
 
     # ---------------------------------------------------------------- firing
 
