@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -21,6 +21,7 @@ from oqronkit import (
     DeliveryStateError,
     Endpoint,
     FakeClock,
+    Http1Transport,
     InvalidEventName,
     InvalidPayload,
     OqronKit,
@@ -31,6 +32,9 @@ from oqronkit import (
     Throttle,
     verify_webhook_signature,
 )
+from oqronkit.backends import MemoryBackend
+from oqronkit.backends.base import SettleRequest
+from oqronkit.egress import EgressPolicy
 from tests.conftest import BackendFactory
 from tests.receiver import Receiver, Reply
 
@@ -167,6 +171,26 @@ async def test_a_header_named_like_the_signature_header_gives_way_to_it(
     assert len(signatures) == 1
     assert verify_webhook_signature(signatures[0], request.body, "s3cret", now=kit.clock.now())
     assert request.headers["x-team"] == "payments"
+
+
+class TracingTransport(Http1Transport):
+    """A user's subclass that handles requests its own way too."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers["X-Trace"] = "t1"
+        return await super().handle_async_request(request)
+
+
+async def test_a_subclass_of_the_transport_handles_requests_its_own_way(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    transport = TracingTransport(egress=EgressPolicy(allow_private_networks=True))
+    kit = make_kit(make_backend, transport=transport)
+    hook = kit.webhook("w", endpoints=[Endpoint("e", receiver.url("/e"), ["**"])])
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        await status_of(kit, delivery_id, "completed")
+    assert receiver.received("/e")[0].headers["x-trace"] == "t1"
 
 
 async def test_nothing_matches_nothing_stored(
@@ -821,6 +845,43 @@ async def test_a_cancelled_probe_whose_settle_fails_gives_its_slot_back_once(
 async def _not_in_flight(kit: OqronKit, delivery_id: str) -> bool:
     dispatcher = kit._dispatchers["w"]
     return all(claim.id != delivery_id for claim in dispatcher._in_flight.values())
+
+
+class GatedSettles(MemoryBackend):
+    """Memory, whose settles go through the kit's group commit (shielded, as on SQLite, Redis
+    and PostgreSQL), and whose retries' settles wait for the test to open `gate`."""
+
+    round_trips = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settling = anyio.Event()
+        self.gate = anyio.Event()
+
+    async def settle_many(self, settles: Sequence[SettleRequest]) -> list[Delivery | None]:
+        if any(settlement.status == "delayed" for _, _, settlement, _ in settles):
+            self.settling.set()
+            await self.gate.wait()
+        return [await self.settle(*request) for request in settles]
+
+
+async def test_a_cancel_while_the_attempt_settles_a_retry_is_not_lost(
+    receiver: Receiver,
+) -> None:
+    receiver.respond("/e", 500)
+    backend = GatedSettles()
+    kit = OqronKit(backend, allow_private_networks=True, clock=FakeClock())
+    hook = kit.webhook(
+        "w", retries=NO_JITTER, endpoints=[Endpoint("e", receiver.url("/e"), ["**"])]
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        with anyio.fail_after(10):
+            await backend.settling.wait()  # the 500 is in; its retry is being settled
+        assert await kit.cancel_delivery(delivery_id) == "aborted"  # too late to cut it short
+        backend.gate.set()
+        cancelled = await status_of(kit, delivery_id, "cancelled")
+    assert len(receiver.received("/e")) == 1 and len(cancelled.attempts) == 1
 
 
 async def test_cancel_a_queued_delivery(make_backend: BackendFactory, receiver: Receiver) -> None:

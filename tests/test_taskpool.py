@@ -113,3 +113,31 @@ async def test_a_call_that_cancels_its_scope_is_cut_short_and_its_worker_goes_on
             pool.close()
     assert worker.runs == [(1, cut_on[0])]
     assert scopes[0] is not scopes[1] and not scopes[1].cancel_called
+
+
+async def test_a_call_returning_with_its_scope_cancelled_leaves_no_dead_waker() -> None:
+    """The worker parks in its cancelled scope, is cut short at once and renews the scope: the
+    waker it had left must go with it, or a later call would be handed to nobody."""
+    release, quick_started = anyio.Event(), anyio.Event()
+
+    async def cancels_and_returns(scope: CancelScope) -> None:
+        scope.cancel()  # cut short too late: it returns normally
+
+    async def slow(scope: CancelScope) -> None:
+        await release.wait()
+
+    async def quick(scope: CancelScope) -> None:
+        quick_started.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            pool = TaskPool(tg)
+            pool.start_soon(cancels_and_returns)
+            for _ in range(3):  # on asyncio the cancellation lands a pass or two later
+                await anyio.wait_all_tasks_blocked()
+            assert len(pool._idle) == 1
+            pool.start_soon(slow)
+            pool.start_soon(quick)  # a worker of its own, while `slow` holds the first
+            await quick_started.wait()
+            release.set()
+            pool.close()

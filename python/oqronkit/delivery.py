@@ -106,9 +106,11 @@ async def send(
         wire_headers = [(b"Host", host), *headers]
         if method != "GET":
             wire_headers.append((b"Content-Length", b"%d" % len(body)))
-        # Ours takes them as they are; any other transport gets an httpx Request.
+        # Ours takes them as they are; any other transport (a subclass of ours that handles
+        # requests its own way too) gets an httpx Request.
+        direct = type(transport).handle_async_request is Http1Transport.handle_async_request
         request = None
-        if not isinstance(transport, Http1Transport):
+        if not direct:
             request = httpx.Request(
                 method, target, headers=wire_headers, stream=httpx.ByteStream(payload)
             )
@@ -117,7 +119,8 @@ async def send(
         return Response(Verdict.REJECTED, 0.0, error=f"invalid request: {exc}", reached=False)
     stream: httpx.SyncByteStream | httpx.AsyncByteStream
     try:
-        if isinstance(transport, Http1Transport):
+        if direct:
+            assert isinstance(transport, Http1Transport)
             exchange = await transport.exchange(method, target, wire_headers, payload)
             status, _, response_headers, stream = exchange
         else:

@@ -260,14 +260,19 @@ class Dispatcher:
                     await self._send(sending, claim, scope)
             finally:
                 del self._scopes[token]
-            if sending is None:
-                return
-            assert sending.response is not None
-            if scope.cancel_called:  # too late to cut it short: the answer is in, and stands
-                with anyio.CancelScope(shield=True):
+            if sending is not None:
+                assert sending.response is not None
+                if scope.cancel_called:  # too late to cut short: the answer is in, and stands
+                    with anyio.CancelScope(shield=True):
+                        await self._conclude(token, claim, sending)
+                else:
                     await self._conclude(token, claim, sending)
-            else:
-                await self._conclude(token, claim, sending)
+            if token in self._cancelled:
+                # cancel_delivery came too late to cut the attempt short (after its answer, or
+                # while a deferral's settle was on its way): if the attempt put the delivery
+                # back in the queue, it is cancelled there.
+                with anyio.CancelScope(shield=True):
+                    await self.kit.backend.cancel(claim.id, self.kit.clock.now())
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 if scope.cancel_called:

@@ -85,8 +85,16 @@ class TaskPool:
 
     async def _park(self) -> None:
         ready = anyio.Event()
-        self._idle.append(ready.set)
-        await ready.wait()
+        wake = ready.set
+        self._idle.append(wake)
+        try:
+            await ready.wait()
+        except BaseException:
+            # Cancelled (a call may leave its worker's scope cancelled): a waker left behind
+            # would be given the next call, and no worker would take it.
+            if not ready.is_set():
+                self._idle.remove(wake)
+            raise
 
     async def _park_on_trio(self) -> None:
         # The waker is taken off `_idle` before it is called, and a cancelled worker takes it
