@@ -37,8 +37,8 @@ class TaskPool:
 
     `start_soon(fn, *args)` calls `fn(scope, *args)`, where `scope` is the worker's cancel
     scope: cancelling it cuts the call short (the Cancelled ends the call; the worker catches it
-    and renews its scope). Only the call may cancel it, and only while it runs: a scope
-    cancelled after its call returned would cut the next call short."""
+    and renews its scope before it takes another call). Only the call may cancel it, and only
+    while it runs: a reference kept past the call could cut another one short."""
 
     def __init__(self, task_group: TaskGroup) -> None:
         self._task_group = task_group
