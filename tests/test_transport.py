@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from oqronkit import EgressDenied, Endpoint, OqronKit
-from oqronkit.delivery import Verdict, send
+from oqronkit.delivery import Response, Verdict, send
 from oqronkit.egress import EgressPolicy
 from oqronkit.transport import Http1Transport, _connect_first
 from tests.servers import H11Server, ScriptedServer, nginx, nginx_binary, reset
@@ -198,56 +198,31 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(
     assert first != second
 
 
+async def post(transport: Http1Transport, url: str, body_cap: int = 1000) -> Response:
+    """One delivery-style POST of `{}` through `send`, as the dispatcher makes it."""
+    return await send(
+        transport, "POST", url, [], b"{}", body_cap=body_cap, started=anyio.current_time()
+    )
+
+
 async def test_the_delivery_cap_stops_reading_and_drops_the_connection(
     server: ScriptedServer,
 ) -> None:
     async with Http1Transport(egress=LOOPBACK) as transport:
-        response = await send(
-            transport,
-            "POST",
-            server.url + "/big",
-            [],
-            b"{}",
-            body_cap=1000,
-            started=anyio.current_time(),
-        )
+        response = await post(transport, server.url + "/big")
         assert response.status == 200 and response.body == "y" * 1000
-        again = await send(
-            transport,
-            "POST",
-            server.url + "/length",
-            [],
-            b"{}",
-            body_cap=1000,
-            started=anyio.current_time(),
-        )
+        again = await post(transport, server.url + "/length")
         assert again.body == "hello"
     assert server.ports("/big") != server.ports("/length")  # not reused mid-body
 
 
 async def test_a_slow_drip_hits_the_deadline(server: ScriptedServer) -> None:
-    """The caller's scope bounds the whole exchange (the dispatcher's attempt scope does)."""
+    """The caller's scope bounds the whole exchange (the dispatcher's worker scope does)."""
     async with Http1Transport(egress=LOOPBACK) as transport:
         with anyio.move_on_after(0.5) as deadline:
-            await send(
-                transport,
-                "POST",
-                server.url + "/drip",
-                [],
-                b"{}",
-                body_cap=1000,
-                started=anyio.current_time(),
-            )
+            await post(transport, server.url + "/drip")
         assert deadline.cancelled_caught
-        again = await send(
-            transport,
-            "POST",
-            server.url + "/length",
-            [],
-            b"{}",
-            body_cap=1000,
-            started=anyio.current_time(),
-        )
+        again = await post(transport, server.url + "/length")
     assert again.verdict is Verdict.DELIVERED and again.body == "hello"
     assert server.ports("/drip") != server.ports("/length")  # cut mid-body: never reused
 
@@ -285,15 +260,7 @@ async def test_a_flood_of_interim_answers_hits_the_deadline(flood_server: str) -
     async with Http1Transport(egress=LOOPBACK) as transport:
         started = time.monotonic()
         with anyio.move_on_after(0.5) as deadline:
-            await send(
-                transport,
-                "POST",
-                flood_server,
-                [],
-                b"{}",
-                body_cap=10,
-                started=anyio.current_time(),
-            )
+            await post(transport, flood_server, body_cap=10)
     assert deadline.cancelled_caught
     assert time.monotonic() - started < 2.0  # the flood lasts 4 s
 

@@ -90,7 +90,8 @@ async def send(
     """Sends one request; never raises for HTTP or network trouble, only for cancellation.
 
     No deadline of its own: the caller's cancel scope bounds the exchange (the dispatcher's
-    attempt scope, whose deadline it sets), and `timed_out` describes an exchange it cut short.
+    worker scope, which the kit's watchdog cancels at the deadline), and `timed_out` describes
+    an exchange it cut short.
     `started` is when the exchange began on the event loop's `clock`, as that deadline counts.
 
     It goes straight to the transport: a webhook delivery uses none of httpx's client features

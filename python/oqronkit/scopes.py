@@ -25,8 +25,6 @@ import trio
 class CancelScope(Protocol):
     """What both anyio's and Trio's cancel scopes offer, as the delivery path uses them."""
 
-    deadline: float
-
     @property
     def cancel_called(self) -> bool: ...
 
