@@ -115,7 +115,8 @@ async def test_a_call_that_cancels_its_scope_is_cut_short_and_its_worker_goes_on
     assert scopes[0] is not scopes[1] and not scopes[1].cancel_called
 
 
-async def test_a_call_returning_with_its_scope_cancelled_leaves_no_dead_waker() -> None:
+@pytest.mark.parametrize("burst", [False, True], ids=["eager", "burst"])
+async def test_a_call_returning_with_its_scope_cancelled_leaves_no_dead_waker(burst: bool) -> None:
     """The worker parks in its cancelled scope, is cut short at once and renews the scope: the
     waker it had left must go with it, or a later call would be handed to nobody."""
     release, quick_started = anyio.Event(), anyio.Event()
@@ -131,7 +132,7 @@ async def test_a_call_returning_with_its_scope_cancelled_leaves_no_dead_waker() 
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            pool = TaskPool(tg)
+            pool = TaskPool(tg, burst=burst)
             pool.start_soon(cancels_and_returns)
             for _ in range(3):  # on asyncio the cancellation lands a pass or two later
                 await anyio.wait_all_tasks_blocked()
@@ -141,3 +142,76 @@ async def test_a_call_returning_with_its_scope_cancelled_leaves_no_dead_waker() 
             await quick_started.wait()
             release.set()
             pool.close()
+
+
+async def test_a_burst_pool_runs_calls_given_together_on_one_worker_while_none_waits() -> None:
+    ran_on: list[object] = []
+
+    async def quick(scope: CancelScope, n: int) -> None:
+        ran_on.append((n, anyio.get_current_task().id))
+
+    async with anyio.create_task_group() as tg:
+        pool = TaskPool(tg, burst=True)
+        for n in range(5):
+            pool.start_soon(quick, n)
+        await anyio.wait_all_tasks_blocked()
+        # The first worker ran them all; the one it sent in case a call waited found none.
+        assert len(pool._idle) == 2 and pool._coming == 0
+        pool.close()
+    assert [n for n, _ in ran_on] == [0, 1, 2, 3, 4]
+    assert len({task for _, task in ran_on}) == 1
+
+
+async def test_in_a_burst_pool_a_call_that_waits_holds_up_none_of_the_others() -> None:
+    gate = anyio.Event()
+    ran: list[str] = []
+
+    async def waits(scope: CancelScope) -> None:
+        await gate.wait()
+        ran.append("waited")
+
+    async def quick(scope: CancelScope, name: str) -> None:
+        ran.append(name)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            pool = TaskPool(tg, burst=True)
+            for _ in range(2):  # twice: from new workers, then from parked ones
+                pool.start_soon(waits)
+                pool.start_soon(waits)
+                pool.start_soon(quick, "a")
+                pool.start_soon(quick, "b")
+                await anyio.wait_all_tasks_blocked()
+                assert ran == ["a", "b"]
+                gate.set()
+                await anyio.wait_all_tasks_blocked()
+                assert ran == ["a", "b", "waited", "waited"]
+                gate, ran[:] = anyio.Event(), []
+            pool.close()
+
+
+@pytest.mark.parametrize("burst", [False, True], ids=["eager", "burst"])
+async def test_a_worker_cut_short_while_others_are_queued_loses_none(burst: bool) -> None:
+    """A worker whose scope is cancelled renews it and counts itself as arrived: the calls
+    queued behind it still get workers."""
+    ran: list[int] = []
+
+    async def cut_short(scope: CancelScope) -> None:
+        scope.cancel()
+        await anyio.sleep_forever()
+
+    async def note(scope: CancelScope, n: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        ran.append(n)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            pool = TaskPool(tg, burst=burst)
+            for round_ in range(3):
+                pool.start_soon(cut_short)
+                pool.start_soon(note, round_ * 2)
+                pool.start_soon(note, round_ * 2 + 1)
+                while len(ran) < round_ * 2 + 2:
+                    await anyio.lowlevel.checkpoint()
+            pool.close()
+    assert sorted(ran) == list(range(6))

@@ -23,11 +23,13 @@ Hook: TypeAlias = Callable[[Delivery], None] | Callable[[Delivery], Awaitable[No
 
 class HookPool:
     """Where hooks run: beside the work that fired them (a slow hook holds no delivery's slot),
-    each cut off after `timeout` seconds by `watchdog`. After `close`, hooks already started or
-    given may still finish, within their timeout."""
+    each cut off after `timeout` seconds by `watchdog`. Hooks fired together run one after
+    another on one task while none of them waits (a `burst` pool): most hooks are quick, and a
+    task switch each would cost more than many of them. After `close`, hooks already started
+    or given may still finish, within their timeout."""
 
     def __init__(self, task_group: TaskGroup, timeout: float, watchdog: Watchdog) -> None:
-        self._pool = TaskPool(task_group)
+        self._pool = TaskPool(task_group, burst=True)
         self._timeout = timeout
         self._watchdog = watchdog
 
