@@ -35,6 +35,7 @@ from oqronkit import (
 from oqronkit.backends import MemoryBackend
 from oqronkit.backends.base import SettleRequest
 from oqronkit.egress import EgressPolicy
+from oqronkit.webhooks import Webhook
 from tests.conftest import BackendFactory
 from tests.receiver import Receiver, Reply
 
@@ -491,6 +492,71 @@ async def test_a_slow_endpoint_cannot_take_every_slot(
         fast = await hook.fire("fast", {})
         await status_of(kit, fast[0], "completed")
         assert len(receiver.received("/slow")) == 2
+
+
+def _one_slot(
+    make_backend: BackendFactory, receiver: Receiver, **options: Any
+) -> tuple[OqronKit, Webhook]:
+    receiver.respond("/slow", Reply(204, delay=0.5))
+    kit = make_kit(make_backend, **options)
+    # Claims ahead count against max_in_flight (by default half of concurrency).
+    endpoint = Endpoint("e", receiver.url("/slow"), ["x"], max_in_flight=2)
+    return kit, kit.webhook("w", concurrency=1, endpoints=[endpoint])
+
+
+async def _one_under_way_one_ahead(hook: Webhook, receiver: Receiver, count: int) -> list[str]:
+    """Fires `count`: the first is in flight at the slow endpoint, the second is claimed
+    ahead, waiting for the only slot, and the rest are queued."""
+    ids = [
+        i for batch in await hook.fire_many([("x", {"n": n}) for n in range(count)]) for i in batch
+    ]
+    await receiver.wait_for(1, "/slow")
+    found = [await hook.kit.get_delivery(i) for i in ids]
+    assert [d and d.status for d in found] == ["active", "active"] + ["waiting"] * (count - 2)
+    return ids
+
+
+async def test_a_claim_ahead_waits_for_a_slot_and_a_pause_sends_it_back(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit, hook = _one_slot(make_backend, receiver)
+    async with kit:
+        first, second, third = await _one_under_way_one_ahead(hook, receiver, 3)
+        assert await kit.pause_webhook("w") == 1  # the queued one; the other two are claimed
+        await status_of(kit, first, "completed")  # under way: it finishes
+        ahead = await status_of(kit, second, "held")  # paused before it began: not sent
+        assert ahead.attempts == () and len(receiver.received("/slow")) == 1
+        assert await kit.resume_webhook("w") == 2
+        for delivery_id in (second, third):
+            await status_of(kit, delivery_id, "completed")
+    keys = [r.headers["idempotency-key"] for r in receiver.received("/slow")]
+    assert keys == [first, second, third]  # one at a time, in order, each once
+
+
+async def test_a_claim_ahead_goes_back_to_the_queue_at_shutdown(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit, hook = _one_slot(make_backend, receiver, shutdown_grace=5.0)
+    async with kit:
+        first, second = await _one_under_way_one_ahead(hook, receiver, 2)
+    # The attempt under way finished within the grace; the one ahead never began.
+    done, back = await kit.get_delivery(first), await kit.get_delivery(second)
+    assert done is not None and done.status == "completed"
+    assert back is not None and back.status == "waiting" and back.attempts == ()
+    assert len(receiver.received("/slow")) == 1
+
+
+async def test_a_cancelled_claim_ahead_is_cancelled_at_once_not_when_a_slot_frees(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit, hook = _one_slot(make_backend, receiver)
+    async with kit:
+        first, second = await _one_under_way_one_ahead(hook, receiver, 2)
+        assert await kit.cancel_delivery(second) == "aborted"
+        cancelled = await status_of(kit, second, "cancelled")
+        assert (await kit.get_delivery(first)).status == "active"  # type: ignore[union-attr]
+        await status_of(kit, first, "completed")
+    assert cancelled.attempts == () and len(receiver.received("/slow")) == 1
 
 
 async def test_max_connections_bounds_requests_across_webhooks(

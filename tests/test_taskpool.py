@@ -215,3 +215,25 @@ async def test_a_worker_cut_short_while_others_are_queued_loses_none(burst: bool
                     await anyio.lowlevel.checkpoint()
             pool.close()
     assert sorted(ran) == list(range(6))
+
+
+async def test_start_next_runs_on_the_calling_worker_once_its_call_returns() -> None:
+    ran: list[tuple[str, object]] = []
+
+    async def first(scope: CancelScope, pool: TaskPool) -> None:
+        ran.append(("first", anyio.get_current_task().id))
+        pool.start_next(second)
+        assert pool._coming == 0 and not pool._idle  # nobody was sent or woken for it
+        await anyio.lowlevel.checkpoint()
+
+    async def second(scope: CancelScope) -> None:
+        ran.append(("second", anyio.get_current_task().id))
+
+    async with anyio.create_task_group() as tg:
+        pool = TaskPool(tg)
+        pool.start_soon(first, pool)
+        await anyio.wait_all_tasks_blocked()
+        assert len(pool._idle) == 1  # one worker ran both
+        pool.close()
+    assert [name for name, _ in ran] == ["first", "second"]
+    assert ran[0][1] == ran[1][1]

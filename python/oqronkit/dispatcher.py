@@ -7,6 +7,12 @@ concurrently, and settles each outcome in the backend.
 - `concurrency` bounds attempts in flight for the webhook and `max_in_flight` for each endpoint;
   an endpoint that is full, rate-limited or behind an open breaker gets no room in the claim, so
   its deliveries wait in the queue instead of being claimed only to be deferred.
+- Up to `concurrency` more is claimed ahead, to begin as attempts finish: the worker of a
+  finishing attempt starts the next one at once, instead of parking until the claim loop has
+  run and woken it (a task switch per attempt, and on a busy loop the claim loop runs only
+  once per scheduler pass). Claims ahead count against `max_in_flight` and hold leases like
+  any other; one whose webhook or endpoint is paused by the time it would begin goes back to
+  the queue, as they all do when the dispatcher stops.
 - Claims hold a lease that a heartbeat renews; a crashed process's deliveries are claimed again
   once their leases expire.
 - A deferral (rate limit, open breaker) re-queues a delivery without using an attempt; so does a
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,6 +62,7 @@ class Dispatcher:
         # Attempts running in this process, by a token of their own: the same delivery may be
         # claimed again (a fast retry) before the task that settled it has quite finished.
         self._in_flight: dict[int, Claim] = {}
+        self._ahead: deque[tuple[int, Claim]] = deque()  # in flight, attempt not yet started
         self._settled: set[int] = set()
         self._cancelled: set[int] = set()  # by cancel_delivery, not by a deadline
         # The scopes of attempts that cancel_delivery may still cut short (until the answer).
@@ -67,6 +75,7 @@ class Dispatcher:
         self._startup_scope = anyio.CancelScope()
         self._renewed_at = kit.clock.now()
         self._hooks: HookPool
+        self._attempts: TaskPool
 
     def wake(self) -> None:
         self._wake.set()
@@ -87,7 +96,8 @@ class Dispatcher:
             try:
                 with self._attempts_scope:
                     async with anyio.create_task_group() as attempts:
-                        await self._claim_loop(TaskPool(attempts))
+                        self._attempts = TaskPool(attempts)
+                        await self._claim_loop()
                         await self._drain()
             finally:  # after a drain, or when the kit itself is cancelled
                 await self._requeue_unstarted()
@@ -100,6 +110,10 @@ class Dispatcher:
         self.wake()
 
     async def _drain(self) -> None:
+        while self._ahead:  # not begun: back to the queue now, no attempt used
+            token, claim = self._ahead.popleft()
+            await self._requeue_unsettled(token, claim, 0.0)
+            self._release(token, claim)
         with anyio.move_on_after(self.kit.shutdown_grace):
             await self._idle.wait()
         self._attempts_scope.cancel()  # the rest go back to the queue, no attempt used
@@ -113,8 +127,8 @@ class Dispatcher:
                     await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
             else:
                 await self._requeue_unsettled(token, claim, 0.0)
-            del self._in_flight[token]
-            self._cancelled.discard(token)
+            self._release(token, claim)
+        self._ahead.clear()
 
     # ---------------------------------------------------------------- claiming
 
@@ -156,12 +170,13 @@ class Dispatcher:
     def _key(self, endpoint_name: str) -> str:
         return f"{self.webhook.name}\x00{endpoint_name}"
 
-    async def _claim_loop(self, attempts: TaskPool) -> None:
+    async def _claim_loop(self) -> None:
         clock, backend, guards = self.kit.clock, self.kit.backend, self.kit.guards
         while not self._stopping:
             # A fresh event before looking, so a wake-up during the claim is not lost.
             self._wake = anyio.Event()
-            free = self.webhook.concurrency - len(self._in_flight)
+            self._start_ahead()  # concurrency may have been raised
+            free = 2 * self.webhook.concurrency - len(self._in_flight)  # a batch ahead
             now = clock.now()
             throttle = self.webhook.throttle  # may change at runtime (update_webhook)
             bucket = None if throttle is None else guards.bucket(self.webhook.name, throttle)
@@ -189,7 +204,8 @@ class Dispatcher:
                         await backend.settle(claim.id, self.owner, later, now)
                     claims = claims[:granted]
                 for claim in claims:
-                    self._start(attempts, claim)
+                    self._take(claim)
+                self._start_ahead()
                 if claims:
                     continue
                 wakeup = await self._next_wakeup(now, free > 0, room, opens)
@@ -211,13 +227,30 @@ class Dispatcher:
         ]
         return min(candidates) if candidates else None
 
-    def _start(self, attempts: TaskPool, claim: Claim) -> None:
+    def _take(self, claim: Claim) -> None:
         token = next(self._tokens)
         if not self._in_flight:  # busy from now on
             self._idle = anyio.Event()
         self._in_flight[token] = claim
         self._per_endpoint[claim.endpoint_name] = self._per_endpoint.get(claim.endpoint_name, 0) + 1
-        attempts.start_soon(self._attempt_then_release, token, claim)
+        self._ahead.append((token, claim))
+
+    def _start_ahead(self) -> None:
+        for _ in range(self._startable()):
+            self._attempts.start_soon(self._attempt_then_release, *self._ahead.popleft())
+
+    def _startable(self) -> int:
+        """How many claims ahead may start now: while fewer than `concurrency` attempts run."""
+        running = len(self._in_flight) - len(self._ahead)
+        return min(self.webhook.concurrency - running, len(self._ahead))
+
+    def _release(self, token: int, claim: Claim) -> None:
+        del self._in_flight[token]
+        self._settled.discard(token)
+        self._cancelled.discard(token)
+        self._per_endpoint[claim.endpoint_name] -= 1
+        if not self._in_flight:
+            self._idle.set()
 
     def cancel(self, delivery_id: str) -> bool:
         """Aborts the attempt in flight for `delivery_id` here, if there is one."""
@@ -227,6 +260,10 @@ class Dispatcher:
             scope = self._scopes.get(token)
             if scope is not None:
                 scope.cancel()
+        for token, claim in [entry for entry in self._ahead if entry[0] in tokens]:
+            # Begun now rather than when a slot frees: it only settles, sending nothing.
+            self._ahead.remove((token, claim))
+            self._attempts.start_soon(self._attempt_then_release, token, claim)
         return bool(tokens)
 
     async def _watch_cancels(self) -> None:
@@ -284,12 +321,9 @@ class Dispatcher:
         except Exception:
             await self._broke(token, claim, sending)
         finally:
-            del self._in_flight[token]
-            self._settled.discard(token)
-            self._cancelled.discard(token)
-            self._per_endpoint[claim.endpoint_name] -= 1
-            if not self._in_flight:
-                self._idle.set()
+            self._release(token, claim)
+            if not self._stopping and self._startable() > 0:  # on this worker, at once
+                self._attempts.start_next(self._attempt_then_release, *self._ahead.popleft())
             self.wake()
 
     async def _cut_short(self, token: int, claim: Claim, sending: _Sending | None) -> None:
@@ -349,6 +383,10 @@ class Dispatcher:
         """What an attempt needs before its request: its endpoint, and leave from the breaker
         and the rate limit. None when the delivery was settled instead (deferred or held)."""
         kit, webhook, clock = self.kit, self.webhook, self.kit.clock
+        if kit.definitions.paused and await self._paused_since_claimed(claim):
+            # It may have waited ahead: back to the queue, which holds it; no attempt used.
+            await self._settle(token, claim, Settlement("waiting", next_attempt_at=clock.now()))
+            return None
         try:
             endpoint = await webhook.endpoint_for_attempt(claim.endpoint_name)
         except Exception:  # the user's endpoints callable failed: try again later
@@ -375,6 +413,15 @@ class Dispatcher:
             started_at=now,
             timeout=endpoint.timeout or webhook.timeout,
         )
+
+    async def _paused_since_claimed(self, claim: Claim) -> bool:
+        name, endpoint = self.webhook.name, claim.endpoint_name
+        if not self.kit.definitions.is_paused(name, endpoint):
+            return False
+        # Read again before requeueing it: another process may have just resumed it, and
+        # the queue would hand it straight back.
+        await self.kit.refresh_definitions()
+        return self.kit.definitions.is_paused(name, endpoint)
 
     async def _send(self, sending: _Sending, claim: Claim, scope: CancelScope) -> None:
         """Sets `sending.response`, unless cut short: cancelled, or the exchange outlived its
