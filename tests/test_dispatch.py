@@ -35,6 +35,7 @@ from oqronkit import (
 from oqronkit.backends import MemoryBackend
 from oqronkit.backends.base import SettleRequest
 from oqronkit.egress import EgressPolicy
+from oqronkit.models import Settlement
 from oqronkit.webhooks import Webhook
 from tests.conftest import BackendFactory
 from tests.receiver import Receiver, Reply
@@ -507,6 +508,8 @@ def _one_slot(
 async def _one_under_way_one_ahead(hook: Webhook, receiver: Receiver, count: int) -> list[str]:
     """Fires `count`: the first is in flight at the slow endpoint, the second is claimed
     ahead, waiting for the only slot, and the rest are queued."""
+    # As when attempts end faster than the claim loop comes round: it claims one ahead.
+    hook.kit._dispatchers[hook.name]._ahead_wanted = lambda: 1  # type: ignore[method-assign]
     ids = [
         i for batch in await hook.fire_many([("x", {"n": n}) for n in range(count)]) for i in batch
     ]
@@ -557,6 +560,84 @@ async def test_a_cancelled_claim_ahead_is_cancelled_at_once_not_when_a_slot_free
         assert (await kit.get_delivery(first)).status == "active"  # type: ignore[union-attr]
         await status_of(kit, first, "completed")
     assert cancelled.attempts == () and len(receiver.received("/slow")) == 1
+
+
+class GatedRequeue(MemoryBackend):
+    """Memory, where sending `gated` back to the queue waits for the test to open `gate`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gated = ""
+        self.requeueing = anyio.Event()
+        self.gate = anyio.Event()
+
+    async def settle(
+        self, delivery_id: str, owner: str, settlement: Settlement, now: float
+    ) -> Delivery | None:
+        if delivery_id == self.gated and settlement.status == "waiting":
+            self.requeueing.set()
+            await self.gate.wait()
+        return await super().settle(delivery_id, owner, settlement, now)
+
+
+@pytest.mark.parametrize("exit_by", ["leaving", "cancelling"])
+async def test_a_cancel_while_a_claim_ahead_goes_back_to_the_queue_is_not_lost(
+    receiver: Receiver, exit_by: str
+) -> None:
+    backend = GatedRequeue()
+    kit, hook = _one_slot(lambda: backend, receiver, shutdown_grace=5.0)
+    ids: list[str] = []
+    leave = anyio.Event()
+
+    async def run_kit(scope: anyio.CancelScope) -> None:
+        with scope:
+            async with kit:
+                ids.extend(await _one_under_way_one_ahead(hook, receiver, 2))
+                await leave.wait()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            scope = anyio.CancelScope()
+            tg.start_soon(run_kit, scope)
+            while len(ids) < 2:
+                await anyio.sleep(0.005)
+            backend.gated = ids[1]
+            leave.set() if exit_by == "leaving" else scope.cancel()
+            await backend.requeueing.wait()  # on its way back to the queue, not begun
+            assert await kit.cancel_delivery(ids[1]) == "aborted"
+            backend.gate.set()
+    cancelled = await backend.get_delivery(ids[1])
+    assert cancelled is not None and cancelled.status == "cancelled" and cancelled.attempts == ()
+    assert len(receiver.received("/slow")) <= 1  # the first, if it was not cut short
+
+
+async def test_nothing_is_claimed_ahead_of_a_slow_attempt_that_another_process_could_send(
+    receiver: Receiver,
+) -> None:
+    receiver.respond("/slow", Reply(204, delay=5.0))
+    backend = MemoryBackend()  # shared by two kits, as by two processes
+
+    def worker() -> OqronKit:
+        kit = OqronKit(backend, allow_private_networks=True, clock=FakeClock())
+        kit.webhook(
+            "w",
+            concurrency=1,
+            endpoints=[
+                Endpoint("slow", receiver.url("/slow"), ["slow"]),
+                Endpoint("fast", receiver.url("/fast"), ["fast"]),
+            ],
+        )
+        return kit
+
+    first, second = worker(), worker()
+    async with first:
+        [slow] = await first.get_webhook("w").fire("slow", {})
+        await receiver.wait_for(1, "/slow")
+        [fast] = await first.get_webhook("w").fire("fast", {})  # the first worker is busy
+        async with second:
+            await status_of(second, fast, "completed")
+            assert (await second.get_delivery(slow)).status == "active"  # type: ignore[union-attr]
+        await status_of(first, slow, "completed")
 
 
 async def test_max_connections_bounds_requests_across_webhooks(

@@ -237,3 +237,12 @@ async def test_start_next_runs_on_the_calling_worker_once_its_call_returns() -> 
         pool.close()
     assert [name for name, _ in ran] == ["first", "second"]
     assert ran[0][1] == ran[1][1]
+
+
+async def test_a_pool_whose_group_has_ended_refuses_every_call_not_just_the_first() -> None:
+    async with anyio.create_task_group() as tg:
+        pool = TaskPool(tg, burst=True)
+    for _ in range(2):  # a worker counted as on its way would make the second one queue
+        with pytest.raises(RuntimeError):
+            pool.start_soon(anyio.lowlevel.checkpoint)
+    assert pool._coming == 0

@@ -7,12 +7,14 @@ concurrently, and settles each outcome in the backend.
 - `concurrency` bounds attempts in flight for the webhook and `max_in_flight` for each endpoint;
   an endpoint that is full, rate-limited or behind an open breaker gets no room in the claim, so
   its deliveries wait in the queue instead of being claimed only to be deferred.
-- Up to `concurrency` more is claimed ahead, to begin as attempts finish: the worker of a
-  finishing attempt starts the next one at once, instead of parking until the claim loop has
-  run and woken it (a task switch per attempt, and on a busy loop the claim loop runs only
-  once per scheduler pass). Claims ahead count against `max_in_flight` and hold leases like
-  any other; one whose webhook or endpoint is paused by the time it would begin goes back to
-  the queue, as they all do when the dispatcher stops.
+- When attempts end faster than the claim loop comes round (more than one since it last
+  looked: on a busy event loop it runs once per scheduler pass), that many more are claimed
+  ahead, up to `concurrency`, and the worker of a finishing attempt starts the next one at
+  once instead of parking until the claim loop has run and woken it (a task switch per
+  attempt). With slow attempts nothing is claimed ahead, so no delivery waits here that
+  another process could send. Claims ahead count against `max_in_flight` and hold leases
+  like any other; one whose webhook or endpoint is paused by the time it would begin goes
+  back to the queue, as they all do when the dispatcher stops.
 - Claims hold a lease that a heartbeat renews; a crashed process's deliveries are claimed again
   once their leases expire.
 - A deferral (rate limit, open breaker) re-queues a delivery without using an attempt; so does a
@@ -63,6 +65,7 @@ class Dispatcher:
         # claimed again (a fast retry) before the task that settled it has quite finished.
         self._in_flight: dict[int, Claim] = {}
         self._ahead: deque[tuple[int, Claim]] = deque()  # in flight, attempt not yet started
+        self._ended = 0  # attempts ended since the claim loop last looked
         self._settled: set[int] = set()
         self._cancelled: set[int] = set()  # by cancel_delivery, not by a deadline
         # The scopes of attempts that cancel_delivery may still cut short (until the answer).
@@ -100,6 +103,7 @@ class Dispatcher:
                         await self._claim_loop()
                         await self._drain()
             finally:  # after a drain, or when the kit itself is cancelled
+                self._stopping = True  # the attempts' task group is gone: nothing starts now
                 await self._requeue_unstarted()
             tg.cancel_scope.cancel()
             self._hooks.close()  # hooks under way may finish, within their timeout
@@ -111,24 +115,31 @@ class Dispatcher:
 
     async def _drain(self) -> None:
         while self._ahead:  # not begun: back to the queue now, no attempt used
-            token, claim = self._ahead.popleft()
-            await self._requeue_unsettled(token, claim, 0.0)
-            self._release(token, claim)
+            await self._return_unbegun(*self._ahead.popleft())
         with anyio.move_on_after(self.kit.shutdown_grace):
             await self._idle.wait()
         self._attempts_scope.cancel()  # the rest go back to the queue, no attempt used
 
     async def _requeue_unstarted(self) -> None:
-        """Claims whose attempt had not begun when the attempts were cancelled go back too,
-        or, if `cancel_delivery` reached them first, are cancelled."""
+        """Claims whose attempt had not begun when the attempts were cancelled go back too."""
+        self._ahead.clear()
         for token, claim in list(self._in_flight.items()):
+            await self._return_unbegun(token, claim)
+
+    async def _return_unbegun(self, token: int, claim: Claim) -> None:
+        """Back to the queue, no attempt used; or, if `cancel_delivery` reached it before or
+        while it went back, cancelled."""
+        with anyio.CancelScope(shield=True):
             if token in self._cancelled:
-                with anyio.CancelScope(shield=True):
-                    await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
+                await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
             else:
                 await self._requeue_unsettled(token, claim, 0.0)
-            self._release(token, claim)
-        self._ahead.clear()
+                if token in self._cancelled:
+                    try:
+                        await self.kit.backend.cancel(claim.id, self.kit.clock.now())
+                    except Exception:
+                        log.exception("delivery %s: could not cancel it", claim.id)
+        self._release(token, claim)
 
     # ---------------------------------------------------------------- claiming
 
@@ -176,7 +187,7 @@ class Dispatcher:
             # A fresh event before looking, so a wake-up during the claim is not lost.
             self._wake = anyio.Event()
             self._start_ahead()  # concurrency may have been raised
-            free = 2 * self.webhook.concurrency - len(self._in_flight)  # a batch ahead
+            free = self.webhook.concurrency + self._ahead_wanted() - len(self._in_flight)
             now = clock.now()
             throttle = self.webhook.throttle  # may change at runtime (update_webhook)
             bucket = None if throttle is None else guards.bucket(self.webhook.name, throttle)
@@ -227,6 +238,12 @@ class Dispatcher:
         ]
         return min(candidates) if candidates else None
 
+    def _ahead_wanted(self) -> int:
+        """How many to claim ahead, at this look of the claim loop: one fewer than the
+        attempts that ended since the last look, up to `concurrency` (module docstring)."""
+        ended, self._ended = self._ended, 0
+        return max(0, min(ended - 1, self.webhook.concurrency))
+
     def _take(self, claim: Claim) -> None:
         token = next(self._tokens)
         if not self._in_flight:  # busy from now on
@@ -261,6 +278,8 @@ class Dispatcher:
             if scope is not None:
                 scope.cancel()
         for token, claim in [entry for entry in self._ahead if entry[0] in tokens]:
+            if self._stopping:
+                break  # the drain settles it
             # Begun now rather than when a slot frees: it only settles, sending nothing.
             self._ahead.remove((token, claim))
             self._attempts.start_soon(self._attempt_then_release, token, claim)
@@ -322,6 +341,7 @@ class Dispatcher:
             await self._broke(token, claim, sending)
         finally:
             self._release(token, claim)
+            self._ended += 1
             if not self._stopping and self._startable() > 0:  # on this worker, at once
                 self._attempts.start_next(self._attempt_then_release, *self._ahead.popleft())
             self.wake()

@@ -75,11 +75,11 @@ class TaskPool:
             self._send_worker()
 
     def _send_worker(self) -> None:
-        self._coming += 1
         if self._idle:
             self._idle.pop()()
         else:
-            self._task_group.start_soon(self._work)
+            self._task_group.start_soon(self._work)  # raises if the group has ended
+        self._coming += 1
 
     async def _work(self) -> None:
         # On Trio, its own primitives: a hand-off through anyio's Event costs an event object,
