@@ -602,7 +602,10 @@ async def test_a_cancel_while_a_claim_ahead_goes_back_to_the_queue_is_not_lost(
             while len(ids) < 2:
                 await anyio.sleep(0.005)
             backend.gated = ids[1]
-            leave.set() if exit_by == "leaving" else scope.cancel()
+            if exit_by == "leaving":
+                leave.set()
+            else:
+                scope.cancel()
             await backend.requeueing.wait()  # on its way back to the queue, not begun
             assert await kit.cancel_delivery(ids[1]) == "aborted"
             backend.gate.set()
@@ -614,7 +617,7 @@ async def test_a_cancel_while_a_claim_ahead_goes_back_to_the_queue_is_not_lost(
 async def test_nothing_is_claimed_ahead_of_a_slow_attempt_that_another_process_could_send(
     receiver: Receiver,
 ) -> None:
-    receiver.respond("/slow", Reply(204, delay=5.0))
+    receiver.respond("/slow", Reply(204, delay=2.0))
     backend = MemoryBackend()  # shared by two kits, as by two processes
 
     def worker() -> OqronKit:

@@ -277,12 +277,11 @@ class Dispatcher:
             scope = self._scopes.get(token)
             if scope is not None:
                 scope.cancel()
-        for token, claim in [entry for entry in self._ahead if entry[0] in tokens]:
-            if self._stopping:
-                break  # the drain settles it
-            # Begun now rather than when a slot frees: it only settles, sending nothing.
-            self._ahead.remove((token, claim))
-            self._attempts.start_soon(self._attempt_then_release, token, claim)
+        if not self._stopping:  # once stopping, the drain settles claims ahead
+            for entry in [e for e in self._ahead if e[0] in tokens]:
+                # Begun now rather than when a slot frees: it only settles, sending nothing.
+                self._ahead.remove(entry)
+                self._attempts.start_soon(self._attempt_then_release, *entry)
         return bool(tokens)
 
     async def _watch_cancels(self) -> None:
