@@ -11,10 +11,10 @@ concurrently, and settles each outcome in the backend.
   looked: on a busy event loop it runs once per scheduler pass), that many more are claimed
   ahead, up to `concurrency`, and the worker of a finishing attempt starts the next one at
   once instead of parking until the claim loop has run and woken it (a task switch per
-  attempt). With slow attempts nothing is claimed ahead, so no delivery waits here that
-  another process could send. Claims ahead count against `max_in_flight` and hold leases
-  like any other; one whose webhook or endpoint is paused by the time it would begin goes
-  back to the queue, as they all do when the dispatcher stops.
+  attempt). Attempts that end one at a time (slow receivers) get nothing claimed ahead, so
+  their deliveries stay in the queue for any process. Claims ahead count against
+  `max_in_flight` and hold leases like any other; one whose webhook or endpoint is paused by
+  the time it would begin goes back to the queue, as they all do when the dispatcher stops.
 - Claims hold a lease that a heartbeat renews; a crashed process's deliveries are claimed again
   once their leases expire.
 - A deferral (rate limit, open breaker) re-queues a delivery without using an attempt; so does a
