@@ -189,6 +189,30 @@ async def test_runtime_webhook_and_endpoint_crud_on_a_running_kit(
             kit.get_webhook("rt")
 
 
+async def test_raised_concurrency_takes_effect_at_once(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    """Not when the attempt holding the only slot ends: the change wakes the dispatcher."""
+    receiver.respond("/slow", Reply(204, delay=3.0))
+    kit = make_kit(make_backend, shutdown_grace=0.1)
+    async with kit:
+        hook = await kit.create_webhook(
+            "rt",
+            concurrency=1,
+            endpoints=[
+                Endpoint("slow", receiver.url("/slow"), ["slow.*"]),
+                Endpoint("fast", receiver.url("/fast"), ["fast.*"]),
+            ],
+        )
+        await hook.fire("slow.x", {})
+        await receiver.wait_for(1, "/slow")
+        [waiting] = await hook.fire("fast.x", {})
+        queued = await kit.get_delivery(waiting)
+        assert queued is not None and queued.status == "waiting"  # no free slot
+        await kit.update_webhook("rt", concurrency=2)
+        await receiver.wait_for(1, "/fast", timeout=2.0)  # well before /slow answers
+
+
 async def test_code_endpoints_change_at_runtime_but_code_webhooks_do_not(
     make_backend: BackendFactory, receiver: Receiver
 ) -> None:

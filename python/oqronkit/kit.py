@@ -351,6 +351,10 @@ class OqronKit:
             return
         self.definitions = fresh
         self._sync_runtime_webhooks()
+        # New definitions may give a dispatcher more room (a raised concurrency or
+        # max_in_flight, a looser rate limit): each plans again now, not at its next wake-up.
+        for name in list(self._dispatchers):
+            self.wake(name)
         for name, webhook in list(self._webhooks.items()):
             if not webhook.runtime and fresh.documents.get((name, WEBHOOK), {}).get(DELETED):
                 # A webhook defined in code takes back the name of a deleted runtime webhook:
