@@ -464,9 +464,10 @@ impl PyKeyedBuckets {
 
 // ---------------------------------------------------------------- circuit breaker
 
-/// Exported breaker state: (`"closed"`, failures, 0.0) · (`"open"`, 0, opened_at) ·
-/// (`"half_open"`, probes, since).
-type Snapshot = (String, u32, f64);
+/// Exported breaker state: (`"closed"`, failures, 0.0, periods) · (`"open"`, 0, opened_at,
+/// periods) · (`"half_open"`, probes, since, periods), where `periods` counts the half-open
+/// periods begun so far.
+type Snapshot = (String, u32, f64, u64);
 
 #[pyclass(name = "CircuitBreaker", module = "oqronkit._core")]
 struct PyCircuitBreaker {
@@ -508,8 +509,18 @@ impl PyCircuitBreaker {
     /// `None` when a call may go through now, else the time at which to ask again.
     fn allow(&mut self, now: f64) -> Option<f64> {
         match self.inner.allow(now) {
-            Permit::Allowed => None,
+            Permit::Allowed { .. } => None,
             Permit::Rejected { retry_at } => Some(retry_at),
+        }
+    }
+
+    /// The number of the running half-open period; None unless half-open. A call `allow` lets
+    /// through while half-open is a probe of this period.
+    #[getter]
+    fn half_open_period(&self) -> Option<u64> {
+        match self.inner.state() {
+            BreakerState::HalfOpen { .. } => Some(self.inner.periods()),
+            _ => None,
         }
     }
 
@@ -521,20 +532,25 @@ impl PyCircuitBreaker {
         self.inner.record_failure(now)
     }
 
-    fn release(&mut self, now: f64) {
-        self.inner.release(now)
+    /// A call let through ended with no verdict; `probe` is the `half_open_period` it was
+    /// let through in (None if closed then). Only a probe of the running period frees a slot.
+    fn release(&mut self, now: f64, probe: Option<u64>) {
+        self.inner.release(now, probe)
     }
 
     fn snapshot(&self) -> Snapshot {
+        let periods = self.inner.periods();
         match self.inner.state() {
-            BreakerState::Closed { failures } => ("closed".into(), failures, 0.0),
-            BreakerState::Open { opened_at } => ("open".into(), 0, opened_at),
-            BreakerState::HalfOpen { probes, since } => ("half_open".into(), probes, since),
+            BreakerState::Closed { failures } => ("closed".into(), failures, 0.0, periods),
+            BreakerState::Open { opened_at } => ("open".into(), 0, opened_at, periods),
+            BreakerState::HalfOpen { probes, since } => {
+                ("half_open".into(), probes, since, periods)
+            }
         }
     }
 
     fn restore(&mut self, snapshot: Snapshot) -> PyResult<()> {
-        let (name, count, at) = snapshot;
+        let (name, count, at, periods) = snapshot;
         let state = match name.as_str() {
             "closed" => BreakerState::Closed { failures: count },
             "open" => BreakerState::Open { opened_at: at },
@@ -548,7 +564,7 @@ impl PyCircuitBreaker {
                 )))
             }
         };
-        self.inner = CircuitBreaker::with_state(self.inner.policy(), state);
+        self.inner = CircuitBreaker::with_state(self.inner.policy(), state, periods);
         Ok(())
     }
 

@@ -134,6 +134,41 @@ async def test_cancelled_probe_is_no_verdict_and_frees_its_slot(
     assert breaker.state == "closed"
 
 
+@pytest.mark.anyio
+async def test_a_call_cut_short_frees_no_probe_slot_unless_it_is_a_probe(
+    breaker: Breaker, clock: FakeClock
+) -> None:
+    """A slow call let through while closed, cancelled once the breaker is half-open, holds no
+    probe slot and so frees none: the probe in flight stays the only one."""
+    slow_scope = anyio.CancelScope()
+    slow_in, probe_in = anyio.Event(), anyio.Event()
+
+    async def slow_call() -> None:
+        with slow_scope:
+            async with breaker:  # closed: no probe
+                slow_in.set()
+                await probe_in.wait()
+                slow_scope.cancel()
+                await anyio.sleep(1)
+
+    async def probe_call() -> None:
+        async with breaker:  # half-open: the probe
+            probe_in.set()
+            await anyio.sleep(0.05)  # in flight while the slow call is cut short
+            with pytest.raises(CircuitOpenError):
+                async with breaker:  # still only one probe at a time
+                    pass
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(slow_call)
+        await slow_in.wait()
+        fail(breaker)
+        fail(breaker)
+        clock.now += 10
+        tasks.start_soon(probe_call)
+    assert breaker.state == "closed"  # the probe succeeded
+
+
 def test_bad_policy_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="failure_threshold"):
         create_circuit_breaker(failure_threshold=0)

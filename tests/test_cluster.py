@@ -71,6 +71,7 @@ def test_shared_guards_take_the_rust_models_steps(
         shared = [Guards(backend, shared=True) for backend in backends]
         model = Guards(backends[0], shared=False)
         key, now = namespace(), 1_000.0
+        admitted: list[int | None] = []  # what `admit` made of each attempt let through
         for action, dt, process, tokens in steps:
             now += dt
             guards = shared[process]
@@ -78,12 +79,17 @@ def test_shared_guards_take_the_rust_models_steps(
                 limit = LIMIT if action == "admit_limited" else None
                 got = await guards.admit(key, POLICY, limit, now)
                 assert got == await model.admit(key, POLICY, limit, now)
+                retry_at, probe = got
+                if retry_at is None:
+                    admitted.append(probe)
             elif action == "take":
                 got_tokens = await guards.take(key, LIMIT, tokens, now)
                 assert got_tokens == await model.take(key, LIMIT, tokens, now)
             else:
-                verdict = await guards.record(key, POLICY, action, now)  # type: ignore[arg-type]
-                assert verdict == await model.record(key, POLICY, action, now)  # type: ignore[arg-type]
+                # The latest attempt admitted ends this way (a stray one if there is none).
+                probe = admitted.pop() if admitted else None
+                verdict = await guards.record(key, POLICY, action, now, probe)  # type: ignore[arg-type]
+                assert verdict == await model.record(key, POLICY, action, now, probe)  # type: ignore[arg-type]
             assert await stored(backends[1 - process], key) == (
                 model.breaker(key, POLICY).snapshot(),
                 model.bucket(key, LIMIT).snapshot(),

@@ -988,7 +988,35 @@ async def test_a_cancelled_probe_whose_settle_fails_gives_its_slot_back_once(
         await eventually(lambda: _not_in_flight(kit, first))
         kit.settles = settle
         # The other probe is still in flight: the breaker must still count it.
-        _, probes, _ = kit.guards.breaker("w\x00a", policy).snapshot()
+        _, probes, _, _ = kit.guards.breaker("w\x00a", policy).snapshot()
+        assert probes == 1
+
+
+async def test_an_attempt_let_through_while_closed_and_cut_short_frees_no_probe_slot(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    receiver.respond("/x", Reply(204, delay=10.0), 500, Reply(204, delay=10.0))
+    kit = make_kit(make_backend, clock, shutdown_grace=0.1)  # the probe stays stalled
+    policy = CircuitBreaker(failure_threshold=1, reset_timeout=30.0, half_open_max=1)
+    hook = kit.webhook(
+        "w",
+        retries=Retries(max=5, base_delay=100.0, max_delay=100.0, jitter=0.0),
+        circuit_breaker=policy,
+        endpoints=[Endpoint("a", receiver.url("/x"), ["**"])],
+    )
+    async with kit:
+        [slow] = await hook.fire("e", {})  # let through while closed
+        await receiver.wait_for(1)
+        [failed] = await hook.fire("e", {})
+        await status_of(kit, failed, "delayed")  # the breaker opens
+        clock.advance(30)
+        await hook.fire("e", {})  # the probe
+        await receiver.wait_for(3)
+        await kit.cancel_delivery(slow)
+        await status_of(kit, slow, "cancelled")
+        # The probe is still in flight, and still the only one the breaker lets through.
+        _, probes, _, _ = kit.guards.breaker("w\x00a", policy).snapshot()
         assert probes == 1
 
 

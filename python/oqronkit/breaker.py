@@ -16,6 +16,7 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -26,13 +27,22 @@ P = ParamSpec("P")
 R = TypeVar("R")
 Clock = Callable[[], float]
 
+# The calls in progress in this task (or thread), innermost last, each with what its breaker's
+# `allow` made of it: a probe of half-open period N, or None. A call cut short gives back only a
+# probe of the period still running. Per context, so concurrent tasks and nested blocks each
+# find their own.
+_calls: ContextVar[tuple[tuple[Breaker, int | None], ...]] = ContextVar(
+    "oqronkit_breaker_calls", default=()
+)
+
 
 class Breaker:
     """A circuit breaker for any call.
 
     An exception of a type in `failure_on` counts as a failure; any other `Exception` shows the
     service answered, so it counts as a success; a `BaseException` that is not an `Exception`
-    (cancellation, KeyboardInterrupt) is no verdict and only gives back a half-open probe slot.
+    (cancellation, KeyboardInterrupt) is no verdict: a probe of the half-open period still
+    running gives its slot back, and any other call changes nothing.
     """
 
     def __init__(
@@ -64,8 +74,13 @@ class Breaker:
         retry_at = self._core.allow(now)
         if retry_at is not None:
             raise CircuitOpenError(max(0.0, retry_at - now))
+        _calls.set((*_calls.get(), (self, self._core.half_open_period)))
 
     def _exit(self, exc: BaseException | None) -> None:
+        calls = _calls.get()
+        last = max(i for i, (breaker, _) in enumerate(calls) if breaker is self)
+        probe = calls[last][1]
+        _calls.set(calls[:last] + calls[last + 1 :])
         now = self._clock()
         if exc is None:
             self._core.record_success(now)
@@ -74,7 +89,7 @@ class Breaker:
         elif isinstance(exc, Exception):
             self._core.record_success(now)
         else:
-            self._core.release(now)
+            self._core.release(now, probe)
 
     def __enter__(self) -> Breaker:
         self._enter()

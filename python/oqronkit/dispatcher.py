@@ -38,6 +38,7 @@ from oqronkit.clock import sleep
 from oqronkit.config import CircuitBreaker, Endpoint
 from oqronkit.delivery import Verdict
 from oqronkit.events import EventKind, LifecycleEvent
+from oqronkit.guards import Probe
 from oqronkit.guards import Verdict as GuardVerdict
 from oqronkit.hooks import Hook, HookPool
 from oqronkit.models import Attempt, Claim, Delivery, Settlement
@@ -172,7 +173,7 @@ class Dispatcher:
         not now."""
         endpoint = self.webhook.endpoint_named(name)
         policy = (endpoint and endpoint.circuit_breaker) or self.webhook.circuit_breaker
-        state, count, at = self.kit.guards.breaker(self._key(name), policy).snapshot()
+        state, count, at, _ = self.kit.guards.breaker(self._key(name), policy).snapshot()
         reopens = at + policy.reset_timeout
         if state == "open" or (state == "half_open" and count >= policy.half_open_max):
             return reopens if now < reopens else None
@@ -420,7 +421,7 @@ class Dispatcher:
         now = clock.now()
         key = self._key(endpoint.name)
         policy = endpoint.circuit_breaker or webhook.circuit_breaker
-        retry_at = await kit.guards.admit(key, policy, endpoint.rate_limit, now)
+        retry_at, probe = await kit.guards.admit(key, policy, endpoint.rate_limit, now)
         if retry_at is not None:  # rate-limited or the breaker is open: no attempt used
             await self._settle(token, claim, Settlement("delayed", next_attempt_at=retry_at))
             return None
@@ -428,6 +429,7 @@ class Dispatcher:
             endpoint,
             key,
             policy,
+            probe,
             number=claim.attempts_made + 1,
             started_at=now,
             timeout=endpoint.timeout or webhook.timeout,
@@ -480,12 +482,17 @@ class Dispatcher:
 
     async def _no_verdict(self, sending: _Sending | None) -> None:
         """An attempt let through but cut short before its verdict (cancelled, shut down or
-        broken) says nothing about the receiver: its breaker probe slot is given back, once."""
+        broken) says nothing about the receiver: its breaker probe slot is given back, once.
+        An attempt let through while the breaker was closed holds no slot."""
         if sending is not None and not sending.judged:
             sending.judged = True
+            if sending.probe is None:
+                return
             try:
                 now = self.kit.clock.now()
-                await self.kit.guards.record(sending.key, sending.policy, "release", now)
+                await self.kit.guards.record(
+                    sending.key, sending.policy, "release", now, sending.probe
+                )
             except Exception:  # on the way out of a failure already: log, do not mask it
                 name = sending.endpoint.name
                 log.exception("endpoint %s: giving back its breaker probe failed", name)
@@ -504,7 +511,9 @@ class Dispatcher:
             else "success"
         )
         sending.judged = True
-        was, state = await kit.guards.record(sending.key, sending.policy, verdict, now)
+        was, state = await kit.guards.record(
+            sending.key, sending.policy, verdict, now, sending.probe
+        )
         if state != was and state in ("open", "closed"):
             kind: EventKind = "breaker.opened" if state == "open" else "breaker.closed"
             kit.publish(LifecycleEvent(kind, webhook.name, now, endpoint.name, claim.id))
@@ -580,6 +589,7 @@ class _Sending:
     endpoint: Endpoint
     key: str  # of its breaker and rate limit
     policy: CircuitBreaker
+    probe: Probe  # the breaker's half-open period this attempt probes, if any
     number: int  # 1 for the first attempt
     started_at: float  # on the kit's clock: the attempt's record
     timeout: float

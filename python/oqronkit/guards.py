@@ -26,6 +26,9 @@ from oqronkit.config import CircuitBreaker, RateLimit, Throttle
 Limit: TypeAlias = RateLimit | Throttle
 Verdict: TypeAlias = Literal["success", "failure", "release"]
 BreakerState: TypeAlias = str  # "closed" | "open" | "half_open"
+# An admitted attempt is a probe of the breaker's half-open period of this number, or None (let
+# through while closed); a `release` gives back only a probe of the period still running.
+Probe: TypeAlias = int | None
 
 
 class _Step(NamedTuple):
@@ -38,6 +41,7 @@ class _Step(NamedTuple):
     limit: Limit | None = None
     verdict: Verdict = "success"
     tokens: int = 0  # for `take`
+    probe: Probe = None  # for a `release`
 
 
 class Guards:
@@ -70,22 +74,24 @@ class Guards:
 
     async def admit(
         self, key: str, policy: CircuitBreaker, limit: Limit | None, now: float
-    ) -> float | None:
+    ) -> tuple[float | None, Probe]:
         """Asks to send one attempt for `key` now: a token from its rate limit (if any), then the
-        breaker's leave (a half-open probe counts as in flight from here). None: go ahead;
-        otherwise the moment to try again. A refused attempt takes nothing."""
-        result: float | None = await self._take_step(
+        breaker's leave (a half-open probe counts as in flight from here). `(None, probe)`: go
+        ahead, and hand `probe` to a `release`; `(retry_at, None)`: the moment to try again. A
+        refused attempt takes nothing."""
+        result: tuple[float | None, Probe] = await self._take_step(
             _Step("admit", key, now, policy=policy, limit=limit)
         )
         return result
 
     async def record(
-        self, key: str, policy: CircuitBreaker, verdict: Verdict, now: float
+        self, key: str, policy: CircuitBreaker, verdict: Verdict, now: float, probe: Probe = None
     ) -> tuple[BreakerState, BreakerState]:
-        """Records how an admitted attempt went (`release`: it never reached the receiver, no
-        verdict). Returns the breaker's state before and after."""
+        """Records how an admitted attempt went (`release`: no verdict, as it never reached the
+        receiver or was cut short; `probe` is what `admit` said of it). Returns the breaker's
+        state before and after."""
         result: tuple[BreakerState, BreakerState] = await self._take_step(
-            _Step("record", key, now, policy=policy, verdict=verdict)
+            _Step("record", key, now, policy=policy, verdict=verdict, probe=probe)
         )
         return result
 
@@ -145,18 +151,19 @@ class Guards:
             elif step.verdict == "failure":
                 breaker.record_failure(step.now)
             else:
-                breaker.release(step.now)
+                breaker.release(step.now, step.probe)
             return was, breaker.state
         if bucket is None:
-            return breaker.allow(step.now)
-        tokens = bucket.snapshot()
-        wait = bucket.try_acquire(step.now)
-        if wait is not None:
-            return step.now + wait
-        retry_at = breaker.allow(step.now)
-        if retry_at is not None:
-            bucket.restore(tokens)  # the token goes back: nothing was sent
-        return retry_at
+            retry_at = breaker.allow(step.now)
+        else:
+            tokens = bucket.snapshot()
+            wait = bucket.try_acquire(step.now)
+            if wait is not None:
+                return step.now + wait, None
+            retry_at = breaker.allow(step.now)
+            if retry_at is not None:
+                bucket.restore(tokens)  # the token goes back: nothing was sent
+        return (None, breaker.half_open_period) if retry_at is None else (retry_at, None)
 
 
 def _breaker(step: _Step) -> str:
@@ -168,8 +175,9 @@ def _bucket(step: _Step) -> str:
 
 
 def _restore_breaker(breaker: _core.CircuitBreaker, state: str | None) -> None:
-    state_name, count, at = json.loads(state) if state is not None else ("closed", 0, 0.0)
-    breaker.restore((state_name, int(count), float(at)))
+    stored = json.loads(state) if state is not None else ("closed", 0, 0.0, 0)
+    state_name, count, at, *periods = stored  # stored before periods were counted: none
+    breaker.restore((state_name, int(count), float(at), int(periods[0]) if periods else 0))
 
 
 def _restore_bucket(bucket: _core.TokenBucket, state: str | None) -> None:

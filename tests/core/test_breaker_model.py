@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+)
 
 from oqronkit import ConfigurationError
 from oqronkit._core import CircuitBreaker
@@ -15,8 +23,9 @@ from oqronkit._core import CircuitBreaker
 @dataclass
 class BreakerModel:
     """Closed → open at `threshold` consecutive failures; open → half-open after `reset`;
-    half-open lets `half_open_max` probes through (lost probes expire after `reset`); a probe
-    success closes, a probe failure reopens with a fresh timer."""
+    half-open lets `half_open_max` probes through (lost probes expire after `reset`, and a new
+    half-open period begins); a probe success closes, a probe failure reopens with a fresh
+    timer; a call cut short gives back its slot only if it is a probe of the running period."""
 
     threshold: int
     reset: float
@@ -26,20 +35,29 @@ class BreakerModel:
     opened_at: float = 0.0
     probes: int = 0
     since: float = 0.0
+    periods: int = 0  # half-open periods begun
 
     def allow(self, now: float) -> float | None:
         if self.state == "open":
             if now < self.opened_at + self.reset:
                 return self.opened_at + self.reset
             self.state, self.probes, self.since = "half_open", 1, now
+            self.periods += 1
             return None
         if self.state == "half_open":
-            if self.probes < self.half_open_max or now >= self.since + self.reset:
-                self.probes = self.probes + 1 if self.probes < self.half_open_max else 1
-                self.since = now
+            if self.probes < self.half_open_max:
+                self.probes, self.since = self.probes + 1, now
+                return None
+            if now >= self.since + self.reset:  # the probes are presumed lost
+                self.probes, self.since = 1, now
+                self.periods += 1
                 return None
             return self.since + self.reset
         return None
+
+    def probe(self) -> int | None:
+        """What the call `allow` just let through is: a probe of this period, or None."""
+        return self.periods if self.state == "half_open" else None
 
     def success(self) -> None:
         if self.state != "open":
@@ -53,19 +71,21 @@ class BreakerModel:
         elif self.state == "closed":
             self.failures += 1
 
-    def release(self) -> None:
-        if self.state == "half_open":
+    def release(self, probe: int | None) -> None:
+        if self.state == "half_open" and probe == self.periods:
             self.probes = max(0, self.probes - 1)
 
-    def snapshot(self) -> tuple[str, int, float]:
+    def snapshot(self) -> tuple[str, int, float, int]:
         if self.state == "closed":
-            return ("closed", self.failures, 0.0)
+            return ("closed", self.failures, 0.0, self.periods)
         if self.state == "open":
-            return ("open", 0, self.opened_at)
-        return ("half_open", self.probes, self.since)
+            return ("open", 0, self.opened_at, self.periods)
+        return ("half_open", self.probes, self.since, self.periods)
 
 
 class BreakerMachine(RuleBasedStateMachine):
+    calls = Bundle("calls")  # let through, no outcome recorded yet: what `allow` made of each
+
     @initialize(
         threshold=st.integers(1, 4),
         reset=st.sampled_from([0.0, 1.0, 5.0, 30.0]),
@@ -81,9 +101,14 @@ class BreakerMachine(RuleBasedStateMachine):
     def tick(self, dt: float) -> None:
         self.now += dt
 
-    @rule()
-    def allow(self) -> None:
-        assert self.real.allow(self.now) == self.model.allow(self.now)
+    @rule(target=calls)
+    def allow(self) -> object:
+        retry_at = self.real.allow(self.now)
+        assert retry_at == self.model.allow(self.now)
+        if retry_at is not None:
+            return multiple()  # refused: there is no call to end
+        assert self.real.half_open_period == self.model.probe()
+        return self.model.probe()
 
     @rule()
     def success(self) -> None:
@@ -95,10 +120,10 @@ class BreakerMachine(RuleBasedStateMachine):
         self.real.record_failure(self.now)
         self.model.failure(self.now)
 
-    @rule()
-    def release(self) -> None:
-        self.real.release(self.now)
-        self.model.release()
+    @rule(probe=consumes(calls))
+    def release(self, probe: int | None) -> None:
+        self.real.release(self.now, probe)
+        self.model.release(probe)
 
     @rule()
     def round_trip_state(self) -> None:
@@ -116,7 +141,7 @@ class BreakerMachine(RuleBasedStateMachine):
 
     @invariant()
     def open_always_refuses_before_its_timer(self) -> None:
-        state, _, opened_at = self.real.snapshot()
+        state, _, opened_at, _ = self.real.snapshot()
         if state == "open" and self.now < opened_at + self.real.reset_timeout:
             probe = CircuitBreaker(
                 self.real.failure_threshold, self.real.reset_timeout, self.real.half_open_max
@@ -136,4 +161,4 @@ def test_policy_is_validated() -> None:
     with pytest.raises(ConfigurationError):
         CircuitBreaker(1, 1.0, 0)
     with pytest.raises(ValueError, match="unknown breaker state"):
-        CircuitBreaker().restore(("ajar", 0, 0.0))
+        CircuitBreaker().restore(("ajar", 0, 0.0, 0))
