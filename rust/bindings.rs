@@ -506,21 +506,13 @@ impl PyCircuitBreaker {
         self.inner.state().name()
     }
 
-    /// `None` when a call may go through now, else the time at which to ask again.
-    fn allow(&mut self, now: f64) -> Option<f64> {
+    /// `(None, probe)` when a call may go through now: `probe` is the number of the half-open
+    /// period it is a probe of (None while closed), for `release`. `(retry_at, None)` when not:
+    /// the time at which to ask again.
+    fn allow(&mut self, now: f64) -> (Option<f64>, Option<u64>) {
         match self.inner.allow(now) {
-            Permit::Allowed { .. } => None,
-            Permit::Rejected { retry_at } => Some(retry_at),
-        }
-    }
-
-    /// The number of the running half-open period; None unless half-open. A call `allow` lets
-    /// through while half-open is a probe of this period.
-    #[getter]
-    fn half_open_period(&self) -> Option<u64> {
-        match self.inner.state() {
-            BreakerState::HalfOpen { .. } => Some(self.inner.periods()),
-            _ => None,
+            Permit::Allowed { probe } => (None, probe),
+            Permit::Rejected { retry_at } => (Some(retry_at), None),
         }
     }
 
@@ -532,8 +524,8 @@ impl PyCircuitBreaker {
         self.inner.record_failure(now)
     }
 
-    /// A call let through ended with no verdict; `probe` is the `half_open_period` it was
-    /// let through in (None if closed then). Only a probe of the running period frees a slot.
+    /// A call let through ended with no verdict; `probe` is what `allow` said of it. Only a
+    /// probe of the half-open period still running frees a slot.
     fn release(&mut self, now: f64, probe: Option<u64>) {
         self.inner.release(now, probe)
     }

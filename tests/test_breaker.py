@@ -169,6 +169,32 @@ async def test_a_call_cut_short_frees_no_probe_slot_unless_it_is_a_probe(
     assert breaker.state == "closed"  # the probe succeeded
 
 
+@pytest.mark.anyio
+async def test_a_call_that_ends_in_another_task_is_judged_all_the_same(
+    breaker: Breaker, clock: FakeClock
+) -> None:
+    """`__aexit__` in another task than `__aenter__` (an exit stack handed over, an async
+    generator finalised elsewhere): the verdict counts; a call cut short there frees nothing."""
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(breaker.__aenter__)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(breaker.__aexit__, Boom, Boom(), None)
+    fail(breaker)
+    assert breaker.state == "open"  # both failures counted
+    clock.now += 10
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(breaker.__aenter__)  # the probe
+    async with anyio.create_task_group() as tasks:  # as when an async generator is closed
+        tasks.start_soon(breaker.__aexit__, GeneratorExit, GeneratorExit(), None)
+    with pytest.raises(CircuitOpenError):  # not known to be the probe: no slot given back
+        async with breaker:
+            pass
+    clock.now += 10  # the probe is presumed lost
+    async with breaker:
+        pass
+    assert breaker.state == "closed"
+
+
 def test_bad_policy_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="failure_threshold"):
         create_circuit_breaker(failure_threshold=0)

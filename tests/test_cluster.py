@@ -109,6 +109,29 @@ async def stored(backend: Backend, key: str) -> tuple[object, object]:
     return await backend.update_state([f"breaker:{key}", f"bucket:{key}"], read)
 
 
+@pytest.mark.anyio
+async def test_a_new_breaker_policy_keeps_counting_half_open_periods(
+    make_backend: BackendFactory,
+) -> None:
+    """A policy change starts the breaker afresh; a probe let through under the old policy and
+    cut short later must not free a slot of the new one's first half-open period."""
+    backend = make_backend()
+    await backend.open()
+    try:
+        guards, key = Guards(backend), namespace()
+        old, new = POLICY, CircuitBreaker(failure_threshold=1, reset_timeout=5.0, half_open_max=1)
+        for _ in range(old.failure_threshold):
+            await guards.record(key, old, "failure", 0.0)
+        _, old_probe = await guards.admit(key, old, None, 5.0)
+        await guards.record(key, new, "failure", 6.0)  # the new policy: afresh, then open
+        retry_at, new_probe = await guards.admit(key, new, None, 11.0)
+        assert retry_at is None and new_probe is not None and new_probe != old_probe
+        await guards.record(key, new, "release", 12.0, old_probe)
+        assert await guards.admit(key, new, None, 12.0) == (16.0, None)  # one probe at a time
+    finally:
+        await backend.close()
+
+
 # ---------------------------------------------------------------- two workers, one breaker
 
 

@@ -207,6 +207,7 @@ async def test_raised_concurrency_takes_effect_at_once(
         await hook.fire("slow.x", {})
         await receiver.wait_for(1, "/slow")
         [waiting] = await hook.fire("fast.x", {})
+        await anyio.wait_all_tasks_blocked()  # the dispatcher has seen it, and has no room
         queued = await kit.get_delivery(waiting)
         assert queued is not None and queued.status == "waiting"  # no free slot
         await kit.update_webhook("rt", concurrency=2)

@@ -30,7 +30,9 @@ Clock = Callable[[], float]
 # The calls in progress in this task (or thread), innermost last, each with what its breaker's
 # `allow` made of it: a probe of half-open period N, or None. A call cut short gives back only a
 # probe of the period still running. Per context, so concurrent tasks and nested blocks each
-# find their own.
+# find their own. A call that ends in another context than it began in (an async generator
+# closed by another task) finds none, and gives back nothing: a probe's slot then comes back
+# when the probe is presumed lost, after `reset_timeout`.
 _calls: ContextVar[tuple[tuple[Breaker, int | None], ...]] = ContextVar(
     "oqronkit_breaker_calls", default=()
 )
@@ -71,16 +73,18 @@ class Breaker:
 
     def _enter(self) -> None:
         now = self._clock()
-        retry_at = self._core.allow(now)
+        retry_at, probe = self._core.allow(now)
         if retry_at is not None:
             raise CircuitOpenError(max(0.0, retry_at - now))
-        _calls.set((*_calls.get(), (self, self._core.half_open_period)))
+        _calls.set((*_calls.get(), (self, probe)))
 
     def _exit(self, exc: BaseException | None) -> None:
-        calls = _calls.get()
-        last = max(i for i, (breaker, _) in enumerate(calls) if breaker is self)
-        probe = calls[last][1]
-        _calls.set(calls[:last] + calls[last + 1 :])
+        calls, probe = _calls.get(), None
+        for i in reversed(range(len(calls))):
+            if calls[i][0] is self:
+                probe = calls[i][1]
+                _calls.set(calls[:i] + calls[i + 1 :])
+                break
         now = self._clock()
         if exc is None:
             self._core.record_success(now)

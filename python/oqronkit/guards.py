@@ -60,7 +60,12 @@ class Guards:
         # Policies are frozen dataclasses: the same object, as a rule, whose equality costs a
         # comparison of every field (this runs per attempt and per endpoint per claim).
         if entry is None or (entry[0] is not policy and entry[0] != policy):
-            entry = self._breakers[key] = (policy, policy.new_state_machine())
+            machine = policy.new_state_machine()
+            if entry is not None:
+                # Afresh, but its half-open periods go on counting: a probe of the old
+                # machine's must never pass for one of the new one's.
+                machine.restore(("closed", 0, 0.0, entry[1].snapshot()[3]))
+            entry = self._breakers[key] = (policy, machine)
         return entry[1]
 
     def bucket(self, key: str, limit: Limit) -> _core.TokenBucket:
@@ -154,16 +159,15 @@ class Guards:
                 breaker.release(step.now, step.probe)
             return was, breaker.state
         if bucket is None:
-            retry_at = breaker.allow(step.now)
-        else:
-            tokens = bucket.snapshot()
-            wait = bucket.try_acquire(step.now)
-            if wait is not None:
-                return step.now + wait, None
-            retry_at = breaker.allow(step.now)
-            if retry_at is not None:
-                bucket.restore(tokens)  # the token goes back: nothing was sent
-        return (None, breaker.half_open_period) if retry_at is None else (retry_at, None)
+            return breaker.allow(step.now)
+        tokens = bucket.snapshot()
+        wait = bucket.try_acquire(step.now)
+        if wait is not None:
+            return step.now + wait, None
+        leave = breaker.allow(step.now)
+        if leave[0] is not None:
+            bucket.restore(tokens)  # the token goes back: nothing was sent
+        return leave
 
 
 def _breaker(step: _Step) -> str:

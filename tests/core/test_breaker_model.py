@@ -103,12 +103,13 @@ class BreakerMachine(RuleBasedStateMachine):
 
     @rule(target=calls)
     def allow(self) -> object:
-        retry_at = self.real.allow(self.now)
+        retry_at, probe = self.real.allow(self.now)
         assert retry_at == self.model.allow(self.now)
         if retry_at is not None:
+            assert probe is None
             return multiple()  # refused: there is no call to end
-        assert self.real.half_open_period == self.model.probe()
-        return self.model.probe()
+        assert probe == self.model.probe()
+        return probe
 
     @rule()
     def success(self) -> None:
@@ -147,7 +148,7 @@ class BreakerMachine(RuleBasedStateMachine):
                 self.real.failure_threshold, self.real.reset_timeout, self.real.half_open_max
             )
             probe.restore(self.real.snapshot())
-            assert probe.allow(self.now) == opened_at + self.real.reset_timeout
+            assert probe.allow(self.now) == (opened_at + self.real.reset_timeout, None)
 
 
 TestBreaker = BreakerMachine.TestCase
