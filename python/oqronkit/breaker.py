@@ -27,15 +27,28 @@ P = ParamSpec("P")
 R = TypeVar("R")
 Clock = Callable[[], float]
 
-# The calls in progress in this task (or thread), innermost last, each with what its breaker's
-# `allow` made of it: a probe of half-open period N, or None. A call cut short gives back only a
-# probe of the period still running. Per context, so concurrent tasks and nested blocks each
-# find their own. A call that ends in another context than it began in (an async generator
-# closed by another task) finds none, and gives back nothing: a probe's slot then comes back
-# when the probe is presumed lost, after `reset_timeout`.
-_calls: ContextVar[tuple[tuple[Breaker, int | None], ...]] = ContextVar(
-    "oqronkit_breaker_calls", default=()
+# The probes in progress in this task (or thread), innermost last, each with the number of the
+# half-open period it probes: a call cut short gives back a slot only if it is a probe of the
+# period still running. Per context, so concurrent tasks and nested blocks each find their own.
+# Calls let through while closed hold no slot and are not kept (most calls: no cost). A probe
+# that ends in another context than it began in (an async generator closed by another task)
+# finds no entry and gives back nothing: its slot comes back when it is presumed lost.
+_probes: ContextVar[tuple[tuple[Breaker, int], ...]] = ContextVar(
+    "oqronkit_breaker_probes", default=()
 )
+
+
+def _end_probe(breaker: Breaker) -> int | None:
+    """The period of the innermost probe of `breaker` in progress here, which ends: None if
+    there is none (the call was let through while closed, or began in another context)."""
+    probes = _probes.get()
+    if not probes:  # the usual case: no breaker half-open
+        return None
+    for i in reversed(range(len(probes))):
+        if probes[i][0] is breaker:
+            _probes.set(probes[:i] + probes[i + 1 :])
+            return probes[i][1]
+    return None
 
 
 class Breaker:
@@ -76,15 +89,11 @@ class Breaker:
         retry_at, probe = self._core.allow(now)
         if retry_at is not None:
             raise CircuitOpenError(max(0.0, retry_at - now))
-        _calls.set((*_calls.get(), (self, probe)))
+        if probe is not None:
+            _probes.set((*_probes.get(), (self, probe)))
 
     def _exit(self, exc: BaseException | None) -> None:
-        calls, probe = _calls.get(), None
-        for i in reversed(range(len(calls))):
-            if calls[i][0] is self:
-                probe = calls[i][1]
-                _calls.set(calls[:i] + calls[i + 1 :])
-                break
+        probe = _end_probe(self)
         now = self._clock()
         if exc is None:
             self._core.record_success(now)
