@@ -957,19 +957,28 @@ async def test_a_cancelled_probe_gives_its_slot_back(
         await status_of(kit, after, "completed")
 
 
-async def test_a_cancelled_probe_whose_settle_fails_gives_its_slot_back_once(
-    make_backend: BackendFactory, receiver: Receiver
-) -> None:
-    clock = FakeClock()
-    receiver.respond("/x", 500, Reply(204, delay=10.0), Reply(204, delay=10.0))
-    kit = make_kit(make_backend, clock, shutdown_grace=0.1)  # the other probe stays stalled
-    policy = CircuitBreaker(failure_threshold=1, reset_timeout=30.0, half_open_max=2)
+def stalled_probe_kit(
+    make_backend: BackendFactory, receiver: Receiver, clock: FakeClock, half_open_max: int
+) -> tuple[OqronKit, Webhook, CircuitBreaker]:
+    """Webhook "w" to the receiver's /x, behind a breaker that opens at the first failure;
+    retries wait 100 s, and the kit stops 0.1 s after it is asked to, stalled probes or not."""
+    kit = make_kit(make_backend, clock, shutdown_grace=0.1)
+    policy = CircuitBreaker(failure_threshold=1, reset_timeout=30.0, half_open_max=half_open_max)
     hook = kit.webhook(
         "w",
         retries=Retries(max=5, base_delay=100.0, max_delay=100.0, jitter=0.0),
         circuit_breaker=policy,
         endpoints=[Endpoint("a", receiver.url("/x"), ["**"])],
     )
+    return kit, hook, policy
+
+
+async def test_a_cancelled_probe_whose_settle_fails_gives_its_slot_back_once(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    receiver.respond("/x", 500, Reply(204, delay=10.0), Reply(204, delay=10.0))
+    kit, hook, policy = stalled_probe_kit(make_backend, receiver, clock, half_open_max=2)
     async with kit:
         [failed] = await hook.fire("e", {})
         await status_of(kit, failed, "delayed")
@@ -997,14 +1006,7 @@ async def test_an_attempt_let_through_while_closed_and_cut_short_frees_no_probe_
 ) -> None:
     clock = FakeClock()
     receiver.respond("/x", Reply(204, delay=10.0), 500, Reply(204, delay=10.0))
-    kit = make_kit(make_backend, clock, shutdown_grace=0.1)  # the probe stays stalled
-    policy = CircuitBreaker(failure_threshold=1, reset_timeout=30.0, half_open_max=1)
-    hook = kit.webhook(
-        "w",
-        retries=Retries(max=5, base_delay=100.0, max_delay=100.0, jitter=0.0),
-        circuit_breaker=policy,
-        endpoints=[Endpoint("a", receiver.url("/x"), ["**"])],
-    )
+    kit, hook, policy = stalled_probe_kit(make_backend, receiver, clock, half_open_max=1)
     async with kit:
         [slow] = await hook.fire("e", {})  # let through while closed
         await receiver.wait_for(1)
