@@ -132,6 +132,26 @@ async def test_a_new_breaker_policy_keeps_counting_half_open_periods(
         await backend.close()
 
 
+@pytest.mark.anyio
+async def test_a_breaker_state_stored_before_periods_were_counted_still_works(
+    make_backend: BackendFactory,
+) -> None:
+    backend = make_backend()
+    await backend.open()
+    try:
+        guards, key = Guards(backend, shared=True), namespace()
+
+        def store_old(states: list[str | None]) -> tuple[list[str], None]:
+            return [json.dumps(["open", 0, 10.0])], None  # (state, count, at): no periods
+
+        await backend.update_state([f"breaker:{key}"], store_old)
+        assert await guards.admit(key, POLICY, None, 12.0) == (15.0, None)  # still open
+        assert await guards.admit(key, POLICY, None, 15.0) == (None, 1)  # the first period
+        assert (await stored(backend, key))[0] == ("half_open", 1, 15.0, 1)
+    finally:
+        await backend.close()
+
+
 # ---------------------------------------------------------------- two workers, one breaker
 
 
