@@ -1,10 +1,12 @@
 """Real servers on loopback for the tests and the benchmarks: nginx (Debian's package, when
 installed), a server on `h11`, a stdlib one whose paths misbehave in the ways receivers do, and
-throwaway Redis and PostgreSQL instances (own data folder and port, stopped afterwards)."""
+throwaway Redis and PostgreSQL instances (own data folder and port, stopped afterwards), and a
+proxy that cuts connections without a word."""
 
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import ssl
@@ -17,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import h11
 
@@ -260,3 +263,53 @@ def reset(handler: BaseHTTPRequestHandler) -> None:
     """Closes the connection with a TCP RST (SO_LINGER 0), as a crashed server would."""
     handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     handler.close_connection = True
+
+
+class CuttableProxy:
+    """A TCP proxy in front of a server. `cut()` silences every connection open at that moment
+    for good (nothing forwarded, nothing closed), as a failover or a dropped route leaves them,
+    and new ones too until `restore()`; connections made after `restore()` work."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._target = (parts.hostname or "127.0.0.1", parts.port or 0)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        port = self._listener.getsockname()[1]
+        self.url = urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
+        self._generation = 0  # connections of an earlier generation stay silent
+        self._silent = threading.Event()
+        self._closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def cut(self) -> None:
+        self._generation += 1
+        self._silent.set()
+
+    def restore(self) -> None:
+        self._silent.clear()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            args = (client, upstream, self._generation)
+            threading.Thread(target=self._pump, args=args, daemon=True).start()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket, generation: int) -> None:
+        with client, upstream:
+            while not self._closed.is_set():
+                ready, _, _ = select.select([client, upstream], [], [], 0.05)
+                if generation != self._generation or self._silent.is_set():
+                    continue  # silent: leave the bytes where they are, and the socket open
+                for source in ready:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (upstream if source is client else client).sendall(data)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()

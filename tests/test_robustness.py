@@ -19,8 +19,9 @@ from oqronkit import (
 )
 from oqronkit.backends import MemoryBackend
 from oqronkit.egress import EgressPolicy
-from tests.conftest import BackendFactory
+from tests.conftest import BackendFactory, namespace
 from tests.receiver import Receiver, Reply
+from tests.servers import CuttableProxy
 from tests.test_dispatch import make_kit, status_of
 
 pytestmark = pytest.mark.anyio
@@ -192,3 +193,55 @@ async def test_listing_with_a_bad_glob_is_a_typed_error(make_backend: BackendFac
     async with kit:
         with pytest.raises(InvalidPattern):
             await kit.list_deliveries(event="order..created")
+
+
+def test_redis_commands_have_a_deadline_unless_the_url_sets_its_own() -> None:
+    from oqronkit.backends.redis import DEFAULT_TIMEOUT, RedisBackend
+
+    def timeouts(url: str) -> tuple[float, float]:
+        kwargs = RedisBackend(url)._new_client().connection_pool.connection_kwargs
+        return kwargs["stream_timeout"], kwargs["connect_timeout"]
+
+    assert timeouts("redis://127.0.0.1:1/0") == (DEFAULT_TIMEOUT, DEFAULT_TIMEOUT) == (10, 10)
+    assert timeouts("redis://127.0.0.1:1/0?stream_timeout=0.5&connect_timeout=2") == (0.5, 2)
+
+
+async def test_a_redis_connection_cut_without_a_word_fails_calls_in_time_and_is_replaced(
+    redis_url: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    from oqronkit.backends.redis import RedisBackend
+
+    proxy = CuttableProxy(redis_url)
+    # coredis's own timeouts, in real time: a network timeout has no other clock.
+    url = f"{proxy.url}?prefix={namespace()}&stream_timeout=0.2&connect_timeout=0.2"
+    receiver.respond("/slow", then=Reply(delay=2.0))
+    endpoints = [
+        Endpoint("a", receiver.url("/a"), ["a"]),
+        Endpoint("slow", receiver.url("/slow"), ["slow"]),
+    ]
+    kit = OqronKit(
+        RedisBackend(url), allow_private_networks=True, clock=FakeClock(), shutdown_grace=0.05
+    )
+    hook = kit.webhook("w", endpoints=endpoints)
+    try:
+        with anyio.fail_after(30), caplog.at_level(logging.ERROR, logger="oqronkit"):
+            async with kit:
+                [sent] = await hook.fire("a", {})
+                await status_of(kit, sent, "completed")
+                proxy.cut()
+                with pytest.raises(TimeoutError):  # not a hang
+                    await hook.fire("a", {})
+                proxy.restore()
+                [after] = await hook.fire("a", {})  # on a new client, with new connections
+                await status_of(kit, after, "completed")
+                [stuck] = await hook.fire("slow", {})
+                await receiver.wait_for(1, "/slow")
+                proxy.cut()
+            # The kit closed all the same. Its attempt, cut short, could not go back to the
+            # queue: it stays leased to this kit until the lease expires, and is not lost.
+            assert "could not requeue; its lease will expire" in caplog.text
+            proxy.restore()
+            d = await kit.get_delivery(stuck)
+            assert d is not None and d.status == "active" and d.attempts == ()
+    finally:
+        proxy.close()

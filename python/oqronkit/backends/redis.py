@@ -1,5 +1,10 @@
 """`redis://host:port/db?prefix=name` (or `rediss://` for TLS): many workers on many machines.
 
+Every command answers within 10 seconds or fails with `TimeoutError` (the URL's
+`stream_timeout=` and `connect_timeout=` change that): a server that stops answering, or a
+connection silently cut (a failover, a dropped route), fails calls instead of hanging them,
+and the client that saw it is replaced by a fresh one with new connections.
+
 `coredis` (anyio-native: runs on asyncio and Trio). Every state change of a delivery and its
 queue entries is one Lua script, so it is atomic for every process using the server. Keys, all
 under `{prefix}:` (W a webhook, E an endpoint, WE the pair as one unambiguous string):
@@ -55,6 +60,7 @@ from oqronkit.backends.base import (
     T,
     glob_predicate,
 )
+from oqronkit.errors import KitNotRunning
 from oqronkit.models import (
     Attempt,
     CancelOutcome,
@@ -69,6 +75,9 @@ from oqronkit.models import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Seconds a command may wait for its answer (and a connection to open), unless the URL says.
+DEFAULT_TIMEOUT = 10.0
 
 Client = coredis.Redis[bytes]
 Arg = str | bytes
@@ -652,6 +661,8 @@ class _Service:
         self.failure: Exception | None = None
         self._stop = anyio.Event()
         self._done = anyio.Event()
+        self._subscriptions: set[anyio.CancelScope] = set()
+        self._subscriptions_changed = anyio.Event()
         # Updates of the same keys take turns within this process (striped locks): otherwise
         # concurrent attempts on one endpoint's breaker would mostly conflict and retry.
         self.key_locks = [anyio.Lock() for _ in range(KEY_LOCKS)]
@@ -678,11 +689,38 @@ class _Service:
         if not self.running:
             raise self.failure or ConnectionError("the Redis client did not start")
 
+    def retire(self, failure: Exception) -> None:
+        """Stops the client in the background; calls from now on start a fresh one."""
+        if self.running:
+            self.running = False
+            self.failure = failure
+            _spawn(self.stop)
+
     async def stop(self) -> None:
-        self._stop.set()
-        if self.ready.is_set():
-            with anyio.CancelScope(shield=True):  # closing must finish even when cancelled
+        with anyio.CancelScope(shield=True):  # closing must finish even when cancelled
+            # Subscriptions end first: one still running would reconnect into a closed pool.
+            for scope in self._subscriptions:
+                scope.cancel()
+            while self._subscriptions:
+                self._subscriptions_changed = anyio.Event()
+                await self._subscriptions_changed.wait()
+            self._stop.set()
+            if self.ready.is_set():
                 await self._done.wait()
+
+    @asynccontextmanager
+    async def subscription(self, channel: str) -> AsyncIterator[AsyncIterator[Any]]:
+        """The messages of `channel`, until the client is stopped (then it ends quietly)."""
+        scope = anyio.CancelScope()
+        self._subscriptions.add(scope)
+        try:
+            with scope:
+                pubsub = self.client.pubsub(channels=[channel], ignore_subscribe_messages=True)
+                async with pubsub:
+                    yield pubsub
+        finally:
+            self._subscriptions.discard(scope)
+            self._subscriptions_changed.set()
 
 
 class RedisBackend(Backend):
@@ -709,12 +747,17 @@ class RedisBackend(Backend):
         # claim or a guard step twice is not harmless. The failure reaches the caller, whose
         # own recovery (claim again later, let the lease expire) is safe.
         return coredis.Redis.from_url(
-            self._url, decode_responses=False, retry_policy=NoRetryPolicy()
+            self._url,
+            decode_responses=False,
+            retry_policy=NoRetryPolicy(),
+            stream_timeout=DEFAULT_TIMEOUT,  # the URL's query string wins over these
+            connect_timeout=DEFAULT_TIMEOUT,
         )
 
     async def open(self) -> None:
         if self._service is not None and self._service.running:
             return
+        restarting = self._service is not None
         service = self._service = _Service(self._new_client())
         try:
             await service.start()
@@ -724,8 +767,11 @@ class RedisBackend(Backend):
                 for script in SCRIPTS:
                     pipe.script_load(script.script)
         except BaseException:
-            self._service = None
             await service.stop()
+            if not restarting:
+                self._service = None
+            # else the stopped client stays: the next call tries to start one again, where
+            # calls of an unopened backend would each open a client of their own for good.
             raise
 
     async def close(self) -> None:
@@ -733,24 +779,36 @@ class RedisBackend(Backend):
         if service is not None:
             await service.stop()
 
+    async def _running(self) -> _Service | None:
+        """The open client, started afresh if it stopped; None if the backend is not open."""
+        service = self._service
+        if service is None:
+            return None
+        await service.ready.wait()  # another task may be starting it
+        if service.running:
+            return service
+        log.warning("the Redis client of %r stopped (%r); restarting it", self, service.failure)
+        if self._service is service:
+            await self.open()
+        return await self._running()
+
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[Client]:
         """The open client, or one for this call only (`fire_sync` outside a running kit runs
         the backend unopened, on an event loop of its own)."""
-        service = self._service
+        service = await self._running()
         if service is None:
             async with self._new_client() as client:
                 yield client
             return
-        await service.ready.wait()  # another task may be starting it
-        if not service.running:  # its connections failed: start afresh
-            log.warning("the Redis client of %r stopped (%r); restarting it", self, service.failure)
-            if self._service is service:
-                await self.open()
-            async with self._session() as client:
-                yield client
-            return
-        yield service.client
+        try:
+            yield service.client
+        except TimeoutError as exc:
+            # No answer in time: the connection may be cut without a word (a failover, a
+            # dropped route), and coredis would keep sending on it. The next call starts a
+            # client of its own, with new connections.
+            service.retire(exc)
+            raise
 
     async def _call(
         self, script: Script[bytes], args: Sequence[Arg], keys: Sequence[str] = ()
@@ -761,11 +819,13 @@ class RedisBackend(Backend):
     # ---------------------------------------------------------------- the contract
 
     async def watch(self, wake: Callable[[str], None]) -> None:
-        async with (
-            self._session() as client,
-            client.pubsub(channels=[self._p + "wake"], ignore_subscribe_messages=True) as pubsub,
-        ):
-            async for message in pubsub:  # coredis resubscribes by itself after a reconnect
+        service = await self._running()
+        if service is None:
+            raise KitNotRunning("watching a Redis backend needs it open")
+        # Ends when the client is replaced after a timeout; the subscription's own pings find
+        # a connection cut without a word.
+        async with service.subscription(self._p + "wake") as messages:
+            async for message in messages:  # coredis resubscribes by itself after a reconnect
                 if message["type"] == "message":
                     wake(_text(message["data"]))
         # Returning would tell the kit this backend does not notify: raise, so it subscribes anew.
