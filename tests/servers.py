@@ -275,7 +275,9 @@ class CuttableProxy:
         self._target = (parts.hostname or "127.0.0.1", parts.port or 0)
         self._listener = socket.create_server(("127.0.0.1", 0))
         port = self._listener.getsockname()[1]
-        self.url = urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
+        user = parts.netloc.rpartition("@")[0]
+        netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
+        self.url = urlunsplit(parts._replace(netloc=netloc))
         self._generation = 0  # connections of an earlier generation stay silent
         self._silent = threading.Event()
         self._closed = threading.Event()

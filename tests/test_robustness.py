@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import socket
 from urllib.parse import unquote
 
 import anyio
@@ -245,3 +247,36 @@ async def test_a_redis_connection_cut_without_a_word_fails_calls_in_time_and_is_
             assert d is not None and d.status == "active" and d.attempts == ()
     finally:
         proxy.close()
+
+
+@pytest.mark.parametrize(("query", "keepalive_idle"), [("", 10), ("&keepalives_idle=60", 60)])
+async def test_postgres_connections_give_up_on_a_server_gone_silent(
+    postgres_url: str, query: str, keepalive_idle: int
+) -> None:
+    """libpq's TCP settings, read back from a pooled connection's socket: keepalives and a user
+    timeout, so a server that vanished without a word fails calls within ~30 s (the URL's own
+    settings win)."""
+    from oqronkit.backends.postgres import PostgresBackend
+
+    backend = PostgresBackend(f"{postgres_url}?schema={namespace()}{query}")
+    await backend.open()
+    try:
+        assert backend._pool is not None
+        with (
+            backend._pool.connection() as conn,
+            socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock,
+        ):
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == keepalive_idle
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 4
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 30_000
+    finally:
+        await backend.close()
+
+
+def test_a_postgres_url_libpq_cannot_read_is_refused_at_once() -> None:
+    from oqronkit.backends.postgres import PostgresBackend
+
+    with pytest.raises(ConfigurationError, match='invalid URI query parameter: "colour"'):
+        PostgresBackend("postgresql://app:hunter2@db.internal/app?colour=blue")

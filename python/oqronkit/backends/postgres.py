@@ -448,6 +448,29 @@ def _split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=urlencode(kept, quote_via=quote))), schemas[-1]
 
 
+# libpq's TCP settings, unless the URL gives its own: a server that vanished without a word (a
+# failover, a dropped route) fails calls within ~30 s instead of the kernel's ~15 minutes of
+# retransmits (`tcp_user_timeout`, data unacknowledged) or for ever (keepalives, a reply awaited).
+TCP_DEFAULTS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "4",
+    "tcp_user_timeout": "30000",  # ms
+}
+
+
+def _connect_options(conninfo: str) -> dict[str, Any]:
+    """What every connection is opened with, besides `conninfo`: autocommit, and the TCP
+    defaults `conninfo` does not set (psycopg lets these keywords override it)."""
+    try:
+        given = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:  # libpq's words name the part, never a password
+        raise ConfigurationError(f"invalid PostgreSQL URL: {str(exc).strip()}") from None
+    tcp = {key: value for key, value in TCP_DEFAULTS.items() if key not in given}
+    return {"autocommit": True, **tcp}
+
+
 def _redacted(conninfo: str) -> str:
     """`conninfo` without any password, for repr and messages."""
     parts = urlsplit(conninfo)
@@ -498,6 +521,7 @@ class PostgresBackend(Backend):
         self.pool_size = pool_size
         self.statement_timeout = statement_timeout
         self._conninfo = conninfo
+        self._connect_options = _connect_options(conninfo)
         channel = f"oqronkit_{schema}"
         if len(channel) > 63:  # channel names are identifiers: 63 bytes at most
             channel = f"oqronkit_{hashlib.sha256(schema.encode()).hexdigest()[:32]}"
@@ -549,7 +573,7 @@ class PostgresBackend(Backend):
                 self._conninfo,
                 min_size=1,
                 max_size=self.pool_size,
-                kwargs={"autocommit": True},
+                kwargs=self._connect_options,
                 configure=self._configure,
                 name=f"oqronkit-{self.schema}",
                 open=False,
@@ -563,7 +587,7 @@ class PostgresBackend(Backend):
 
     def _connect(self) -> Connection:
         """A connection outside the pool, set up like the pool's."""
-        conn = psycopg.Connection.connect(self._conninfo, autocommit=True)
+        conn = psycopg.Connection.connect(self._conninfo, **self._connect_options)
         try:
             self._configure(conn)
             if not self._migrated:
