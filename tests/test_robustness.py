@@ -249,6 +249,48 @@ async def test_a_redis_connection_cut_without_a_word_fails_calls_in_time_and_is_
         proxy.close()
 
 
+async def test_a_postgres_server_gone_silent_fails_calls_at_their_deadline(
+    postgres_url: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    import psycopg
+
+    from oqronkit.backends.postgres import PostgresBackend
+
+    proxy = CuttableProxy(postgres_url)
+    # Real time: a call is cut at twice statement_timeout (the server never sees the statement).
+    url = f"{proxy.url}?schema={namespace()}&connect_timeout=1"
+    receiver.respond("/slow", then=Reply(delay=2.0))
+    endpoints = [
+        Endpoint("a", receiver.url("/a"), ["a"]),
+        Endpoint("slow", receiver.url("/slow"), ["slow"]),
+    ]
+    backend = PostgresBackend(url, statement_timeout=0.3)
+    kit = OqronKit(backend, allow_private_networks=True, clock=FakeClock(), shutdown_grace=0.05)
+    hook = kit.webhook("w", endpoints=endpoints)
+    try:
+        with anyio.fail_after(60), caplog.at_level(logging.ERROR, logger="oqronkit"):
+            async with kit:
+                [sent] = await hook.fire("a", {})
+                await status_of(kit, sent, "completed")
+                proxy.cut()
+                with pytest.raises(psycopg.OperationalError):  # not a hang
+                    await hook.fire("a", {})
+                proxy.restore()
+                [after] = await hook.fire("a", {})  # the pool replaced what was cut
+                await status_of(kit, after, "completed")
+                [stuck] = await hook.fire("slow", {})
+                await receiver.wait_for(1, "/slow")
+                proxy.cut()
+            # The kit closed all the same; its attempt, cut short, stays leased until the
+            # lease expires, and is not lost.
+            assert "could not requeue; its lease will expire" in caplog.text
+            proxy.restore()
+            d = await kit.get_delivery(stuck)
+            assert d is not None and d.status == "active" and d.attempts == ()
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize(("query", "keepalive_idle"), [("", 10), ("&keepalives_idle=60", 60)])
 async def test_postgres_connections_give_up_on_a_server_gone_silent(
     postgres_url: str, query: str, keepalive_idle: int

@@ -7,6 +7,10 @@ in one transaction. Claims lock rows with `FOR UPDATE SKIP LOCKED`: concurrent w
 wait for each other nor get the same delivery. Transactions that make a delivery ready now send
 `pg_notify` (delivered at commit), and `watch` listens for them.
 
+No call waits for ever: the server bounds each statement (`statement_timeout`), and a call
+still without an answer at twice that has its connection cut under it (`_CallDeadlines`), for
+a server that hangs or a connection that went silent.
+
 Round trips: every operation is one (a single statement, or a transaction sent as one pipelined
 batch), except `update_state` (two: it reads, runs the caller's update, then writes).
 
@@ -20,7 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -61,6 +68,7 @@ from oqronkit.models import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Connection = psycopg.Connection[TupleRow]
 
 DEFAULT_SCHEMA = "oqronkit"
@@ -450,13 +458,15 @@ def _split_url(url: str) -> tuple[str, str | None]:
 
 # libpq's TCP settings, unless the URL gives its own: a server that vanished without a word (a
 # failover, a dropped route) fails calls within ~30 s instead of the kernel's ~15 minutes of
-# retransmits (`tcp_user_timeout`, data unacknowledged) or for ever (keepalives, a reply awaited).
+# retransmits (`tcp_user_timeout`, data unacknowledged) or for ever (keepalives, a reply
+# awaited), and a connection attempt gives up after 10 s.
 TCP_DEFAULTS = {
     "keepalives": "1",
     "keepalives_idle": "10",
     "keepalives_interval": "5",
     "keepalives_count": "4",
     "tcp_user_timeout": "30000",  # ms
+    "connect_timeout": "10",
 }
 
 
@@ -469,6 +479,56 @@ def _connect_options(conninfo: str) -> dict[str, Any]:
         raise ConfigurationError(f"invalid PostgreSQL URL: {str(exc).strip()}") from None
     tcp = {key: value for key, value in TCP_DEFAULTS.items() if key not in given}
     return {"autocommit": True, **tcp}
+
+
+class _CallDeadlines:
+    """Cuts the connection of a call that outlived its deadline. statement_timeout needs a
+    server that still answers, and libpq waits for a reply for ever: a server that hangs, or a
+    proxy or pooler in between that stops passing bytes, would hold the call (and the worker
+    thread, which cannot be cancelled) for good. Shutting the socket down makes libpq fail the
+    call at once, and `on_cut` is told (the pool's other connections, idle ones included, are
+    likely as dead: it replaces them). One thread, alive only while calls are under way, looks
+    about once a second."""
+
+    def __init__(self, seconds: float, on_cut: Callable[[], None]) -> None:
+        self.seconds = seconds
+        self._on_cut = on_cut
+        self._lock = threading.Lock()
+        self._calls: dict[int, tuple[float, Connection]] = {}  # by id(conn): one call each
+        self._watching = False
+
+    @contextmanager
+    def bound(self, conn: Connection) -> Iterator[None]:
+        with self._lock:
+            self._calls[id(conn)] = (time.monotonic() + self.seconds, conn)
+            if not self._watching:
+                self._watching = True
+                threading.Thread(target=self._watch, name="oqronkit deadlines", daemon=True).start()
+        try:
+            yield
+        finally:
+            with self._lock:  # once out, the connection is never cut for this call
+                self._calls.pop(id(conn), None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.seconds))
+            with self._lock:
+                if not self._calls:
+                    self._watching = False
+                    return
+                now = time.monotonic()
+                late = [key for key, (deadline, _) in self._calls.items() if deadline <= now]
+                for key in late:
+                    _cut(self._calls.pop(key)[1])
+            if late:
+                self._on_cut()
+
+
+def _cut(conn: Connection) -> None:
+    """Shuts the connection's socket down under libpq, which then fails what it waits for."""
+    with suppress(OSError), socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _redacted(conninfo: str) -> str:
@@ -522,6 +582,8 @@ class PostgresBackend(Backend):
         self.statement_timeout = statement_timeout
         self._conninfo = conninfo
         self._connect_options = _connect_options(conninfo)
+        # A call's statements each have statement_timeout; the call, twice that.
+        self._deadlines = _CallDeadlines(2 * statement_timeout, on_cut=self._renew_pool)
         channel = f"oqronkit_{schema}"
         if len(channel) > 63:  # channel names are identifiers: 63 bytes at most
             channel = f"oqronkit_{hashlib.sha256(schema.encode()).hexdigest()[:32]}"
@@ -576,6 +638,9 @@ class PostgresBackend(Backend):
                 kwargs=self._connect_options,
                 configure=self._configure,
                 name=f"oqronkit-{self.schema}",
+                # Threads never outnumber connections, so a call waits for one only while
+                # the pool reconnects: no longer than a call may take.
+                timeout=self._deadlines.seconds,
                 open=False,
             )
             try:
@@ -584,6 +649,13 @@ class PostgresBackend(Backend):
                 pool.close()
                 raise
             self._pool = pool
+
+    def _renew_pool(self) -> None:
+        """Every connection of the pool replaced: idle ones now, busy ones when they return."""
+        pool = self._pool
+        if pool is not None:
+            log.warning("a PostgreSQL call got no answer in time; replacing every connection")
+            pool.drain()
 
     def _connect(self) -> Connection:
         """A connection outside the pool, set up like the pool's."""
@@ -639,9 +711,9 @@ class PostgresBackend(Backend):
             if pool is None:
                 # Closed, or not opened yet: a connection of its own for this call (SQLite
                 # reconnects lazily too), so nothing is left open.
-                with self._connect() as conn:
+                with self._connect() as conn, self._deadlines.bound(conn):
                     return fn(conn)
-            with pool.connection() as conn:
+            with pool.connection() as conn, self._deadlines.bound(conn):
                 return fn(conn)
 
         return await anyio.to_thread.run_sync(call, limiter=self._limiter())
