@@ -215,7 +215,7 @@ async def test_a_redis_connection_cut_without_a_word_fails_calls_in_time_and_is_
 
     proxy = CuttableProxy(redis_url)
     # coredis's own timeouts, in real time: a network timeout has no other clock.
-    url = f"{proxy.url}?prefix={namespace()}&stream_timeout=0.2&connect_timeout=0.2"
+    url = f"{proxy.url}?prefix={namespace()}&stream_timeout=0.5&connect_timeout=0.5"
     receiver.respond("/slow", then=Reply(delay=2.0))
     endpoints = [
         Endpoint("a", receiver.url("/a"), ["a"]),
@@ -245,6 +245,46 @@ async def test_a_redis_connection_cut_without_a_word_fails_calls_in_time_and_is_
             proxy.restore()
             d = await kit.get_delivery(stuck)
             assert d is not None and d.status == "active" and d.attempts == ()
+    finally:
+        proxy.close()
+
+
+async def test_a_redis_backend_closes_while_its_replaced_client_ends_a_subscription(
+    redis_url: str,
+) -> None:
+    import coredis
+
+    from oqronkit.backends.redis import RedisBackend
+
+    proxy = CuttableProxy(redis_url)
+    prefix = namespace()
+    backend = RedisBackend(f"{proxy.url}?prefix={prefix}&stream_timeout=0.5&connect_timeout=0.5")
+    woken: list[str] = []
+    ended: list[ConnectionError] = []
+
+    async def watch() -> None:
+        try:
+            await backend.watch(woken.append)
+        except ConnectionError as exc:  # the subscription ended with its client
+            ended.append(exc)
+
+    try:
+        with anyio.fail_after(30):
+            await backend.open()
+            async with (
+                anyio.create_task_group() as tasks,
+                coredis.Redis.from_url(redis_url) as direct,
+            ):
+                tasks.start_soon(watch)
+                while not woken:  # subscribed once a wake-up comes through
+                    await direct.publish(f"{prefix}:wake", "w")
+                    await anyio.sleep(0.01)
+                assert await backend.get_delivery("dlv_0") is None  # a connection to cut
+                proxy.cut()
+                with pytest.raises(TimeoutError):  # retires the client, ending the subscription
+                    await backend.get_delivery("dlv_0")
+                await backend.close()  # while that is under way: waits for it, no hang
+            assert len(ended) == 1
     finally:
         proxy.close()
 
@@ -317,8 +357,19 @@ async def test_postgres_connections_give_up_on_a_server_gone_silent(
         await backend.close()
 
 
-def test_a_postgres_url_libpq_cannot_read_is_refused_at_once() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:hunter2@db.internal/app?colour=blue",
+        "postgresql://app:hunter2%zz@db.internal/app",  # libpq quotes the bad token
+        "host=db.internal password=hunter2 x",
+    ],
+)
+def test_a_postgres_url_libpq_cannot_read_is_refused_at_once_without_its_password(
+    url: str,
+) -> None:
     from oqronkit.backends.postgres import PostgresBackend
 
-    with pytest.raises(ConfigurationError, match='invalid URI query parameter: "colour"'):
-        PostgresBackend("postgresql://app:hunter2@db.internal/app?colour=blue")
+    with pytest.raises(ConfigurationError, match="libpq cannot read it") as caught:
+        PostgresBackend(url)
+    assert "hunter2" not in str(caught.value)

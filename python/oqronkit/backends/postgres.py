@@ -475,8 +475,9 @@ def _connect_options(conninfo: str) -> dict[str, Any]:
     defaults `conninfo` does not set (psycopg lets these keywords override it)."""
     try:
         given = conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as exc:  # libpq's words name the part, never a password
-        raise ConfigurationError(f"invalid PostgreSQL URL: {str(exc).strip()}") from None
+    except psycopg.ProgrammingError:  # libpq's words quote what it tripped on: a password too
+        message = f"invalid PostgreSQL URL {_redacted(conninfo)!r}: libpq cannot read it"
+        raise ConfigurationError(message) from None
     tcp = {key: value for key, value in TCP_DEFAULTS.items() if key not in given}
     return {"autocommit": True, **tcp}
 

@@ -1,9 +1,10 @@
 """`redis://host:port/db?prefix=name` (or `rediss://` for TLS): many workers on many machines.
 
-Every command answers within 10 seconds or fails with `TimeoutError` (the URL's
-`stream_timeout=` and `connect_timeout=` change that): a server that stops answering, or a
-connection silently cut (a failover, a dropped route), fails calls instead of hanging them,
-and the client that saw it is replaced by a fresh one with new connections.
+Every command answers within 10 seconds or fails (`TimeoutError`, or coredis's
+`ConnectionError` for a connection attempt; the URL's `stream_timeout=` and `connect_timeout=`
+change the 10 s): a server that stops answering, or a connection silently cut (a failover, a
+dropped route), fails calls instead of hanging them, and the client that saw it is replaced by
+a fresh one with new connections.
 
 `coredis` (anyio-native: runs on asyncio and Trio). Every state change of a delivery and its
 queue entries is one Lua script, so it is atomic for every process using the server. Keys, all
@@ -659,6 +660,7 @@ class _Service:
         self.ready = anyio.Event()  # set once running, or once it failed to start
         self.running = False
         self.failure: Exception | None = None
+        self._stopping = False
         self._stop = anyio.Event()
         self._done = anyio.Event()
         self._subscriptions: set[anyio.CancelScope] = set()
@@ -697,20 +699,26 @@ class _Service:
             _spawn(self.stop)
 
     async def stop(self) -> None:
+        """Ends the subscriptions, then the client; a second call waits for the first."""
         with anyio.CancelScope(shield=True):  # closing must finish even when cancelled
-            # Subscriptions end first: one still running would reconnect into a closed pool.
-            for scope in self._subscriptions:
-                scope.cancel()
-            while self._subscriptions:
-                self._subscriptions_changed = anyio.Event()
-                await self._subscriptions_changed.wait()
-            self._stop.set()
+            if not self._stopping:
+                self._stopping = True
+                # Subscriptions end first: one still running would reconnect into a closed
+                # pool (and coredis would leak that connection's streams).
+                while self._subscriptions:
+                    for scope in self._subscriptions:
+                        scope.cancel()
+                    self._subscriptions_changed = anyio.Event()
+                    await self._subscriptions_changed.wait()
+                self._stop.set()
             if self.ready.is_set():
                 await self._done.wait()
 
     @asynccontextmanager
     async def subscription(self, channel: str) -> AsyncIterator[AsyncIterator[Any]]:
         """The messages of `channel`, until the client is stopped (then it ends quietly)."""
+        if self._stopping or not self.running:
+            raise ConnectionError("the Redis client is stopping")
         scope = anyio.CancelScope()
         self._subscriptions.add(scope)
         try:
@@ -809,6 +817,12 @@ class RedisBackend(Backend):
             # client of its own, with new connections.
             service.retire(exc)
             raise
+        except RuntimeError as exc:
+            if service.running:
+                raise
+            # Another call's timeout stopped this client under this one: coredis's words
+            # for it ("pool ... has exited") would puzzle a caller of fire.
+            raise ConnectionError("the Redis client was replaced during this call") from exc
 
     async def _call(
         self, script: Script[bytes], args: Sequence[Arg], keys: Sequence[str] = ()
