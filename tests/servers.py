@@ -268,7 +268,8 @@ def reset(handler: BaseHTTPRequestHandler) -> None:
 class CuttableProxy:
     """A TCP proxy in front of a server. `cut()` silences every connection open at that moment
     for good (nothing forwarded, nothing closed), as a failover or a dropped route leaves them,
-    and new ones too until `restore()`; connections made after `restore()` work."""
+    and new ones too until `restore()`; connections made after `restore()` work. `lag` holds
+    every answer from the server that many seconds (a slow link)."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -281,6 +282,7 @@ class CuttableProxy:
         self._generation = 0  # connections of an earlier generation stay silent
         self._silent = threading.Event()
         self._closed = threading.Event()
+        self.lag = 0.0
         threading.Thread(target=self._serve, daemon=True).start()
 
     def cut(self) -> None:
@@ -310,6 +312,8 @@ class CuttableProxy:
                     data = source.recv(65536)
                     if not data:
                         return
+                    if source is upstream:
+                        time.sleep(self.lag)
                     (upstream if source is client else client).sendall(data)
 
     def close(self) -> None:

@@ -297,7 +297,7 @@ async def test_a_postgres_server_gone_silent_fails_calls_at_their_deadline(
     from oqronkit.backends.postgres import PostgresBackend
 
     proxy = CuttableProxy(postgres_url)
-    # Real time: a call is cut at twice statement_timeout (the server never sees the statement).
+    # Real time: a call is cut at three times statement_timeout (the server never sees it).
     url = f"{proxy.url}?schema={namespace()}&connect_timeout=1"
     receiver.respond("/slow", then=Reply(delay=2.0))
     endpoints = [
@@ -331,6 +331,25 @@ async def test_a_postgres_server_gone_silent_fails_calls_at_their_deadline(
         proxy.close()
 
 
+async def test_a_postgres_call_that_keeps_getting_answers_is_not_cut(postgres_url: str) -> None:
+    from oqronkit.backends.postgres import PostgresBackend
+
+    proxy = CuttableProxy(postgres_url)
+    backend = PostgresBackend(f"{proxy.url}?schema={namespace()}", statement_timeout=0.3)
+    kit = OqronKit(backend, dispatch=False, clock=FakeClock())
+    hook = kit.webhook("w", endpoints=[Endpoint("a", "https://example.com/", ["**"])])
+    try:
+        async with kit:
+            await hook.fire_many([("order.created", {})] * 2_000)
+            # A glob SQL cannot narrow reads every row, a page of 500 per round trip: 5 of them,
+            # each 0.3 s late, take longer than a call's deadline (3 x 0.3 s) all together.
+            proxy.lag = 0.3
+            with anyio.fail_after(30):
+                assert await kit.list_deliveries(event="*.shipped", limit=10) == []
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize(("query", "keepalive_idle"), [("", 10), ("&keepalives_idle=60", 60)])
 async def test_postgres_connections_give_up_on_a_server_gone_silent(
     postgres_url: str, query: str, keepalive_idle: int
@@ -355,6 +374,24 @@ async def test_postgres_connections_give_up_on_a_server_gone_silent(
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 30_000
     finally:
         await backend.close()
+
+
+def test_postgres_tcp_defaults_yield_to_libpqs_environment_and_service_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from oqronkit.backends.postgres import TCP_DEFAULTS, PostgresBackend
+
+    def options(url: str) -> dict[str, object]:
+        return PostgresBackend(url)._connect_options
+
+    url = "postgresql://app@db.internal/app"
+    assert options(url) == {"autocommit": True, **TCP_DEFAULTS}
+    assert "connect_timeout" not in options(url + "?connect_timeout=3")  # the URL's own
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "3")
+    assert "connect_timeout" not in options(url)  # libpq reads the variable
+    assert options(url + "?service=billing") == {"autocommit": True}
+    monkeypatch.setenv("PGSERVICE", "billing")
+    assert options(url) == {"autocommit": True}
 
 
 @pytest.mark.parametrize(

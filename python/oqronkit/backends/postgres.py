@@ -8,11 +8,12 @@ wait for each other nor get the same delivery. Transactions that make a delivery
 `pg_notify` (delivered at commit), and `watch` listens for them.
 
 No call waits for ever: the server bounds each statement (`statement_timeout`), and a call
-still without an answer at twice that has its connection cut under it (`_CallDeadlines`), for
-a server that hangs or a connection that went silent.
+still without an answer at three times that has its connection cut under it
+(`_CallDeadlines`), for a server that hangs or a connection that went silent.
 
 Round trips: every operation is one (a single statement, or a transaction sent as one pipelined
-batch), except `update_state` (two: it reads, runs the caller's update, then writes).
+batch), except `update_state` (two: it reads, runs the caller's update, then writes) and
+`list_deliveries` by an event glob SQL cannot narrow (a page of rows per round trip).
 
 Pause flags are read by whatever may queue a delivery (enqueue, settle, resend, lease expiry)
 under a shared per-webhook advisory lock taken in an earlier statement of its transaction, and
@@ -472,13 +473,18 @@ TCP_DEFAULTS = {
 
 def _connect_options(conninfo: str) -> dict[str, Any]:
     """What every connection is opened with, besides `conninfo`: autocommit, and the TCP
-    defaults `conninfo` does not set (psycopg lets these keywords override it)."""
+    defaults that neither `conninfo`, libpq's environment nor a service file sets (psycopg
+    lets these keywords override all three)."""
     try:
         given = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:  # libpq's words quote what it tripped on: a password too
         message = f"invalid PostgreSQL URL {_redacted(conninfo)!r}: libpq cannot read it"
         raise ConfigurationError(message) from None
+    if "service" in given or os.environ.get("PGSERVICE"):
+        return {"autocommit": True}  # the service file has the last word
     tcp = {key: value for key, value in TCP_DEFAULTS.items() if key not in given}
+    if os.environ.get("PGCONNECT_TIMEOUT"):  # the only one of these with a variable
+        del tcp["connect_timeout"]
     return {"autocommit": True, **tcp}
 
 
@@ -487,9 +493,10 @@ class _CallDeadlines:
     server that still answers, and libpq waits for a reply for ever: a server that hangs, or a
     proxy or pooler in between that stops passing bytes, would hold the call (and the worker
     thread, which cannot be cancelled) for good. Shutting the socket down makes libpq fail the
-    call at once, and `on_cut` is told (the pool's other connections, idle ones included, are
-    likely as dead: it replaces them). One thread, alive only while calls are under way, looks
-    about once a second."""
+    call at once. `on_cut` is told first (the pool's other connections, idle ones included, are
+    likely as dead: it replaces them, and the cut one is closed when it comes back). A call
+    that pages through many statements renews its deadline per page. One thread, alive only
+    while calls are under way, looks about once a second."""
 
     def __init__(self, seconds: float, on_cut: Callable[[], None]) -> None:
         self.seconds = seconds
@@ -501,34 +508,61 @@ class _CallDeadlines:
     @contextmanager
     def bound(self, conn: Connection) -> Iterator[None]:
         with self._lock:
-            self._calls[id(conn)] = (time.monotonic() + self.seconds, conn)
             if not self._watching:
-                self._watching = True
                 threading.Thread(target=self._watch, name="oqronkit deadlines", daemon=True).start()
+                self._watching = True  # the thread needs the lock to look: it sees this
+            self._calls[id(conn)] = (time.monotonic() + self.seconds, conn)
         try:
             yield
         finally:
             with self._lock:  # once out, the connection is never cut for this call
                 self._calls.pop(id(conn), None)
 
+    def renew(self, conn: Connection) -> None:
+        """The call on `conn` made progress (a page came back): its deadline starts again."""
+        with self._lock:
+            if id(conn) in self._calls:
+                self._calls[id(conn)] = (time.monotonic() + self.seconds, conn)
+
     def _watch(self) -> None:
-        while True:
-            time.sleep(min(1.0, self.seconds))
+        try:
+            while True:
+                time.sleep(min(1.0, self.seconds))
+                with self._lock:
+                    if not self._calls:
+                        self._watching = False
+                        return
+                    now = time.monotonic()
+                    late = [key for key, (deadline, _) in self._calls.items() if deadline <= now]
+                    if late:
+                        self._replace_connections()
+                    for key in late:
+                        _cut(self._calls.pop(key)[1])
+        except BaseException:
             with self._lock:
-                if not self._calls:
-                    self._watching = False
-                    return
-                now = time.monotonic()
-                late = [key for key, (deadline, _) in self._calls.items() if deadline <= now]
-                for key in late:
-                    _cut(self._calls.pop(key)[1])
-            if late:
-                self._on_cut()
+                self._watching = False  # the next call starts another
+            raise
+
+    def _replace_connections(self) -> None:
+        try:
+            self._on_cut()  # takes only the pool's lock, which no holder of ours waits for
+        except Exception:  # this thread must go on watching
+            log.exception("replacing the PostgreSQL connections failed")
 
 
 def _cut(conn: Connection) -> None:
-    """Shuts the connection's socket down under libpq, which then fails what it waits for."""
-    with suppress(OSError), socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+    """Shuts the connection's socket down under libpq, which then fails what it waits for.
+    (Should libpq close that socket this very moment, the number could name another one.)"""
+    try:
+        fd = os.dup(conn.pgconn.socket)
+    except (OSError, psycopg.Error):  # a connection already lost has no socket to cut
+        return
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:  # not a socket any more
+        os.close(fd)
+        return
+    with sock, suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
 
 
@@ -583,8 +617,9 @@ class PostgresBackend(Backend):
         self.statement_timeout = statement_timeout
         self._conninfo = conninfo
         self._connect_options = _connect_options(conninfo)
-        # A call's statements each have statement_timeout; the call, twice that.
-        self._deadlines = _CallDeadlines(2 * statement_timeout, on_cut=self._renew_pool)
+        # Each statement has statement_timeout (lock waits included); a call of a few, three
+        # times that, for a connection and its answers (pages renew it).
+        self._deadlines = _CallDeadlines(3 * statement_timeout, on_cut=self._renew_pool)
         channel = f"oqronkit_{schema}"
         if len(channel) > 63:  # channel names are identifiers: 63 bytes at most
             channel = f"oqronkit_{hashlib.sha256(schema.encode()).hexdigest()[:32]}"
@@ -605,14 +640,15 @@ class PostgresBackend(Backend):
 
     def _configure(self, conn: Connection) -> None:
         # Every statement runs in our schema, and none runs (or waits for a lock) for ever.
-        conn.execute(
-            "SELECT set_config('search_path', %s, false), "
-            "set_config('statement_timeout', %s, false)",
-            (
-                sql.Identifier(self.schema).as_string(conn),
-                str(max(1, round(self.statement_timeout * 1000))),
-            ),
-        )
+        with self._deadlines.bound(conn):
+            conn.execute(
+                "SELECT set_config('search_path', %s, false), "
+                "set_config('statement_timeout', %s, false)",
+                (
+                    sql.Identifier(self.schema).as_string(conn),
+                    str(max(1, round(self.statement_timeout * 1000))),
+                ),
+            )
 
     def _open(self) -> None:
         with self._pool_lock:
@@ -639,8 +675,8 @@ class PostgresBackend(Backend):
                 kwargs=self._connect_options,
                 configure=self._configure,
                 name=f"oqronkit-{self.schema}",
-                # Threads never outnumber connections, so a call waits for one only while
-                # the pool reconnects: no longer than a call may take.
+                # A call waits for a connection mostly while the pool reconnects (threads
+                # are limited to pool_size per event loop): no longer than it may take.
                 timeout=self._deadlines.seconds,
                 open=False,
             )
@@ -664,7 +700,8 @@ class PostgresBackend(Backend):
         try:
             self._configure(conn)
             if not self._migrated:
-                self._migrate(conn)
+                with self._deadlines.bound(conn):
+                    self._migrate(conn)
         except BaseException:
             conn.close()
             raise
@@ -691,6 +728,7 @@ class PostgresBackend(Backend):
             for version in range(current + 1, len(MIGRATIONS) + 1):
                 for statement in MIGRATIONS[version - 1]:
                     conn.execute(statement)
+                    self._deadlines.renew(conn)  # each may take up to statement_timeout
                 conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
         self._migrated = True
 
@@ -747,7 +785,8 @@ class PostgresBackend(Backend):
     def _listen(self) -> Connection:
         conn = self._connect()
         try:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            with self._deadlines.bound(conn):
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
         except BaseException:
             conn.close()
             raise
@@ -1032,6 +1071,7 @@ class PostgresBackend(Backend):
             while True:
                 cursor_args = () if after is None else (after,)
                 rows = conn.execute(query(after), (*args, *cursor_args, page)).fetchall()
+                self._deadlines.renew(conn)
                 for row in rows:
                     if matches(row[3]):
                         found.append(_delivery(row))
