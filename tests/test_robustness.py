@@ -19,7 +19,7 @@ from oqronkit import (
     OqronKit,
     Security,
 )
-from oqronkit.backends import MemoryBackend
+from oqronkit.backends import Backend, MemoryBackend
 from oqronkit.egress import EgressPolicy
 from tests.conftest import BackendFactory, namespace
 from tests.receiver import Receiver, Reply
@@ -208,33 +208,52 @@ def test_redis_commands_have_a_deadline_unless_the_url_sets_its_own() -> None:
     assert timeouts("redis://127.0.0.1:1/0?stream_timeout=0.5&connect_timeout=2") == (0.5, 2)
 
 
-async def test_a_redis_connection_cut_without_a_word_fails_calls_in_time_and_is_replaced(
-    redis_url: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
-) -> None:
-    from oqronkit.backends.redis import RedisBackend
+def silent_backend(
+    kind: str, request: pytest.FixtureRequest
+) -> tuple[CuttableProxy, Backend, type[Exception]]:
+    """A shared backend behind a proxy that can cut it off, and what a call fails with at its
+    deadline, in real time (a network timeout has no other clock): coredis's own timeouts on
+    Redis; on PostgreSQL, three times statement_timeout, the connection shut down under libpq."""
+    if kind == "redis":
+        from oqronkit.backends.redis import RedisBackend
 
-    proxy = CuttableProxy(redis_url)
-    # coredis's own timeouts, in real time: a network timeout has no other clock.
-    url = f"{proxy.url}?prefix={namespace()}&stream_timeout=0.5&connect_timeout=0.5"
+        proxy = CuttableProxy(request.getfixturevalue("redis_url"))
+        url = f"{proxy.url}?prefix={namespace()}&stream_timeout=0.5&connect_timeout=0.5"
+        return proxy, RedisBackend(url), TimeoutError
+    import psycopg
+
+    from oqronkit.backends.postgres import PostgresBackend
+
+    proxy = CuttableProxy(request.getfixturevalue("postgres_url"))
+    url = f"{proxy.url}?schema={namespace()}&connect_timeout=1"
+    return proxy, PostgresBackend(url, statement_timeout=0.3), psycopg.OperationalError
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgresql"])
+async def test_a_shared_backend_gone_silent_fails_calls_in_time_and_comes_back(
+    kind: str, request: pytest.FixtureRequest, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection cut without a word (a failover, a dropped route, a hung server or pooler)
+    fails calls instead of hanging them; once the server answers again, so do calls (on fresh
+    connections), and a kit closes even while its backend is silent."""
+    proxy, backend, failure = silent_backend(kind, request)
     receiver.respond("/slow", then=Reply(delay=2.0))
     endpoints = [
         Endpoint("a", receiver.url("/a"), ["a"]),
         Endpoint("slow", receiver.url("/slow"), ["slow"]),
     ]
-    kit = OqronKit(
-        RedisBackend(url), allow_private_networks=True, clock=FakeClock(), shutdown_grace=0.05
-    )
+    kit = OqronKit(backend, allow_private_networks=True, clock=FakeClock(), shutdown_grace=0.05)
     hook = kit.webhook("w", endpoints=endpoints)
     try:
-        with anyio.fail_after(30), caplog.at_level(logging.ERROR, logger="oqronkit"):
+        with anyio.fail_after(60), caplog.at_level(logging.ERROR, logger="oqronkit"):
             async with kit:
                 [sent] = await hook.fire("a", {})
                 await status_of(kit, sent, "completed")
                 proxy.cut()
-                with pytest.raises(TimeoutError):  # not a hang
+                with pytest.raises(failure):  # not a hang
                     await hook.fire("a", {})
                 proxy.restore()
-                [after] = await hook.fire("a", {})  # on a new client, with new connections
+                [after] = await hook.fire("a", {})  # on new connections
                 await status_of(kit, after, "completed")
                 [stuck] = await hook.fire("slow", {})
                 await receiver.wait_for(1, "/slow")
@@ -285,48 +304,6 @@ async def test_a_redis_backend_closes_while_its_replaced_client_ends_a_subscript
                     await backend.get_delivery("dlv_0")
                 await backend.close()  # while that is under way: waits for it, no hang
             assert len(ended) == 1
-    finally:
-        proxy.close()
-
-
-async def test_a_postgres_server_gone_silent_fails_calls_at_their_deadline(
-    postgres_url: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
-) -> None:
-    import psycopg
-
-    from oqronkit.backends.postgres import PostgresBackend
-
-    proxy = CuttableProxy(postgres_url)
-    # Real time: a call is cut at three times statement_timeout (the server never sees it).
-    url = f"{proxy.url}?schema={namespace()}&connect_timeout=1"
-    receiver.respond("/slow", then=Reply(delay=2.0))
-    endpoints = [
-        Endpoint("a", receiver.url("/a"), ["a"]),
-        Endpoint("slow", receiver.url("/slow"), ["slow"]),
-    ]
-    backend = PostgresBackend(url, statement_timeout=0.3)
-    kit = OqronKit(backend, allow_private_networks=True, clock=FakeClock(), shutdown_grace=0.05)
-    hook = kit.webhook("w", endpoints=endpoints)
-    try:
-        with anyio.fail_after(60), caplog.at_level(logging.ERROR, logger="oqronkit"):
-            async with kit:
-                [sent] = await hook.fire("a", {})
-                await status_of(kit, sent, "completed")
-                proxy.cut()
-                with pytest.raises(psycopg.OperationalError):  # not a hang
-                    await hook.fire("a", {})
-                proxy.restore()
-                [after] = await hook.fire("a", {})  # the pool replaced what was cut
-                await status_of(kit, after, "completed")
-                [stuck] = await hook.fire("slow", {})
-                await receiver.wait_for(1, "/slow")
-                proxy.cut()
-            # The kit closed all the same; its attempt, cut short, stays leased until the
-            # lease expires, and is not lost.
-            assert "could not requeue; its lease will expire" in caplog.text
-            proxy.restore()
-            d = await kit.get_delivery(stuck)
-            assert d is not None and d.status == "active" and d.attempts == ()
     finally:
         proxy.close()
 
