@@ -308,6 +308,38 @@ async def test_a_redis_backend_closes_while_its_replaced_client_ends_a_subscript
         proxy.close()
 
 
+async def test_a_postgres_wake_up_connection_gone_silent_is_found_out(postgres_url: str) -> None:
+    """Waiting for notifications never fails by itself: the watch checks its connection still
+    answers, so a silent one ends it (and the kit listens anew) instead of lasting for ever."""
+    import psycopg
+
+    from oqronkit.backends.postgres import PostgresBackend
+
+    proxy = CuttableProxy(postgres_url)
+    schema = namespace()
+    url = f"{proxy.url}?schema={schema}&connect_timeout=1"
+    backend = PostgresBackend(url, statement_timeout=0.3)
+    woken: list[str] = []
+
+    async def notify_then_cut() -> None:
+        with psycopg.Connection.connect(postgres_url, autocommit=True) as direct:
+            while not woken:  # listening once a notification comes through
+                direct.execute(f"NOTIFY \"oqronkit_{schema}\", 'w'")
+                await anyio.sleep(0.01)
+        proxy.cut()
+
+    try:
+        with anyio.fail_after(30):
+            await backend.open()
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(notify_then_cut)
+                with pytest.raises(psycopg.OperationalError):
+                    await backend.watch(woken.append)
+    finally:
+        await backend.close()
+        proxy.close()
+
+
 async def test_a_postgres_call_that_keeps_getting_answers_is_not_cut(postgres_url: str) -> None:
     from oqronkit.backends.postgres import PostgresBackend
 

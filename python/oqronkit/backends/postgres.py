@@ -9,7 +9,8 @@ wait for each other nor get the same delivery. Transactions that make a delivery
 
 No call waits for ever: the server bounds each statement (`statement_timeout`), and a call
 still without an answer at three times that has its connection cut under it
-(`_CallDeadlines`), for a server that hangs or a connection that went silent.
+(`_CallDeadlines`), for a server that hangs or a connection that went silent. `watch` checks
+its LISTEN connection the same way every 10 seconds.
 
 Round trips: every operation is one (a single statement, or a transaction sent as one pipelined
 batch), except `update_state` (two: it reads, runs the caller's update, then writes) and
@@ -73,6 +74,7 @@ log = logging.getLogger(__name__)
 Connection = psycopg.Connection[TupleRow]
 
 DEFAULT_SCHEMA = "oqronkit"
+LISTEN_CHECK_INTERVAL = 10.0  # seconds between checks that the LISTEN connection still answers
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SECRET_PARAMETERS = {"password", "sslpassword"}
 
@@ -772,15 +774,26 @@ class PostgresBackend(Backend):
     async def watch(self, wake: Callable[[str], None]) -> None:
         conn = await anyio.to_thread.run_sync(self._listen)
         limiter = anyio.CapacityLimiter(1)  # its own: never waits behind the pool's work
+        # Waiting for notifications never fails on a connection gone silent (a hung server or
+        # pooler): a statement now and then, under its deadline, finds out.
+        check_every = min(LISTEN_CHECK_INTERVAL, self._deadlines.seconds)
+        checked = time.monotonic()
         try:
             while True:
                 # A short wait per thread call, so cancellation stops it within a second.
                 webhooks = await anyio.to_thread.run_sync(_notified, conn, limiter=limiter)
                 for webhook in webhooks:
                     wake(webhook)
+                if time.monotonic() - checked >= check_every:
+                    await anyio.to_thread.run_sync(self._answers, conn, limiter=limiter)
+                    checked = time.monotonic()
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(conn.close, limiter=limiter)
+
+    def _answers(self, conn: Connection) -> None:
+        with self._deadlines.bound(conn):
+            conn.execute("SELECT 1")
 
     def _listen(self) -> Connection:
         conn = self._connect()
