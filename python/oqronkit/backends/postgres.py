@@ -504,27 +504,34 @@ class _CallDeadlines:
         self.seconds = seconds
         self._on_cut = on_cut
         self._lock = threading.Lock()
-        self._calls: dict[int, tuple[float, Connection]] = {}  # by id(conn): one call each
+        # By id(conn) (one call each): the deadline, and the call's own handle on the socket.
+        self._calls: dict[int, tuple[float, socket.socket | None]] = {}
         self._watching = False
 
     @contextmanager
     def bound(self, conn: Connection) -> Iterator[None]:
+        # The socket is taken now, while the call owns the connection: at the deadline, the
+        # number libpq holds could already name another socket (closed and reused meanwhile).
+        sock = _socket_of(conn)
         with self._lock:
             if not self._watching:
                 threading.Thread(target=self._watch, name="oqronkit deadlines", daemon=True).start()
                 self._watching = True  # the thread needs the lock to look: it sees this
-            self._calls[id(conn)] = (time.monotonic() + self.seconds, conn)
+            self._calls[id(conn)] = (time.monotonic() + self.seconds, sock)
         try:
             yield
         finally:
             with self._lock:  # once out, the connection is never cut for this call
-                self._calls.pop(id(conn), None)
+                entry = self._calls.pop(id(conn), None)
+            if entry is not None and entry[1] is not None:
+                entry[1].close()  # ours only: libpq's own descriptor stays open
 
     def renew(self, conn: Connection) -> None:
         """The call on `conn` made progress (a page came back): its deadline starts again."""
         with self._lock:
             if id(conn) in self._calls:
-                self._calls[id(conn)] = (time.monotonic() + self.seconds, conn)
+                _, sock = self._calls[id(conn)]
+                self._calls[id(conn)] = (time.monotonic() + self.seconds, sock)
 
     def _watch(self) -> None:
         try:
@@ -539,7 +546,10 @@ class _CallDeadlines:
                     if late:
                         self._replace_connections()
                     for key in late:
-                        _cut(self._calls.pop(key)[1])
+                        _, sock = self._calls.pop(key)
+                        if sock is not None:  # shut down under libpq, which then fails the call
+                            with sock, suppress(OSError):
+                                sock.shutdown(socket.SHUT_RDWR)
         except BaseException:
             with self._lock:
                 self._watching = False  # the next call starts another
@@ -552,20 +562,17 @@ class _CallDeadlines:
             log.exception("replacing the PostgreSQL connections failed")
 
 
-def _cut(conn: Connection) -> None:
-    """Shuts the connection's socket down under libpq, which then fails what it waits for.
-    (Should libpq close that socket this very moment, the number could name another one.)"""
+def _socket_of(conn: Connection) -> socket.socket | None:
+    """A socket object of our own on the connection's socket (a duplicate descriptor)."""
     try:
         fd = os.dup(conn.pgconn.socket)
-    except (OSError, psycopg.Error):  # a connection already lost has no socket to cut
-        return
+    except (OSError, psycopg.Error):  # a connection already lost: nothing to cut
+        return None
     try:
-        sock = socket.socket(fileno=fd)
-    except OSError:  # not a socket any more
+        return socket.socket(fileno=fd)
+    except OSError:  # not a socket
         os.close(fd)
-        return
-    with sock, suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+        return None
 
 
 def _redacted(conninfo: str) -> str:
