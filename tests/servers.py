@@ -5,6 +5,7 @@ proxy that cuts connections without a word."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -303,7 +304,8 @@ class CuttableProxy:
             threading.Thread(target=self._pump, args=args, daemon=True).start()
 
     def _pump(self, client: socket.socket, upstream: socket.socket, generation: int) -> None:
-        with client, upstream:
+        # A side that closes, even with a reset (a client closing with bytes unread), ends it.
+        with client, upstream, contextlib.suppress(ConnectionError):
             while not self._closed.is_set():
                 ready, _, _ = select.select([client, upstream], [], [], 0.05)
                 if generation != self._generation or self._silent.is_set():
