@@ -21,6 +21,7 @@ from oqronkit import (
 )
 from oqronkit.backends import Backend, MemoryBackend
 from oqronkit.egress import EgressPolicy
+from oqronkit.outages import LoopFailures
 from tests.conftest import BackendFactory, namespace
 from tests.receiver import Receiver, Reply
 from tests.servers import CuttableProxy
@@ -245,7 +246,7 @@ async def test_a_shared_backend_gone_silent_fails_calls_in_time_and_comes_back(
     kit = OqronKit(backend, allow_private_networks=True, clock=FakeClock(), shutdown_grace=0.05)
     hook = kit.webhook("w", endpoints=endpoints)
     try:
-        with anyio.fail_after(60), caplog.at_level(logging.ERROR, logger="oqronkit"):
+        with anyio.fail_after(60), caplog.at_level(logging.WARNING, logger="oqronkit"):
             async with kit:
                 [sent] = await hook.fire("a", {})
                 await status_of(kit, sent, "completed")
@@ -255,6 +256,10 @@ async def test_a_shared_backend_gone_silent_fails_calls_in_time_and_comes_back(
                 proxy.restore()
                 [after] = await hook.fire("a", {})  # on new connections
                 await status_of(kit, after, "completed")
+                if kind == "redis":  # the wake-up subscription ended with the replaced client
+                    said = "watching the backend for new work failed: ConnectionError"
+                    while not any(r.getMessage().startswith(said) for r in caplog.records):
+                        await anyio.sleep(0.01)
                 [stuck] = await hook.fire("slow", {})
                 await receiver.wait_for(1, "/slow")
                 proxy.cut()
@@ -264,8 +269,47 @@ async def test_a_shared_backend_gone_silent_fails_calls_in_time_and_comes_back(
             proxy.restore()
             d = await kit.get_delivery(stuck)
             assert d is not None and d.status == "active" and d.attempts == ()
+            # The background loops said what failed in a line, with no traceback.
+            loops = [r for r in caplog.records if r.getMessage().endswith("trying again")]
+            assert all(r.levelno == logging.WARNING and not r.exc_info for r in loops)
     finally:
         proxy.close()
+
+
+def test_background_loops_log_a_lost_backend_once_a_minute_and_bugs_with_tracebacks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    failures = LoopFailures("webhook w: claiming", (OSError,), clock=lambda: now[0])
+    with caplog.at_level(logging.DEBUG, logger="oqronkit"):
+        failures.failed(ConnectionRefusedError("refused"))
+        now[0] = 59.0
+        failures.failed(TimeoutError())
+        failures.failed(ConnectionRefusedError("refused"))
+        now[0] = 61.0
+        failures.failed(ConnectionRefusedError("refused"))
+        failures.failed(KeyError("a bug"))
+        failures.succeeded()
+        failures.succeeded()  # said once
+        failures.failed(ConnectionResetError())  # a new outage: a warning at once
+    assert [(r.levelname, r.getMessage(), bool(r.exc_info)) for r in caplog.records] == [
+        (
+            "WARNING",
+            "webhook w: claiming failed: ConnectionRefusedError: refused; trying again",
+            False,
+        ),
+        ("DEBUG", "webhook w: claiming failed again: TimeoutError", False),
+        ("DEBUG", "webhook w: claiming failed again: ConnectionRefusedError: refused", False),
+        (
+            "WARNING",
+            "webhook w: claiming failed: ConnectionRefusedError: refused; trying again"
+            " (2 more failures since the last warning)",
+            False,
+        ),
+        ("ERROR", "webhook w: claiming failed; trying again", True),
+        ("INFO", "webhook w: claiming works again", False),
+        ("WARNING", "webhook w: claiming failed: ConnectionResetError; trying again", False),
+    ]
 
 
 async def test_a_redis_backend_closes_while_its_replaced_client_ends_a_subscription(

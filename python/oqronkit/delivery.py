@@ -14,7 +14,7 @@ import httpx
 
 from oqronkit import _core
 from oqronkit.config import Security
-from oqronkit.errors import EgressDenied
+from oqronkit.errors import EgressDenied, describe
 from oqronkit.transport import Http1Transport
 
 
@@ -136,12 +136,7 @@ async def send(
     except EgressDenied as exc:
         return Response(Verdict.REJECTED, clock() - started, error=str(exc))
     except Exception as exc:  # any transport (a user's too) failing is a failed attempt
-        name = type(exc).__name__
-        return Response(
-            Verdict.RETRY,
-            clock() - started,
-            error=f"{name}: {exc}" if str(exc) else name,
-        )
+        return Response(Verdict.RETRY, clock() - started, error=describe(exc))
     verdict = classify(status)
     return Response(
         verdict,

@@ -184,6 +184,7 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         clock, backend, guards = self.kit.clock, self.kit.backend, self.kit.guards
+        failures = self.kit.loop_failures(f"webhook {self.webhook.name}: claiming")
         while not self._stopping:
             # A fresh event before looking, so a wake-up during the claim is not lost.
             self._wake = anyio.Event()
@@ -219,10 +220,12 @@ class Dispatcher:
                     self._take(claim)
                 self._start_ahead()
                 if claims:
+                    failures.succeeded()
                     continue
                 wakeup = await self._next_wakeup(now, free > 0, room, opens)
-            except Exception:  # the backend failed (a locked database, a lost connection)
-                log.exception("webhook %s: claiming failed; trying again", self.webhook.name)
+                failures.succeeded()
+            except Exception as exc:  # the backend failed (a locked database, a lost connection)
+                failures.failed(exc)
                 wakeup = now + RETRY_AFTER_ERROR
             await clock.wait(self._wake, wakeup)
 
@@ -287,6 +290,9 @@ class Dispatcher:
 
     async def _watch_cancels(self) -> None:
         """Cancellations asked for elsewhere (another process) reach this one within a second."""
+        failures = self.kit.loop_failures(
+            f"webhook {self.webhook.name}: checking for cancellations"
+        )
         while True:
             await sleep(self.kit.clock, CANCEL_POLL)
             if not self._in_flight:
@@ -295,8 +301,9 @@ class Dispatcher:
                 ids = [claim.id for claim in self._in_flight.values()]
                 for delivery_id in await self.kit.backend.cancel_requested(self.owner, ids):
                     self.cancel(delivery_id)
-            except Exception:
-                log.exception("webhook %s: checking for cancellations failed", self.webhook.name)
+                failures.succeeded()
+            except Exception as exc:
+                failures.failed(exc)
 
     async def _attempt_then_release(self, scope: CancelScope, token: int, claim: Claim) -> None:
         # `scope` is the pool worker's: while the attempt may be cut short (until its answer is
@@ -381,12 +388,14 @@ class Dispatcher:
                 log.exception("delivery %s: could not requeue; its lease will expire", claim.id)
 
     async def _heartbeat(self) -> None:
+        failures = self.kit.loop_failures(f"webhook {self.webhook.name}: renewing leases")
         while True:
             await sleep(self.kit.clock, self.kit.lease / 3)
             try:
                 await self._keep_leases(self.kit.clock.now())
-            except Exception:
-                log.exception("webhook %s: renewing leases failed", self.webhook.name)
+                failures.succeeded()
+            except Exception as exc:
+                failures.failed(exc)
 
     async def _keep_leases(self, now: float) -> None:
         """Renews the leases of attempts in flight once a third of the lease has passed. The

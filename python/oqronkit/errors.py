@@ -61,3 +61,9 @@ class DeliveryNotFound(OqronKitError, LookupError):
 
 class DeliveryStateError(OqronKitError):
     """The operation does not apply to the delivery in its current status."""
+
+
+def describe(exc: BaseException) -> str:
+    """An exception in one line, as logs and delivery records show it: its type and message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -50,12 +50,14 @@ from oqronkit.errors import (
     DeliveryStateError,
     KitNotRunning,
     OqronKitError,
+    describe,
 )
 from oqronkit.events import EventBus, LifecycleEvent
 from oqronkit.guards import Guards
 from oqronkit.hooks import Hook, HookPool
 from oqronkit.ids import new_id
 from oqronkit.models import NO_DEFINITIONS, WEBHOOK, Definitions, Delivery, Status
+from oqronkit.outages import LoopFailures
 from oqronkit.scopes import Watchdog
 from oqronkit.slots import Slots
 from oqronkit.transport import Http1Transport
@@ -458,7 +460,7 @@ class OqronKit:
         except OqronKitError:
             raise
         except Exception as exc:  # a server down, a refused login, a bad database name
-            message = f"cannot open {self.backend!r}: {type(exc).__name__}: {exc}"
+            message = f"cannot open {self.backend!r}: {describe(exc)}"
             raise BackendUnavailable(message) from exc
 
     def _start_dispatcher(self, webhook: Webhook) -> None:
@@ -488,15 +490,17 @@ class OqronKit:
                     tasks.start_soon(self._watch_backend)
 
     async def _watch_backend(self) -> None:
+        failures = self.loop_failures("watching the backend for new work")
         while True:
             try:
                 await self.backend.watch(self.wake)
                 return  # the backend does not notify: dispatchers poll it
-            except Exception:
-                log.exception("watching the backend for new work failed; trying again")
+            except Exception as exc:
+                failures.failed(exc)
             await sleep(self.clock, WATCH_RETRY)
 
     async def _watch_definitions(self) -> None:
+        failures = self.loop_failures("reading the stored definitions")
         while True:
             # Due a second after the last read (not after this task got to run): a test's
             # clock that jumps a second ahead always finds this watcher due.
@@ -504,8 +508,13 @@ class OqronKit:
             await self.clock.wait(anyio.Event(), due)
             try:
                 await self.current_definitions()
-            except Exception:
-                log.exception("reading the stored definitions failed; trying again")
+                failures.succeeded()
+            except Exception as exc:
+                failures.failed(exc)
+
+    def loop_failures(self, what: str) -> LoopFailures:
+        """How a background loop named `what` logs its failures (`outages`)."""
+        return LoopFailures(what, self.backend.connection_errors)
 
     def run_blocking(
         self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs

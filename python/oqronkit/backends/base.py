@@ -56,6 +56,9 @@ class Backend(ABC):
     #: Whether circuit breakers and rate limits live here, shared by every process using this
     #: backend (Redis, PostgreSQL). Otherwise each process keeps its own, in memory.
     shares_guards: bool = False
+    #: What this backend raises when its server cannot be reached (a lost connection, a
+    #: timeout, a restart): background loops log it in one line and try again (`outages`).
+    connection_errors: tuple[type[Exception], ...] = (OSError,)
     #: Whether an operation is a round trip (to a server, or a writer thread), so that calls
     #: arriving together are worth sending together (group commits). Not in memory, whose
     #: operations never wait (settles then run unshielded: they cannot be interrupted).

@@ -600,6 +600,8 @@ def _redacted(conninfo: str) -> str:
 class PostgresBackend(Backend):
     poll_interval = 5.0  # a safety net: `watch` hears of new work at once
     shares_guards = True
+    # Lost connections, deadlines, a server shutting down, a pool with no connection to give.
+    connection_errors = (OSError, psycopg.OperationalError)
 
     def __init__(
         self,

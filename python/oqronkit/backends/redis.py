@@ -734,6 +734,12 @@ class _Service:
 class RedisBackend(Backend):
     poll_interval = 5.0  # a safety net: `watch` wakes dispatchers at once
     shares_guards = True
+    # Lost connections and timeouts (OSError), and a server still loading its data.
+    connection_errors = (
+        OSError,
+        coredis.exceptions.ConnectionError,
+        coredis.exceptions.BusyLoadingError,
+    )
 
     def __init__(self, url: str, *, prefix: str | None = None) -> None:
         self._url, self.prefix = _split_url(url, prefix)
