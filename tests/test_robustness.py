@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -349,6 +350,46 @@ async def test_a_redis_backend_closes_while_its_replaced_client_ends_a_subscript
                 await backend.close()  # while that is under way: waits for it, no hang
             assert len(ended) == 1
     finally:
+        proxy.close()
+
+
+async def test_a_redis_wake_up_subscription_gone_silent_is_found_out(redis_url: str) -> None:
+    """A subscription waits for messages with no deadline: after a command timeout's worth of
+    silence it pings, so a connection gone silent is replaced (and the channel subscribed
+    again) instead of losing wake-ups for good."""
+    import coredis
+
+    from oqronkit.backends.redis import RedisBackend
+
+    proxy = CuttableProxy(redis_url)
+    prefix = namespace()
+    backend = RedisBackend(f"{proxy.url}?prefix={prefix}&stream_timeout=0.5&connect_timeout=0.5")
+    woken: list[str] = []
+
+    async def watch() -> None:  # as the kit does: a watch that ends is started again
+        while True:
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await backend.watch(woken.append)
+
+    try:
+        with anyio.fail_after(10):  # coredis's own ping would come after 15 s of silence
+            await backend.open()
+            async with (
+                anyio.create_task_group() as tasks,
+                coredis.Redis.from_url(redis_url) as direct,
+            ):
+                tasks.start_soon(watch)
+                while not woken:  # subscribed once a wake-up comes through
+                    await direct.publish(f"{prefix}:wake", "before")
+                    await anyio.sleep(0.01)
+                proxy.cut()  # the subscription's connection stays silent for good
+                proxy.restore()  # new connections work
+                while "after" not in woken:
+                    await direct.publish(f"{prefix}:wake", "after")
+                    await anyio.sleep(0.05)
+                tasks.cancel_scope.cancel()
+    finally:
+        await backend.close()
         proxy.close()
 
 

@@ -61,7 +61,7 @@ from oqronkit.backends.base import (
     T,
     glob_predicate,
 )
-from oqronkit.errors import KitNotRunning
+from oqronkit.errors import KitNotRunning, describe
 from oqronkit.models import (
     Attempt,
     CancelOutcome,
@@ -637,6 +637,14 @@ def _split_url(url: str, prefix: str | None) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), chosen
 
 
+def _first(group: BaseExceptionGroup[Any]) -> str:
+    """The first exception a (nested) group holds, in one line."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return describe(leaf)
+
+
 def _spawn(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Starts `fn` in a task of its own that no task group holds (it outlives its caller)."""
     if sniffio.current_async_library() == "trio":
@@ -723,7 +731,15 @@ class _Service:
         self._subscriptions.add(scope)
         try:
             with scope:
-                pubsub = self.client.pubsub(channels=[channel], ignore_subscribe_messages=True)
+                # A subscription waits for messages with no deadline: after as long as a
+                # command may take without one, it pings, and a connection gone silent fails
+                # that ping and is replaced (coredis subscribes again), not waited on for ever.
+                kwargs = self.client.connection_pool.connection_kwargs
+                pubsub = self.client.pubsub(
+                    channels=[channel],
+                    ignore_subscribe_messages=True,
+                    max_idle_seconds=kwargs.get("stream_timeout") or DEFAULT_TIMEOUT,
+                )
                 async with pubsub:
                     yield pubsub
         finally:
@@ -842,12 +858,23 @@ class RedisBackend(Backend):
         service = await self._running()
         if service is None:
             raise KitNotRunning("watching a Redis backend needs it open")
-        # Ends when the client is replaced after a timeout; the subscription's own pings find
-        # a connection cut without a word.
-        async with service.subscription(self._p + "wake") as messages:
-            async for message in messages:  # coredis resubscribes by itself after a reconnect
-                if message["type"] == "message":
-                    wake(_text(message["data"]))
+        # Ends when the client is replaced after a timeout, or when the subscription's own
+        # ping finds its connection gone silent.
+        try:
+            async with service.subscription(self._p + "wake") as messages:
+                async for message in messages:  # coredis resubscribes after a reconnect
+                    if message["type"] == "message":
+                        wake(_text(message["data"]))
+        except Exception as exc:
+            # coredis raises from a task group of its own: a group of exceptions.
+            lost, other = ExceptionGroup("", [exc]).split(self.connection_errors)
+            if lost is None or other is not None:
+                raise
+            # Its connection failed or timed out, and coredis would go on using the pool's
+            # others (in a failover, as silent): the client is replaced, as after a timeout.
+            failure = ConnectionError(f"the Redis subscription to wake-ups failed: {_first(lost)}")
+            service.retire(failure)
+            raise failure from exc
         # Returning would tell the kit this backend does not notify: raise, so it subscribes anew.
         raise ConnectionError("the Redis subscription to wake-ups ended")
 
