@@ -11,7 +11,9 @@ The contenders run one after another, in this process:
 - (c) the same naive sender on asyncio + aiohttp, what a user of asyncio might write.
 
 Targets: >= 1.2x (a), >= 0.85x (b), >= 1.5x (c). Also fire-to-acknowledgement latency p50/p99
-(ours). Needs `nginx` (Debian: `apt-get install nginx-light`); without it these rows are skipped.
+(ours), and ours with a transport that answers in-process: the cost of the library alone, what
+no transport can take away. Needs `nginx` (Debian: `apt-get install nginx-light`); without it
+these rows are skipped.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
 import trio
 from _harness import Row, Settings, info_row, main, speed_row
 
-from oqronkit import Delivery, Endpoint, OqronKit, Security
+from oqronkit import Delivery, Endpoint, OqronKit, Security, _core
+from oqronkit.transport import Exchange, Headers, Http1Transport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.servers import nginx, nginx_binary
@@ -49,7 +53,23 @@ def endpoint_table(base: str) -> list[tuple[str, str]]:
     return [(f"{base}/ep{i}", f"family{i}.**") for i in range(ENDPOINTS)]
 
 
-async def ours(base: str, events: list[tuple[str, dict[str, object]]]) -> tuple[float, list[float]]:
+class InProcess(Http1Transport):
+    """Answers every request with a 204 at once, with no socket: what is left of `ours` is
+    the library alone (matching, queue, leases, guards, signing, the request's bytes, hooks)."""
+
+    async def exchange(
+        self, method: str, url: httpx.URL, headers: Headers, body: bytes, timeouts: Any = None
+    ) -> Exchange:
+        _core.write_request(method, url.raw_path, headers, body)
+        await trio.lowlevel.checkpoint()  # a real exchange yields at least once
+        return 204, b"No Content", [], httpx.ByteStream(b"")
+
+
+async def ours(
+    base: str,
+    events: list[tuple[str, dict[str, object]]],
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> tuple[float, list[float]]:
     done = trio.Event()
     latencies: list[float] = []
 
@@ -58,7 +78,9 @@ async def ours(base: str, events: list[tuple[str, dict[str, object]]]) -> tuple[
         if len(latencies) == len(events):
             done.set()
 
-    kit = OqronKit("memory://", allow_private_networks=True, max_connections=CONCURRENCY)
+    kit = OqronKit(
+        "memory://", allow_private_networks=True, max_connections=CONCURRENCY, transport=transport
+    )
     hook = kit.webhook(
         "bench",
         concurrency=CONCURRENCY,
@@ -189,7 +211,7 @@ def run(settings: Settings) -> list[Row]:
         return [info_row("end-to-end deliveries: skipped, nginx is not installed", 0.0, "x")]
     count = 300 if settings.quick else 3_000
     events = workload(count)
-    best = dict.fromkeys(("ours", "naive", "raw", "aiohttp"), float("inf"))
+    best = dict.fromkeys(("ours", "naive", "raw", "aiohttp", "library"), float("inf"))
     latencies: list[float] = []
     with nginx() as base:
         trio.run(raw, base, events[:50])  # warm up nginx and the page cache
@@ -200,6 +222,8 @@ def run(settings: Settings) -> list[Row]:
             best["naive"] = min(best["naive"], trio.run(naive, base, events))
             best["raw"] = min(best["raw"], trio.run(raw, base, events))
             best["aiohttp"] = min(best["aiohttp"], asyncio.run(naive_aiohttp(base, events)))
+            library, _ = trio.run(ours, base, events, InProcess())
+            best["library"] = min(best["library"], library)
     per = {name: seconds * 1e9 / count for name, seconds in best.items()}
     latencies.sort()
     p50 = statistics.median(latencies) * 1e9
@@ -221,6 +245,11 @@ def run(settings: Settings) -> list[Row]:
             per["ours"],
             per["aiohttp"],
             1.5,
+        ),
+        info_row(
+            "end-to-end per delivery, ours with a transport answering in-process (no socket)",
+            per["library"],
+            "ns",
         ),
         info_row("fire-to-acknowledgement latency p50, ours", p50, "ns"),
         info_row("fire-to-acknowledgement latency p99, ours", p99, "ns"),

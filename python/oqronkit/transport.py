@@ -46,7 +46,8 @@ Headers: TypeAlias = list[tuple[bytes, bytes]]
 # A response head from the core: status, reason, headers, body length (or CHUNKED or
 # UNTIL_CLOSE) and whether the connection may be reused.
 Head: TypeAlias = tuple[int, bytes, Headers, int, bool]
-Exchange: TypeAlias = tuple[int, bytes, Headers, "_ResponseBody"]  # status, reason, headers, body
+# An answer: status, reason, headers and the body's stream.
+Exchange: TypeAlias = tuple[int, bytes, Headers, httpx.AsyncByteStream]
 _NO_TIMEOUTS: Mapping[str, float | None] = {}
 
 READ_SIZE = 64 * 1024
