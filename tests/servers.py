@@ -299,7 +299,11 @@ class CuttableProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self._target)
+            try:
+                upstream = socket.create_connection(self._target)
+            except OSError:  # the server is down: so is this connection
+                client.close()
+                continue
             args = (client, upstream, self._generation)
             threading.Thread(target=self._pump, args=args, daemon=True).start()
 

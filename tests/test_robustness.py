@@ -281,22 +281,30 @@ def test_background_loops_log_a_lost_backend_once_a_minute_and_bugs_with_traceba
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     now = [0.0]
-    failures = LoopFailures("webhook w: claiming", (OSError,), clock=lambda: now[0])
+    unreachable = MemoryBackend().unreachable  # OSError, or a group of them
+    failures = LoopFailures("webhook w: claiming", unreachable, clock=lambda: now[0])
     with caplog.at_level(logging.DEBUG, logger="oqronkit"):
-        failures.failed(ConnectionRefusedError("refused"))
+        failures.failed(ConnectionRefusedError("refused\n\tIs the server running?"))
         now[0] = 59.0
-        failures.failed(TimeoutError())
+        failures.failed(ExceptionGroup("", [TimeoutError(), ConnectionResetError()]))
         failures.failed(ConnectionRefusedError("refused"))
         now[0] = 61.0
         failures.failed(ConnectionRefusedError("refused"))
         failures.failed(KeyError("a bug"))
+        failures.failed(ExceptionGroup("", [TimeoutError(), KeyError("a bug")]))
         failures.succeeded()
         failures.succeeded()  # said once
-        failures.failed(ConnectionResetError())  # a new outage: a warning at once
-    assert [(r.levelname, r.getMessage(), bool(r.exc_info)) for r in caplog.records] == [
+        now[0] = 62.0  # failing again, and working again, within the minute: no new warning
+        failures.failed(ConnectionResetError())
+        failures.succeeded()
+        now[0] = 121.0
+        failures.failed(ConnectionResetError())
+    lines = [(r.levelname, r.getMessage(), bool(r.exc_info)) for r in caplog.records]
+    assert lines == [
         (
             "WARNING",
-            "webhook w: claiming failed: ConnectionRefusedError: refused; trying again",
+            "webhook w: claiming failed: ConnectionRefusedError: refused Is the server running?;"
+            " trying again",
             False,
         ),
         ("DEBUG", "webhook w: claiming failed again: TimeoutError", False),
@@ -308,9 +316,77 @@ def test_background_loops_log_a_lost_backend_once_a_minute_and_bugs_with_traceba
             False,
         ),
         ("ERROR", "webhook w: claiming failed; trying again", True),
+        ("ERROR", "webhook w: claiming failed; trying again", True),
         ("INFO", "webhook w: claiming works again", False),
-        ("WARNING", "webhook w: claiming failed: ConnectionResetError; trying again", False),
+        ("DEBUG", "webhook w: claiming failed again: ConnectionResetError", False),
+        (
+            "WARNING",
+            "webhook w: claiming failed: ConnectionResetError; trying again"
+            " (1 more failure since the last warning)",
+            False,
+        ),
     ]
+
+
+def test_shared_backends_tell_an_unreachable_server_from_a_bug() -> None:
+    import coredis.exceptions as redis_errors
+    import psycopg
+    import psycopg_pool
+    from psycopg import errors as pg_errors
+
+    from oqronkit.backends.postgres import PostgresBackend
+    from oqronkit.backends.redis import RedisBackend
+
+    redis = RedisBackend("redis://127.0.0.1:1/0")
+    assert all(
+        map(
+            redis.unreachable,
+            [
+                TimeoutError("EVALSHA timed out after 10 seconds"),
+                redis_errors.ConnectionError("Unable to establish a connection"),
+                redis_errors.BusyLoadingError("Redis is loading the dataset in memory"),
+                redis_errors.ReadOnlyError("You can't write against a read only replica."),
+                redis_errors.ResponseError("MASTERDOWN Link with MASTER is down"),
+                ExceptionGroup("", [TimeoutError("PING timed out after 10 seconds")]),
+            ],
+        )
+    )
+    assert not any(
+        map(
+            redis.unreachable,
+            [
+                redis_errors.ResponseError("WRONGTYPE Operation against a key"),
+                redis_errors.AuthenticationError("invalid username-password pair"),
+                ExceptionGroup("", [TimeoutError(), ValueError()]),
+            ],
+        )
+    )
+    postgres = PostgresBackend("postgresql://u@127.0.0.1:1/db")
+    assert all(
+        map(
+            postgres.unreachable,
+            [
+                psycopg.OperationalError("consuming input failed: server closed the connection"),
+                pg_errors.AdminShutdown("terminating connection due to administrator command"),
+                pg_errors.CannotConnectNow("the database system is starting up"),
+                pg_errors.TooManyConnections("sorry, too many clients already"),
+                pg_errors.ConnectionFailure("connection failure"),
+                psycopg_pool.PoolTimeout("couldn't get a connection after 90.00 sec"),
+            ],
+        )
+    )
+    assert not any(
+        map(
+            postgres.unreachable,
+            [
+                pg_errors.DeadlockDetected("deadlock detected"),
+                pg_errors.QueryCanceled("canceling statement due to statement timeout"),
+                pg_errors.SerializationFailure("could not serialize access"),
+                pg_errors.UndefinedTable('relation "x" does not exist'),
+                pg_errors.InvalidPassword("password authentication failed"),
+            ],
+        )
+    )
 
 
 async def test_a_redis_backend_closes_while_its_replaced_client_ends_a_subscription(
@@ -365,11 +441,12 @@ async def test_a_redis_wake_up_subscription_gone_silent_is_found_out(redis_url: 
     prefix = namespace()
     backend = RedisBackend(f"{proxy.url}?prefix={prefix}&stream_timeout=0.5&connect_timeout=0.5")
     woken: list[str] = []
+    listening: list[bool] = []  # each time the watch says it listens
 
     async def watch() -> None:  # as the kit does: a watch that ends is started again
         while True:
             with contextlib.suppress(ConnectionError, TimeoutError):
-                await backend.watch(woken.append)
+                await backend.watch(woken.append, lambda: listening.append(True))
 
     try:
         with anyio.fail_after(10):  # coredis's own ping would come after 15 s of silence
@@ -388,6 +465,7 @@ async def test_a_redis_wake_up_subscription_gone_silent_is_found_out(redis_url: 
                     await direct.publish(f"{prefix}:wake", "after")
                     await anyio.sleep(0.05)
                 tasks.cancel_scope.cancel()
+            assert len(listening) >= 2  # the kit says its watch works again
     finally:
         await backend.close()
         proxy.close()

@@ -397,14 +397,16 @@ class Dispatcher:
             except Exception as exc:
                 failures.failed(exc)
 
-    async def _keep_leases(self, now: float) -> None:
-        """Renews the leases of attempts in flight once a third of the lease has passed. The
-        claim loop calls it too, before claiming, so a stalled heartbeat (or a test's jumped
-        clock) never lets another worker take work that is still in flight here."""
-        if self._in_flight and now >= self._renewed_at + self.kit.lease / 3:
-            self._renewed_at = now
-            ids = [claim.id for claim in self._in_flight.values()]
-            await self.kit.backend.renew(self.owner, ids, now + self.kit.lease)
+    async def _keep_leases(self, now: float) -> bool:
+        """Renews the leases of attempts in flight once a third of the lease has passed; says
+        whether it did. The claim loop calls it too, before claiming, so a stalled heartbeat
+        (or a test's jumped clock) never lets another worker take work still in flight here."""
+        if not self._in_flight or now < self._renewed_at + self.kit.lease / 3:
+            return False
+        self._renewed_at = now
+        ids = [claim.id for claim in self._in_flight.values()]
+        await self.kit.backend.renew(self.owner, ids, now + self.kit.lease)
+        return True
 
     # ---------------------------------------------------------------- one attempt
 

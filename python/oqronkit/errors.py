@@ -64,6 +64,9 @@ class DeliveryStateError(OqronKitError):
 
 
 def describe(exc: BaseException) -> str:
-    """An exception in one line, as logs and delivery records show it: its type and message."""
+    """An exception as logs and delivery records show it: its type and message (a group of
+    them, by the first it holds: task groups wrap what failed in one)."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -493,7 +493,7 @@ class OqronKit:
         failures = self.loop_failures("watching the backend for new work")
         while True:
             try:
-                await self.backend.watch(self.wake)
+                await self.backend.watch(self.wake, failures.succeeded)
                 return  # the backend does not notify: dispatchers poll it
             except Exception as exc:
                 failures.failed(exc)
@@ -514,7 +514,7 @@ class OqronKit:
 
     def loop_failures(self, what: str) -> LoopFailures:
         """How a background loop named `what` logs its failures (`outages`)."""
-        return LoopFailures(what, self.backend.connection_errors)
+        return LoopFailures(what, self.backend.unreachable)
 
     def run_blocking(
         self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs

@@ -56,9 +56,6 @@ class Backend(ABC):
     #: Whether circuit breakers and rate limits live here, shared by every process using this
     #: backend (Redis, PostgreSQL). Otherwise each process keeps its own, in memory.
     shares_guards: bool = False
-    #: What this backend raises when its server cannot be reached (a lost connection, a
-    #: timeout, a restart): background loops log it in one line and try again (`outages`).
-    connection_errors: tuple[type[Exception], ...] = (OSError,)
     #: Whether an operation is a round trip (to a server, or a writer thread), so that calls
     #: arriving together are worth sending together (group commits). Not in memory, whose
     #: operations never wait (settles then run unshielded: they cannot be interrupted).
@@ -70,11 +67,21 @@ class Backend(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Releases connections; the backend can be opened again."""
 
-    async def watch(self, wake: Callable[[str], None]) -> None:  # noqa: B027 - optional
+    async def watch(  # noqa: B027 - optional
+        self, wake: Callable[[str], None], ready: Callable[[], None] = lambda: None
+    ) -> None:
         """Calls `wake(webhook)` whenever some process makes a delivery of `webhook` ready now
         (a fire, a resend, a release, a requeue), until cancelled, so dispatchers elsewhere
-        start it at once. A backend without notifications returns at once and is polled every
-        `poll_interval` instead."""
+        start it at once; `ready()` once it listens. A backend without notifications returns
+        at once and is polled every `poll_interval` instead."""
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether `exc` says the server could not be reached (a lost connection, a timeout, a
+        restart, a failover) rather than a bug: background loops then log it in a line and
+        try again (`outages`). A group of exceptions does when everything in it does."""
+        if isinstance(exc, BaseExceptionGroup):
+            return all(map(self.unreachable, exc.exceptions))
+        return isinstance(exc, OSError)
 
     @abstractmethod
     async def enqueue(

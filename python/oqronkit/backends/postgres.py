@@ -45,7 +45,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from oqronkit.backends.base import (
     DELETED,
@@ -510,14 +510,15 @@ class _CallDeadlines:
 
     @contextmanager
     def bound(self, conn: Connection) -> Iterator[None]:
-        # The socket is taken now, while the call owns the connection: at the deadline, the
-        # number libpq holds could already name another socket (closed and reused meanwhile).
-        sock = _socket_of(conn)
         with self._lock:
+            if id(conn) in self._calls:  # one deadline per call: see `renew`
+                raise RuntimeError("this connection's call is already under a deadline")
             if not self._watching:
                 threading.Thread(target=self._watch, name="oqronkit deadlines", daemon=True).start()
                 self._watching = True  # the thread needs the lock to look: it sees this
-            self._calls[id(conn)] = (time.monotonic() + self.seconds, sock)
+            # The socket is taken now, while the call owns the connection: at the deadline,
+            # the number libpq holds could name another socket (closed and reused meanwhile).
+            self._calls[id(conn)] = (time.monotonic() + self.seconds, _socket_of(conn))
         try:
             yield
         finally:
@@ -600,8 +601,6 @@ def _redacted(conninfo: str) -> str:
 class PostgresBackend(Backend):
     poll_interval = 5.0  # a safety net: `watch` hears of new work at once
     shares_guards = True
-    # Lost connections, deadlines, a server shutting down, a pool with no connection to give.
-    connection_errors = (OSError, psycopg.OperationalError)
 
     def __init__(
         self,
@@ -780,8 +779,14 @@ class PostgresBackend(Backend):
         if pool is not None:
             pool.close()
 
-    async def watch(self, wake: Callable[[str], None]) -> None:
+    def unreachable(self, exc: BaseException) -> bool:
+        return super().unreachable(exc) or _unreachable(exc)
+
+    async def watch(
+        self, wake: Callable[[str], None], ready: Callable[[], None] = lambda: None
+    ) -> None:
         conn = await anyio.to_thread.run_sync(self._listen)
+        ready()
         limiter = anyio.CapacityLimiter(1)  # its own: never waits behind the pool's work
         # Waiting for notifications never fails on a connection gone silent (a hung server or
         # pooler): a statement now and then, under its deadline, finds out.
@@ -1253,6 +1258,23 @@ def _transaction(conn: Connection) -> Iterator[None]:
             with suppress(psycopg.Error):  # a broken connection: the pool drops it
                 conn.rollback()
         raise
+
+
+# SQLSTATEs of a server out of reach for now: shutting down (57P01-57P02), starting up
+# (57P03), or with no connection left to give (53300); and class 08, connection exceptions.
+_UNREACHABLE_STATES = ("57P01", "57P02", "57P03", "53300")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A lost or failed connection, a server out of reach for now, or no pooled connection in
+    time; not a deadlock, a statement timeout or any other error of the database's."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    # No SQLSTATE: libpq's own failure (refused, reset, closed, cut at its deadline).
+    return state is None or state.startswith("08") or state in _UNREACHABLE_STATES
 
 
 def _cannot_connect_yet(error: psycopg.OperationalError) -> bool:

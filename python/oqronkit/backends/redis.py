@@ -637,14 +637,6 @@ def _split_url(url: str, prefix: str | None) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), chosen
 
 
-def _first(group: BaseExceptionGroup[Any]) -> str:
-    """The first exception a (nested) group holds, in one line."""
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return describe(leaf)
-
-
 def _spawn(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Starts `fn` in a task of its own that no task group holds (it outlives its caller)."""
     if sniffio.current_async_library() == "trio":
@@ -750,12 +742,6 @@ class _Service:
 class RedisBackend(Backend):
     poll_interval = 5.0  # a safety net: `watch` wakes dispatchers at once
     shares_guards = True
-    # Lost connections and timeouts (OSError), and a server still loading its data.
-    connection_errors = (
-        OSError,
-        coredis.exceptions.ConnectionError,
-        coredis.exceptions.BusyLoadingError,
-    )
 
     def __init__(self, url: str, *, prefix: str | None = None) -> None:
         self._url, self.prefix = _split_url(url, prefix)
@@ -854,7 +840,18 @@ class RedisBackend(Backend):
 
     # ---------------------------------------------------------------- the contract
 
-    async def watch(self, wake: Callable[[str], None]) -> None:
+    def unreachable(self, exc: BaseException) -> bool:
+        # coredis's ConnectionError (refused, reset, a server loading its data), and what a
+        # failover answers at first: a replica refusing writes, a replica without its primary.
+        if isinstance(exc, coredis.exceptions.ConnectionError | coredis.exceptions.ReadOnlyError):
+            return True
+        if isinstance(exc, coredis.exceptions.ResponseError):
+            return str(exc).startswith("MASTERDOWN")
+        return super().unreachable(exc)
+
+    async def watch(
+        self, wake: Callable[[str], None], ready: Callable[[], None] = lambda: None
+    ) -> None:
         service = await self._running()
         if service is None:
             raise KitNotRunning("watching a Redis backend needs it open")
@@ -862,17 +859,16 @@ class RedisBackend(Backend):
         # ping finds its connection gone silent.
         try:
             async with service.subscription(self._p + "wake") as messages:
+                ready()
                 async for message in messages:  # coredis resubscribes after a reconnect
                     if message["type"] == "message":
                         wake(_text(message["data"]))
-        except Exception as exc:
-            # coredis raises from a task group of its own: a group of exceptions.
-            lost, other = ExceptionGroup("", [exc]).split(self.connection_errors)
-            if lost is None or other is not None:
+        except Exception as exc:  # coredis raises from a task group: a group of exceptions
+            if not self.unreachable(exc):
                 raise
             # Its connection failed or timed out, and coredis would go on using the pool's
             # others (in a failover, as silent): the client is replaced, as after a timeout.
-            failure = ConnectionError(f"the Redis subscription to wake-ups failed: {_first(lost)}")
+            failure = ConnectionError(f"the Redis subscription to wake-ups failed: {describe(exc)}")
             service.retire(failure)
             raise failure from exc
         # Returning would tell the kit this backend does not notify: raise, so it subscribes anew.
