@@ -371,6 +371,7 @@ def test_shared_backends_tell_an_unreachable_server_from_a_bug() -> None:
                 pg_errors.CannotConnectNow("the database system is starting up"),
                 pg_errors.TooManyConnections("sorry, too many clients already"),
                 pg_errors.ConnectionFailure("connection failure"),
+                pg_errors.ReadOnlySqlTransaction("cannot execute UPDATE in read-only mode"),
                 psycopg_pool.PoolTimeout("couldn't get a connection after 90.00 sec"),
             ],
         )
@@ -383,7 +384,11 @@ def test_shared_backends_tell_an_unreachable_server_from_a_bug() -> None:
                 pg_errors.QueryCanceled("canceling statement due to statement timeout"),
                 pg_errors.SerializationFailure("could not serialize access"),
                 pg_errors.UndefinedTable('relation "x" does not exist'),
-                pg_errors.InvalidPassword("password authentication failed"),
+                psycopg.OperationalError(
+                    'connection failed: connection to server at "127.0.0.1", port 5432 failed:'
+                    ' FATAL:  password authentication failed for user "u"'
+                ),
+                psycopg.OperationalError('connection failed: FATAL:  database "d" does not exist'),
             ],
         )
     )

@@ -208,6 +208,7 @@ class Dispatcher:
                     claims = await backend.claim(
                         self.webhook.name, self.owner, now, lease_until, limit, room
                     )
+                    failures.succeeded()
                 if claims and throttle is not None and bucket is not None:
                     # The throttle's tokens are taken for what was claimed; other processes
                     # sharing it may have taken them first: the rest go back, no attempt used.
@@ -220,10 +221,8 @@ class Dispatcher:
                     self._take(claim)
                 self._start_ahead()
                 if claims:
-                    failures.succeeded()
                     continue
                 wakeup = await self._next_wakeup(now, free > 0, room, opens)
-                failures.succeeded()
             except Exception as exc:  # the backend failed (a locked database, a lost connection)
                 failures.failed(exc)
                 wakeup = now + RETRY_AFTER_ERROR
@@ -392,8 +391,8 @@ class Dispatcher:
         while True:
             await sleep(self.kit.clock, self.kit.lease / 3)
             try:
-                await self._keep_leases(self.kit.clock.now())
-                failures.succeeded()
+                if await self._keep_leases(self.kit.clock.now()):
+                    failures.succeeded()
             except Exception as exc:
                 failures.failed(exc)
 

@@ -1261,20 +1261,28 @@ def _transaction(conn: Connection) -> Iterator[None]:
 
 
 # SQLSTATEs of a server out of reach for now: shutting down (57P01-57P02), starting up
-# (57P03), or with no connection left to give (53300); and class 08, connection exceptions.
-_UNREACHABLE_STATES = ("57P01", "57P02", "57P03", "53300")
+# (57P03), with no connection left to give (53300), or a replica after a failover that has
+# not reached this process yet (25006); and class 08, connection exceptions.
+_UNREACHABLE_STATES = ("57P01", "57P02", "57P03", "53300", "25006")
+# What libpq says (with no SQLSTATE) when a server refuses a connection for good: a password,
+# pg_hba.conf, a database or role that does not exist. A misconfiguration, not an outage.
+_REFUSED_FOR_GOOD = ("authentication failed", "pg_hba.conf", "does not exist")
 
 
 def _unreachable(exc: BaseException) -> bool:
     """A lost or failed connection, a server out of reach for now, or no pooled connection in
-    time; not a deadlock, a statement timeout or any other error of the database's."""
+    time; not a deadlock, a statement timeout, a refused login or any other error of the
+    database's."""
     if isinstance(exc, PoolTimeout):
         return True
-    if not isinstance(exc, psycopg.OperationalError):
+    if not isinstance(exc, psycopg.Error):
         return False
     state = exc.sqlstate
-    # No SQLSTATE: libpq's own failure (refused, reset, closed, cut at its deadline).
-    return state is None or state.startswith("08") or state in _UNREACHABLE_STATES
+    if state is None:  # libpq's own failure: refused, reset, closed, cut at its deadline
+        text = str(exc)
+        is_libpq = isinstance(exc, psycopg.OperationalError)
+        return is_libpq and not any(reason in text for reason in _REFUSED_FOR_GOOD)
+    return state.startswith("08") or state in _UNREACHABLE_STATES
 
 
 def _cannot_connect_yet(error: psycopg.OperationalError) -> bool:

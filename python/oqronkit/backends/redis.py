@@ -726,11 +726,15 @@ class _Service:
                 # A subscription waits for messages with no deadline: after as long as a
                 # command may take without one, it pings, and a connection gone silent fails
                 # that ping and is replaced (coredis subscribes again), not waited on for ever.
+                # Subscribing waits as long as any command may (coredis's default is 1 s, and
+                # a subscription that fails replaces the client).
                 kwargs = self.client.connection_pool.connection_kwargs
+                timeout = kwargs.get("stream_timeout") or DEFAULT_TIMEOUT
                 pubsub = self.client.pubsub(
                     channels=[channel],
                     ignore_subscribe_messages=True,
-                    max_idle_seconds=kwargs.get("stream_timeout") or DEFAULT_TIMEOUT,
+                    max_idle_seconds=timeout,
+                    subscription_timeout=timeout,
                 )
                 async with pubsub:
                     yield pubsub
@@ -803,9 +807,9 @@ class RedisBackend(Backend):
         await service.ready.wait()  # another task may be starting it
         if service.running:
             return service
-        log.warning("the Redis client of %r stopped (%r); restarting it", self, service.failure)
         if self._service is service:
-            await self.open()
+            await self.open()  # if it fails, the caller says so (once a minute, for a loop)
+            log.warning("the Redis client of %r stopped (%r); replaced", self, service.failure)
         return await self._running()
 
     @asynccontextmanager

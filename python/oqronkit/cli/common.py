@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import anyio
 import click
 
-from oqronkit.errors import OqronKitError
+from oqronkit.errors import OqronKitError, describe
 from oqronkit.kit import OqronKit
 
 T = TypeVar("T")
@@ -62,7 +62,7 @@ def fail_cleanly(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except (OqronKitError, OSError, sqlite3.Error, ValueError) as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        raise click.ClickException(describe(exc)) from None
 
 
 def run_operation(kit: OqronKit, operation: Callable[[OqronKit], Awaitable[T]]) -> T:
