@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import socket
+from typing import Any
 from urllib.parse import unquote
 
 import anyio
@@ -394,6 +395,13 @@ def test_shared_backends_tell_an_unreachable_server_from_a_bug() -> None:
     )
 
 
+async def publish_until_heard(direct: Any, channel: str, message: str, heard: list[str]) -> None:
+    """Publishes `message` on `channel` until a watch has heard it (it is subscribed by then)."""
+    while message not in heard:
+        await direct.publish(channel, message)
+        await anyio.sleep(0.01)
+
+
 async def test_a_redis_backend_closes_while_its_replaced_client_ends_a_subscription(
     redis_url: str,
 ) -> None:
@@ -421,9 +429,7 @@ async def test_a_redis_backend_closes_while_its_replaced_client_ends_a_subscript
                 coredis.Redis.from_url(redis_url) as direct,
             ):
                 tasks.start_soon(watch)
-                while not woken:  # subscribed once a wake-up comes through
-                    await direct.publish(f"{prefix}:wake", "w")
-                    await anyio.sleep(0.01)
+                await publish_until_heard(direct, f"{prefix}:wake", "w", woken)
                 assert await backend.get_delivery("dlv_0") is None  # a connection to cut
                 proxy.cut()
                 with pytest.raises(TimeoutError):  # retires the client, ending the subscription
@@ -461,14 +467,10 @@ async def test_a_redis_wake_up_subscription_gone_silent_is_found_out(redis_url: 
                 coredis.Redis.from_url(redis_url) as direct,
             ):
                 tasks.start_soon(watch)
-                while not woken:  # subscribed once a wake-up comes through
-                    await direct.publish(f"{prefix}:wake", "before")
-                    await anyio.sleep(0.01)
+                await publish_until_heard(direct, f"{prefix}:wake", "before", woken)
                 proxy.cut()  # the subscription's connection stays silent for good
                 proxy.restore()  # new connections work
-                while "after" not in woken:
-                    await direct.publish(f"{prefix}:wake", "after")
-                    await anyio.sleep(0.05)
+                await publish_until_heard(direct, f"{prefix}:wake", "after", woken)
                 tasks.cancel_scope.cancel()
             assert len(listening) >= 2  # the kit says its watch works again
     finally:
