@@ -724,10 +724,9 @@ class _Service:
         try:
             with scope:
                 # A subscription waits for messages with no deadline: after as long as a
-                # command may take without one, it pings, and a connection gone silent fails
-                # that ping and is replaced (coredis subscribes again), not waited on for ever.
-                # Subscribing waits as long as any command may (coredis's default is 1 s, and
-                # a subscription that fails replaces the client).
+                # command may take without one, it pings, so a connection gone silent fails
+                # instead of being waited on for ever. Subscribing may take as long (coredis
+                # waits 1 s by default, and a failed subscription replaces the client).
                 kwargs = self.client.connection_pool.connection_kwargs
                 timeout = kwargs.get("stream_timeout") or DEFAULT_TIMEOUT
                 pubsub = self.client.pubsub(
