@@ -51,15 +51,46 @@ _SIGNATURE_HEADERS = frozenset({"x-oqron-signature", "x-oqron-timestamp"})
 
 
 def check_header(name: str, value: str) -> None:
-    if not _TOKEN.fullmatch(name):
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
         raise ConfigurationError(f"invalid HTTP header name {name!r}")
+    if not isinstance(value, str):
+        raise ConfigurationError(f"header {name!r} needs a str value, not {type(value).__name__}")
     if _BAD_VALUE.search(value):
         raise ConfigurationError(f"header {name!r} has a control character (CR/LF injection?)")
     if not value.isascii():
         raise ConfigurationError(f"header {name!r} must be ASCII (HTTP header values are bytes)")
 
 
-def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
+def check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """Headers a user adds to every request: valid, none of OqronKit's own, and no two names
+    that differ only in letter case (HTTP names are case-insensitive: both would be sent)."""
+    checked = dict(headers or {})
+    seen: set[str] = set()
+    for name, value in checked.items():
+        check_header(name, value)
+        if name.lower() in RESERVED_HEADERS:
+            raise ConfigurationError(f"header {name!r} is set by OqronKit and cannot be overridden")
+        if name.lower() in seen:
+            raise ConfigurationError(f"header {name!r} is given twice (names ignore case)")
+        seen.add(name.lower())
+    return checked
+
+
+def _check_numbers(policy: object, whole: tuple[str, ...], real: tuple[str, ...] = ()) -> None:
+    """The named settings of a policy are numbers (`whole` ones ints) before the Rust core
+    checks their ranges. A bool is not one: Python and the core would read True as 1."""
+    for names, kinds in ((whole, int), (real, int | float)):
+        for name in names:
+            value = getattr(policy, name)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                what = "a whole number" if kinds is int else "a number"
+                raise ConfigurationError(
+                    f"{type(policy).__name__}.{name} must be {what}, not {value!r}"
+                )
+
+
+def check_seconds(name: str, value: float | None, *, allow_none: bool = False) -> None:
+    """A duration: a positive, finite number of seconds (a bool is not one)."""
     if value is None and allow_none:
         return
     if (
@@ -82,7 +113,8 @@ class Retries:
     jitter: float = 0.2
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max, int) or isinstance(self.max, bool) or self.max < 0:
+        _check_numbers(self, ("max",), ("base_delay", "max_delay", "jitter"))
+        if self.max < 0:
             raise ConfigurationError(f"Retries.max must be a whole number >= 0, not {self.max!r}")
         self.backoff()
 
@@ -98,6 +130,7 @@ class RateLimit:
     per: float
 
     def __post_init__(self) -> None:
+        _check_numbers(self, (), ("max", "per"))
         _core.TokenBucket(self.max, self.per)
 
 
@@ -109,6 +142,7 @@ class Throttle:
     per: float
 
     def __post_init__(self) -> None:
+        _check_numbers(self, (), ("max", "per"))
         _core.TokenBucket(self.max, self.per)
 
 
@@ -122,6 +156,7 @@ class CircuitBreaker:
     half_open_max: int = 1
 
     def __post_init__(self) -> None:
+        _check_numbers(self, ("failure_threshold", "half_open_max"), ("reset_timeout",))
         self.new_state_machine()
 
     def new_state_machine(self) -> _core.CircuitBreaker:
@@ -140,14 +175,22 @@ class Security:
     include_timestamp: bool = True
 
     def __post_init__(self) -> None:
-        secrets = (
-            (self.signing_secret,)
-            if isinstance(self.signing_secret, str | bytes)
-            else tuple(self.signing_secret or ())
-        )
+        given = self.signing_secret
+        if not isinstance(given, str | bytes | Sequence):  # a set has no rotation order
+            kind = type(given).__name__
+            raise ConfigurationError(f"signing_secret is a secret or a list of them, not a {kind}")
+        secrets = (given,) if isinstance(given, str | bytes) else tuple(given)
         if not secrets or any(not s for s in secrets):
             raise ConfigurationError("Security needs a non-empty signing_secret")
+        for secret in secrets:
+            if not isinstance(secret, str | bytes):
+                kind = type(secret).__name__
+                raise ConfigurationError(f"a signing secret is a str or bytes, not a {kind}")
         object.__setattr__(self, "signing_secret", secrets)
+        if not isinstance(self.include_timestamp, bool):
+            raise ConfigurationError(
+                f"include_timestamp must be True or False, not {self.include_timestamp!r}"
+            )
         for header in (self.signing_header, self.timestamp_header):
             check_header(header, "")
             if header.lower() in RESERVED_HEADERS - _SIGNATURE_HEADERS:
@@ -164,12 +207,39 @@ class Security:
 
     def signers(self, scheme: str) -> list[_core.Signer]:
         if scheme == "standard":
+            # The spec fixes the algorithm and the headers: a setting it would ignore is refused.
+            changed = [
+                f"{name}={getattr(self, name)!r}"
+                for name in ("signing_algorithm", "signing_header", "timestamp_header")
+                if getattr(self, name) != _SECURITY_DEFAULTS[name]
+            ]
+            if not self.include_timestamp:
+                changed.append("include_timestamp=False")
+            if changed:
+                raise ConfigurationError(
+                    "the standard scheme signs with HMAC-SHA256 in its own webhook-* headers: "
+                    f"drop {', '.join(changed)}"
+                )
             return standard_signers_for([_text(s) for s in self.secrets])
         return signers_for(self.secrets, self.signing_algorithm)
 
 
+_SECURITY_DEFAULTS = {
+    "signing_algorithm": "sha256",
+    "signing_header": "X-Oqron-Signature",
+    "timestamp_header": "X-Oqron-Timestamp",
+}
+
+
 def _text(secret: Secret) -> str:
-    return secret.decode() if isinstance(secret, bytes) else secret
+    if isinstance(secret, str):
+        return secret
+    try:
+        return secret.decode()
+    except UnicodeDecodeError:
+        raise ConfigurationError(
+            "a Standard Webhooks secret is text (whsec_ and base64), not arbitrary bytes"
+        ) from None
 
 
 SecuritySource: TypeAlias = (
@@ -201,7 +271,12 @@ class Endpoint:
         if not self.name or not isinstance(self.name, str) or _BAD_VALUE.search(self.name):
             raise ConfigurationError(f"an endpoint needs a printable name, not {self.name!r}")
         check_url(self.url)
+        if not isinstance(self.events, str | Sequence):
+            kind = type(self.events).__name__
+            raise ConfigurationError(f"events is a pattern or a list of them, not a {kind}")
         events = (self.events,) if isinstance(self.events, str) else tuple(self.events)
+        if not all(isinstance(pattern, str) for pattern in events):
+            raise ConfigurationError(f"event patterns are strings: {list(events)!r}")
         if not events:
             raise ConfigurationError(f"endpoint {self.name!r} subscribes to no events")
         for pattern in events:
@@ -209,34 +284,63 @@ class Endpoint:
         object.__setattr__(self, "events", events)
         if self.method is not None and self.method not in METHODS:
             raise ConfigurationError(f"method must be one of {', '.join(METHODS)}")
-        headers = tuple((self.headers or {}).items())
-        for name, value in headers:
-            check_header(name, value)
-            if name.lower() in RESERVED_HEADERS:
-                raise ConfigurationError(
-                    f"header {name!r} is set by OqronKit and cannot be overridden"
-                )
-        object.__setattr__(self, "headers", MappingProxyType(dict(headers)))
-        _positive("timeout", self.timeout, allow_none=True)
+        object.__setattr__(self, "headers", MappingProxyType(check_headers(self.headers)))
+        check_security_source(self.security)
+        policies: tuple[tuple[type, object], ...] = (
+            (Retries, self.retries),
+            (RateLimit, self.rate_limit),
+            (CircuitBreaker, self.circuit_breaker),
+        )
+        for kind, policy in policies:
+            check_policy(kind, policy)
+        check_seconds("timeout", self.timeout, allow_none=True)
         if not isinstance(self.enabled, bool):
             raise ConfigurationError(f"enabled must be True or False, not {self.enabled!r}")
         if self.max_in_flight is not None and (
-            not isinstance(self.max_in_flight, int) or self.max_in_flight < 1
+            not isinstance(self.max_in_flight, int)
+            or isinstance(self.max_in_flight, bool)
+            or self.max_in_flight < 1
         ):
             raise ConfigurationError("max_in_flight must be a whole number >= 1")
 
 
+def check_security_source(security: object) -> None:
+    """None, a `Security`, or a callable giving one (checked when it is called)."""
+    if security is not None and not isinstance(security, Security) and not callable(security):
+        raise ConfigurationError(
+            f"security must be a Security or a callable returning one, not a "
+            f"{type(security).__name__} (a bare secret goes in Security(signing_secret=...))"
+        )
+
+
+def check_policy(kind: type, policy: object) -> None:
+    if policy is not None and not isinstance(policy, kind):
+        raise ConfigurationError(f"expected a {kind.__name__}, not {policy!r}")
+
+
 def check_url(url: str) -> None:
+    if not isinstance(url, str):
+        raise ConfigurationError(f"an endpoint URL is a str, not a {type(url).__name__}")
+    shown = _USERINFO.sub("//***@", url)  # what errors may show of it
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port
     except (ValueError, TypeError, AttributeError) as exc:
-        raise ConfigurationError(f"invalid endpoint URL {url!r}: {exc}") from None
+        raise ConfigurationError(f"invalid endpoint URL {shown!r}: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"endpoint URL must be http:// or https:// with a host: {url!r}")
+        raise ConfigurationError(f"endpoint URL must be http:// or https:// with a host: {shown!r}")
+    if "@" in parts.netloc:
+        # Requests never send a URL's user:password, and reprs and logs show URLs.
+        raise ConfigurationError(
+            f"endpoint URL {shown!r} carries credentials: send them in a header "
+            "(headers={'Authorization': ...}), which stays out of reprs"
+        )
     if _BAD_VALUE.search(url) or " " in url:
-        raise ConfigurationError(f"endpoint URL has whitespace or control characters: {url!r}")
+        raise ConfigurationError(f"endpoint URL has whitespace or control characters: {shown!r}")
     try:
         httpx.URL(url)  # what the request will use: IDNA host names, percent-encoding
     except (httpx.InvalidURL, UnicodeError) as exc:
-        raise ConfigurationError(f"invalid endpoint URL {url!r}: {exc}") from None
+        raise ConfigurationError(f"invalid endpoint URL {shown!r}: {exc}") from None
+
+
+_USERINFO = re.compile(r"//[^/?#]*@")  # `//user:password@` of a URL

@@ -19,7 +19,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from oqronkit.config import CircuitBreaker, Endpoint, RateLimit, Retries, Security, Throttle
+from oqronkit.config import (
+    CircuitBreaker,
+    Endpoint,
+    RateLimit,
+    Retries,
+    Security,
+    Throttle,
+    check_policy,
+)
 from oqronkit.errors import ConfigurationError
 from oqronkit.models import Document
 
@@ -68,6 +76,7 @@ def encode(field: str, value: Any) -> Any:
             "include_timestamp": value.include_timestamp,
         }
     if field in _POLICIES:
+        check_policy(_POLICIES[field], value)
         return dataclasses.asdict(value)
     if field == "events":
         return [value] if isinstance(value, str) else list(value)  # as Endpoint takes them

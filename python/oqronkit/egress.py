@@ -24,6 +24,14 @@ class EgressPolicy:
     """Which addresses requests may reach."""
 
     def __init__(self, *, allow_private_networks: bool = False, allow: Iterable[str] = ()) -> None:
+        # Only a real bool: "false" from an environment variable is truthy, and would open
+        # every private address.
+        if not isinstance(allow_private_networks, bool):
+            raise ConfigurationError(
+                f"allow_private_networks must be True or False, not {allow_private_networks!r}"
+            )
+        if isinstance(allow, str):
+            raise ConfigurationError(f"allow_networks is a list of networks, not {allow!r}")
         self.allow_private_networks = allow_private_networks
         try:
             self.allowed: tuple[Network, ...] = tuple(

@@ -33,6 +33,8 @@ from oqronkit.config import (
     Security,
     SecuritySource,
     Throttle,
+    check_header,
+    check_seconds,
 )
 from oqronkit.definitions import (
     WEBHOOK_FIELDS,
@@ -56,7 +58,7 @@ from oqronkit.events import EventBus, LifecycleEvent
 from oqronkit.guards import Guards
 from oqronkit.hooks import Hook, HookPool
 from oqronkit.ids import new_id
-from oqronkit.models import NO_DEFINITIONS, WEBHOOK, Definitions, Delivery, Status
+from oqronkit.models import NO_DEFINITIONS, STATUSES, WEBHOOK, Definitions, Delivery, Status
 from oqronkit.outages import LoopFailures
 from oqronkit.scopes import Watchdog
 from oqronkit.slots import Slots
@@ -116,15 +118,18 @@ class OqronKit:
             ("hook_timeout", hook_timeout),
             ("idempotency_window", idempotency_window),
         ):
-            if not (isinstance(value, int | float) and 0 < value < float("inf")):
-                raise ConfigurationError(f"{name} must be a positive number of seconds")
+            check_seconds(name, value)
         for name, count in (
             ("max_connections", max_connections),
             ("max_payload_bytes", max_payload_bytes),
             ("response_body_cap", response_body_cap),
         ):
-            if not isinstance(count, int) or count < 1:
-                raise ConfigurationError(f"{name} must be a whole number >= 1")
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ConfigurationError(f"{name} must be a whole number >= 1, not {count!r}")
+        if not isinstance(dispatch, bool):
+            raise ConfigurationError(f"dispatch must be True or False, not {dispatch!r}")
+        if user_agent is not None:
+            check_header("User-Agent", user_agent)
         if on_event is not None and not callable(on_event):
             raise ConfigurationError("on_event must be a callable taking a LifecycleEvent")
         self.backend = open_backend(backend)
@@ -673,8 +678,25 @@ class OqronKit:
         """Newest first; dead letters are `status="dead"`. `event` is a glob (`order.**`),
         `since`/`until` bound the creation time (Unix seconds). Pass the last id of a page as
         `cursor` for the next page."""
-        if not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a whole number >= 1, not {limit!r}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ConfigurationError(f"limit must be a whole number >= 1, not {limit!r}")
+        if status is not None and status not in STATUSES:
+            raise ConfigurationError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        for name, bound in (("since", since), ("until", until)):
+            if bound is not None and (
+                not isinstance(bound, int | float)
+                or isinstance(bound, bool)
+                or not math.isfinite(bound)
+            ):
+                raise ConfigurationError(f"{name} is Unix seconds, not {bound!r}")
+        for name, text in (
+            ("webhook", webhook),
+            ("endpoint", endpoint),
+            ("event", event),
+            ("cursor", cursor),
+        ):
+            if text is not None and not isinstance(text, str):
+                raise ConfigurationError(f"{name} must be a str, not {text!r}")
         return await self.backend.list_deliveries(
             webhook=webhook,
             endpoint=endpoint,

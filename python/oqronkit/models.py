@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, TypeAlias
+from typing import Any, Literal, NamedTuple, TypeAlias, get_args
 
 Status: TypeAlias = Literal[
     "waiting", "active", "delayed", "completed", "dead", "cancelled", "held"
 ]
+STATUSES: tuple[Status, ...] = get_args(Status)
 CancelOutcome: TypeAlias = Literal["cancelled", "requested", "finished", "missing"]
 QUEUED: frozenset[Status] = frozenset({"waiting", "delayed"})
 TERMINAL: frozenset[Status] = frozenset({"completed", "dead", "cancelled"})

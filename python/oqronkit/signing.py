@@ -33,9 +33,14 @@ def signers_for(secret: Secrets, algorithm: str = "sha256") -> list[_core.Signer
 
 def standard_signers_for(secret: str | Sequence[str]) -> list[_core.Signer]:
     """Standard Webhooks signers from `whsec_...` secrets."""
-    secrets = [secret] if isinstance(secret, str) else list(secret)
+    secrets = [secret] if isinstance(secret, str | bytes) else list(secret)
     if not secrets:
         raise ConfigurationError("at least one signing secret is needed")
+    for s in secrets:
+        if not isinstance(s, str):
+            raise ConfigurationError(
+                f"a Standard Webhooks secret is a str (whsec_ and base64), not a {type(s).__name__}"
+            )
     return [_core.Signer.standard(s) for s in secrets]
 
 
@@ -107,11 +112,26 @@ def verify_standard_webhook(
         return False
     now_s = int(time.time() if now is None else now)
     return _core.verify_standard(
-        msg_id, timestamp, signature, body, standard_signers_for(secret), now_s, int(tolerance)
+        msg_id,
+        timestamp,
+        signature,
+        body,
+        standard_signers_for(secret),
+        now_s,
+        int(_tolerance(tolerance)),
     )
 
 
+# A tolerance beyond this (math.inf included) means any timestamp: 100 years.
+_MAX_TOLERANCE = 100 * 365 * 24 * 3600.0
+
+
+def _tolerance(tolerance: float) -> float:
+    """The verifiers' window in seconds: a number >= 0 (NaN and bools are mistakes)."""
+    if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or not tolerance >= 0:
+        raise ConfigurationError(f"tolerance must be a number of seconds >= 0, not {tolerance!r}")
+    return min(float(tolerance), _MAX_TOLERANCE)
+
+
 def _tolerance_ms(tolerance: float) -> int:
-    if not tolerance >= 0:
-        raise ConfigurationError(f"tolerance must be >= 0 seconds, not {tolerance!r}")
-    return int(tolerance * 1000)
+    return int(_tolerance(tolerance) * 1000)

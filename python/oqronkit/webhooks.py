@@ -7,7 +7,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 from urllib.parse import quote
@@ -15,7 +14,6 @@ from urllib.parse import quote
 from oqronkit import _core
 from oqronkit.config import (
     METHODS,
-    RESERVED_HEADERS,
     CircuitBreaker,
     Endpoint,
     Method,
@@ -23,7 +21,10 @@ from oqronkit.config import (
     Security,
     SecuritySource,
     Throttle,
-    check_header,
+    check_headers,
+    check_policy,
+    check_seconds,
+    check_security_source,
 )
 from oqronkit.definitions import (
     ENDPOINT_FIELDS,
@@ -62,7 +63,7 @@ class _FixedHeaders(NamedTuple):
     endpoint: Endpoint
     webhook: Mapping[str, str]  # the webhook's own headers, as they were
     encoded: list[tuple[bytes, bytes]]
-    names: frozenset[str]
+    names: frozenset[str]  # lower case
 
 
 class _Compiled(NamedTuple):
@@ -127,6 +128,11 @@ class Webhook:
         for hook in (on_success, on_failure, on_dead):
             if hook is not None and not callable(hook):
                 raise ConfigurationError("hooks must be callables taking the Delivery")
+        if not callable(endpoints) and not isinstance(endpoints, Iterable):
+            raise ConfigurationError(
+                f"endpoints is a list of Endpoint objects or a callable returning one, "
+                f"not a {type(endpoints).__name__}"
+            )
         self.kit = kit
         self.name = name
         self.runtime = runtime
@@ -170,8 +176,7 @@ class Webhook:
         """Validates every setting, then applies them all (a bad one changes nothing)."""
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ConfigurationError("concurrency must be a whole number >= 1")
-        if not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
-            raise ConfigurationError("timeout must be a positive number of seconds")
+        check_seconds("timeout", timeout)
         if scheme not in ("oqron", "standard"):
             raise ConfigurationError('scheme must be "oqron" or "standard"')
         if method not in METHODS:
@@ -182,13 +187,8 @@ class Webhook:
             (CircuitBreaker, circuit_breaker),
         )
         for kind, policy in policies:
-            if policy is not None and not isinstance(policy, kind):
-                raise ConfigurationError(f"expected a {kind.__name__}, not {policy!r}")
-        headers = dict(headers or {})
-        for header, value in headers.items():
-            check_header(header, value)
-            if header.lower() in RESERVED_HEADERS:
-                raise ConfigurationError(f"header {header!r} is set by OqronKit")
+            check_policy(kind, policy)
+        headers = check_headers(headers)
         self._check_security(security, scheme)
         if hasattr(self, "_compiled"):  # an update: every endpoint must suit the new scheme
             for endpoint in self._compiled.endpoints:
@@ -218,11 +218,12 @@ class Webhook:
             and (base is self._compiled_from[0] or base == self._compiled_from[0])
         ):
             return
-        self._code_endpoints = {e.name: e for e in base}
-        names = set()
         for endpoint in base:
             if not isinstance(endpoint, Endpoint):
                 raise ConfigurationError(f"endpoints must be Endpoint objects, not {endpoint!r}")
+        self._code_endpoints = {e.name: e for e in base}
+        names = set()
+        for endpoint in base:
             if endpoint.name in names:
                 raise ConfigurationError(f"two endpoints are named {endpoint.name!r}")
             names.add(endpoint.name)
@@ -261,6 +262,7 @@ class Webhook:
         return endpoint
 
     def _check_security(self, security: SecuritySource, scheme: str | None = None) -> None:
+        check_security_source(security)
         if isinstance(security, Security):
             security.signers(scheme or self.scheme)  # a bad whsec_ secret fails at definition
 
@@ -400,8 +402,9 @@ class Webhook:
                 now,
                 claim.idempotency_key,
             )
-            if not fixed.names.isdisjoint(signed):  # a header of the endpoint's: overridden
-                headers = [(n, v) for n, v in headers if n.decode() not in signed]
+            replaced = {name.lower() for name in signed}
+            if not fixed.names.isdisjoint(replaced):  # a header of the endpoint's: overridden
+                headers = [(n, v) for n, v in headers if n.decode().lower() not in replaced]
             headers += [(name.encode(), value.encode()) for name, value in signed.items()]
         return headers
 
@@ -410,14 +413,16 @@ class Webhook:
         or the webhook's headers change)."""
         fixed = self._fixed_headers.get(endpoint.name)
         if fixed is None or fixed.endpoint is not endpoint or fixed.webhook is not self.headers:
-            merged = {
-                **self.headers,
-                **(endpoint.headers or {}),
-                "Content-Type": "application/json",
-                "User-Agent": self.kit.user_agent,
-                "Accept-Encoding": "identity",
-            }
-            encoded = [(name.encode(), value.encode()) for name, value in merged.items()]
+            merged: dict[str, tuple[str, str]] = {}  # by lower-case name: HTTP ignores case
+            for name, value in (
+                *self.headers.items(),
+                *(endpoint.headers or {}).items(),
+                ("Content-Type", "application/json"),
+                ("User-Agent", self.kit.user_agent),
+                ("Accept-Encoding", "identity"),
+            ):
+                merged[name.lower()] = (name, value)
+            encoded = [(name.encode(), value.encode()) for name, value in merged.values()]
             fixed = _FixedHeaders(endpoint, self.headers, encoded, frozenset(merged))
             self._fixed_headers[endpoint.name] = fixed
         return fixed
@@ -488,6 +493,11 @@ class Webhook:
         """Queues one delivery per matching, enabled endpoint; returns their ids (empty when
         nothing matches, and then nothing is stored). With `idempotency_key`, a repeat within
         the kit's idempotency window returns the first fire's ids and stores nothing."""
+        if not isinstance(event, str):
+            raise TypeError(f"an event name is a str, not a {type(event).__name__}")
+        if idempotency_key is not None and not isinstance(idempotency_key, str):
+            kind = type(idempotency_key).__name__
+            raise TypeError(f"idempotency_key must be a str, not a {kind}")
         _core.validate_event(event)
         body = self._body(payload)
         matcher, endpoints, enabled = await self._targets()

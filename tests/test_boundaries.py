@@ -1,0 +1,256 @@
+"""Bad input is refused where it is written, with a typed error, and nothing is stored: the
+mistakes a review found getting through (a flag read from an environment variable, a bare
+secret, credentials in a URL, header names in two letter cases, a bool where a number goes)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from oqronkit import (
+    CircuitBreaker,
+    ConfigurationError,
+    Endpoint,
+    OqronKit,
+    RateLimit,
+    Retries,
+    Security,
+    Throttle,
+    sign_webhook_payload,
+    verify_webhook_signature,
+)
+from oqronkit.signing import sign_standard_webhook, verify_standard_webhook
+from tests.conftest import BackendFactory
+from tests.receiver import Receiver
+from tests.test_dispatch import make_kit, status_of
+
+pytestmark = pytest.mark.anyio
+
+URL = "https://example.com/hooks"
+STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: OqronKit(allow_private_networks="false"),  # truthy: it would open everything
+        lambda: OqronKit(allow_private_networks=1),
+        lambda: OqronKit(allow_networks="10.0.0.0/8"),  # one network, read as characters
+        lambda: OqronKit(dispatch="no"),
+        lambda: Security("s", include_timestamp="no"),
+        lambda: Endpoint("e", URL, ["**"], enabled="no"),
+    ],
+)
+def test_a_flag_must_be_a_bool_not_text_that_reads_as_true(make: Any) -> None:
+    with pytest.raises(ConfigurationError, match=r"True or False|list of networks"):
+        make()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: OqronKit(lease=True),
+        lambda: OqronKit(hook_timeout=True),
+        lambda: OqronKit(max_connections=True),
+        lambda: OqronKit(response_body_cap=True),
+        lambda: Endpoint("e", URL, ["**"], timeout=True),
+        lambda: Endpoint("e", URL, ["**"], max_in_flight=True),
+        lambda: Retries(base_delay=True),
+        lambda: Retries(max=True),
+        lambda: RateLimit(max=True, per=1.0),
+        lambda: Throttle(max=10, per=True),
+        lambda: CircuitBreaker(failure_threshold=True),
+        lambda: CircuitBreaker(half_open_max=True),
+        lambda: CircuitBreaker(failure_threshold=2.5),
+        lambda: RateLimit(max="10", per=1.0),
+    ],
+)
+def test_a_number_must_be_a_number_not_a_bool(make: Any) -> None:
+    with pytest.raises(ConfigurationError, match="number"):
+        make()
+
+
+async def test_a_webhook_timeout_given_as_a_bool_is_refused_and_not_stored(
+    make_backend: BackendFactory,
+) -> None:
+    kit = make_kit(make_backend)
+    async with kit:
+        with pytest.raises(ConfigurationError, match="timeout"):
+            kit.webhook("w", endpoints=[], timeout=True)
+        runtime = await kit.create_webhook("r", endpoints=[Endpoint("e", URL, ["**"])])
+        with pytest.raises(ConfigurationError, match="timeout"):
+            await kit.update_webhook("r", timeout=True)
+        with pytest.raises(ConfigurationError, match="expected a Retries"):
+            await kit.update_webhook("r", retries={"max": 1})
+        with pytest.raises(ConfigurationError, match="expected a Retries"):
+            await runtime.update_endpoint("e", retries={"max": 1})
+        assert runtime.timeout == 30.0
+        [endpoint] = await runtime.endpoints()
+        assert endpoint.retries is None
+        assert [w.name for w in await kit.webhooks()] == ["r"]
+
+
+@pytest.mark.parametrize("security", ["whsec-platform", b"secret", ["s"]])
+def test_security_is_a_security_or_a_callable_not_a_bare_secret(security: Any) -> None:
+    kit = OqronKit()
+    with pytest.raises(ConfigurationError, match=r"Security\(signing_secret=\.\.\.\)"):
+        kit.webhook("w", endpoints=[], security=security)
+    with pytest.raises(ConfigurationError, match=r"Security\(signing_secret=\.\.\.\)"):
+        Endpoint("e", URL, ["**"], security=security)
+    with pytest.raises(ConfigurationError, match="no webhook named"):
+        kit.get_webhook("w")
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        (5, "a secret or a list"),
+        ({"a", "b"}, "a secret or a list"),  # a set has no rotation order
+        (["a", 5], "str or bytes"),
+    ],
+)
+def test_every_signing_secret_is_checked(secret: Any, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        Security(secret)
+
+
+def test_the_standard_scheme_refuses_settings_it_would_ignore() -> None:
+    kit = OqronKit()
+    for security, problem in (
+        (Security(STANDARD_SECRET, signing_algorithm="sha512"), "signing_algorithm='sha512'"),
+        (Security(STANDARD_SECRET, signing_header="X-My-Sig"), "signing_header='X-My-Sig'"),
+        (Security(STANDARD_SECRET, include_timestamp=False), "include_timestamp=False"),
+        (Security(b"\xff\xfe"), "text"),
+    ):
+        with pytest.raises(ConfigurationError, match=problem):
+            kit.webhook("w", endpoints=[], security=security, scheme="standard")
+    with pytest.raises(ConfigurationError, match="a str"):
+        sign_standard_webhook("msg_1", b"{}", b"whsec_abc")  # type: ignore[arg-type]
+    kit.webhook("w", endpoints=[], security=Security(STANDARD_SECRET), scheme="standard")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://alice:hunter2@example.com/hooks",
+        "https://alice:hunter2@example.com:99999/hooks",  # a second problem: the port
+        "https://hunter2@example.com/hooks",
+    ],
+)
+def test_credentials_in_an_endpoint_url_are_refused_without_being_shown(url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Endpoint("e", url, ["**"])
+    assert "hunter2" not in str(caught.value)
+    assert "***@example.com" in str(caught.value)
+
+
+def test_user_agent_and_header_values_are_checked_where_they_are_given() -> None:
+    with pytest.raises(ConfigurationError, match="control character"):
+        OqronKit(user_agent="oqron\r\nX-Injected: yes")
+    with pytest.raises(ConfigurationError, match="needs a str value"):
+        Endpoint("e", URL, ["**"], headers={"X-Count": 5})  # type: ignore[dict-item]
+    with pytest.raises(ConfigurationError, match="given twice"):
+        Endpoint("e", URL, ["**"], headers={"X-Team": "a", "x-team": "b"})
+    with pytest.raises(ConfigurationError, match="given twice"):
+        OqronKit().webhook("w", endpoints=[], headers={"X-Team": "a", "X-TEAM": "b"})
+
+
+async def test_an_endpoints_header_replaces_the_webhooks_whatever_the_letter_case(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        headers={"X-Team": "webhook-default"},
+        endpoints=[
+            Endpoint(
+                "a",
+                receiver.url("/a"),
+                ["**"],
+                headers={"x-team": "endpoint", "x-acme-signature": "placeholder"},
+                security=Security("k", signing_header="X-Acme-Signature"),
+            )
+        ],
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("a.b", {})
+        await status_of(kit, delivery_id, "completed")
+    [request] = receiver.received()
+    sent = [name.lower() for name, _ in request.raw_headers]
+    assert sent.count("x-team") == 1 and request.headers["x-team"] == "endpoint"
+    assert sent.count("x-acme-signature") == 1
+    assert request.headers["x-acme-signature"].startswith("t=")
+
+
+@pytest.mark.parametrize("tolerance", [math.nan, -5, True, "300"])
+def test_a_verifiers_tolerance_must_be_seconds(tolerance: Any) -> None:
+    header = sign_webhook_payload(b"{}", "s")
+    with pytest.raises(ConfigurationError, match="tolerance"):
+        verify_webhook_signature(header, b"{}", "s", tolerance=tolerance)
+    headers = sign_standard_webhook("msg_1", b"{}", STANDARD_SECRET)
+    with pytest.raises(ConfigurationError, match="tolerance"):
+        verify_standard_webhook(headers, b"{}", STANDARD_SECRET, tolerance=tolerance)
+
+
+def test_an_endless_tolerance_accepts_any_timestamp() -> None:
+    old = sign_webhook_payload(b"{}", "s", timestamp=1_000)
+    assert verify_webhook_signature(old, b"{}", "s", tolerance=math.inf)
+    assert not verify_webhook_signature(old, b"{}", "s")
+    headers = sign_standard_webhook("msg_1", b"{}", STANDARD_SECRET, timestamp=1)
+    assert verify_standard_webhook(headers, b"{}", STANDARD_SECRET, tolerance=math.inf)
+    assert verify_standard_webhook(headers, b"{}", STANDARD_SECRET, tolerance=1e300)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"status": "failed"},  # a typo that would read as "no dead letters"
+        {"limit": 0},
+        {"limit": True},
+        {"since": "yesterday"},
+        {"until": math.nan},
+        {"event": 5},
+        {"webhook": ["w"]},
+    ],
+)
+async def test_listing_refuses_filters_that_cannot_match_what_was_meant(
+    filters: dict[str, Any],
+) -> None:
+    async with OqronKit() as kit:
+        with pytest.raises(ConfigurationError):
+            await kit.list_deliveries(**filters)
+
+
+async def test_fire_refuses_arguments_of_the_wrong_type_and_stores_nothing(
+    make_backend: BackendFactory,
+) -> None:
+    kit = make_kit(make_backend, dispatch=False)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", URL, ["**"])])
+    async with kit:
+        with pytest.raises(TypeError, match="event name is a str"):
+            await hook.fire(5, {})  # type: ignore[arg-type]
+        for key in (123, object(), b"key"):
+            with pytest.raises(TypeError, match="idempotency_key must be a str"):
+                await hook.fire("a.b", {}, idempotency_key=key)  # type: ignore[arg-type]
+        assert await kit.list_deliveries() == []
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "problem"),
+    [
+        (None, "list of Endpoint objects"),
+        ([{"name": "a"}], "Endpoint objects"),
+        ([Endpoint("a", URL, ["**"]), "b"], "Endpoint objects"),
+    ],
+)
+def test_a_webhooks_endpoints_are_endpoints(endpoints: Any, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        OqronKit().webhook("w", endpoints=endpoints)
+
+
+@pytest.mark.parametrize("events", [None, 5, [b"a.b"], ["a.b", None]])
+def test_an_endpoints_events_are_pattern_strings(events: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        Endpoint("e", URL, events)
