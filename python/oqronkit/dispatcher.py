@@ -41,7 +41,7 @@ from oqronkit.events import EventKind, LifecycleEvent
 from oqronkit.guards import Probe
 from oqronkit.guards import Verdict as GuardVerdict
 from oqronkit.hooks import Hook, HookPool
-from oqronkit.models import Attempt, Claim, Delivery, Settlement
+from oqronkit.models import CANCELLED, Attempt, Claim, Delivery, Settlement
 from oqronkit.scopes import CancelScope
 from oqronkit.taskpool import TaskPool
 
@@ -132,7 +132,7 @@ class Dispatcher:
         while it went back, cancelled."""
         with anyio.CancelScope(shield=True):
             if token in self._cancelled:
-                await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
+                await self._settle(token, claim, CANCELLED)
             else:
                 await self._requeue_unsettled(token, claim, 0.0)
                 if token in self._cancelled:
@@ -313,7 +313,7 @@ class Dispatcher:
         sending: _Sending | None = None
         try:
             if token in self._cancelled:  # cancel_delivery before it began: nothing is sent
-                await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
+                await self._settle(token, claim, CANCELLED)
                 return
             self._scopes[token] = scope
             try:
@@ -360,7 +360,7 @@ class Dispatcher:
                 # cancel_delivery: no breaker failure, no on_dead, no attempt recorded.
                 await self._no_verdict(sending)
                 if token not in self._settled:
-                    await self._settle(token, claim, Settlement("cancelled", error="cancelled"))
+                    await self._settle(token, claim, CANCELLED)
             elif sending is not None and sending.response is None:  # its deadline passed
                 duration = self.kit.watchdog.clock() - sending.sent_at
                 sending.response = delivery.timed_out(sending.timeout, duration)

@@ -94,6 +94,10 @@ class Settlement(NamedTuple):
     error: str | None = None
 
 
+CANCELLED = Settlement("cancelled", error="cancelled")
+"""How an attempt stopped by `cancel_delivery` settles; a requeue settles so too when a cancel
+was asked while the attempt ran (its attempt, if one was made, is kept)."""
+
 Document: TypeAlias = Mapping[str, Any]  # a persisted definition, as JSON-compatible values
 WEBHOOK = ""  # the endpoint key of a webhook's own definition and pause flag
 

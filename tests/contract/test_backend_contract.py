@@ -368,6 +368,64 @@ async def test_cancel_by_status(backend: Backend) -> None:
     assert await backend.cancel("dlv_missing", T0) == "missing"
 
 
+
+@pytest.mark.parametrize(
+    "requeue",
+    [
+        Settlement("delayed", T0 + 5, Attempt(T0, 0.1, status=500), "HTTP 500"),  # a retry
+        Settlement("waiting", T0 + 2),  # a deferral, or a shutdown, with no attempt
+        Settlement("held", error="paused"),
+    ],
+)
+async def test_a_cancel_asked_during_an_attempt_wins_over_its_requeue(
+    backend: Backend, requeue: Settlement
+) -> None:
+    [delivery_id], _ = await fire(backend, ["a"])
+    await backend.claim("hooks", "w", T0, T0 + 30, limit=1)
+    assert await backend.cancel(delivery_id, T0 + 1) == "requested"
+    settled = await backend.settle(delivery_id, "w", requeue, T0 + 2)
+    assert settled is not None and settled.status == "cancelled"
+    assert settled.error == "cancelled" and settled.next_attempt_at is None
+    assert len(settled.attempts) == (requeue.attempt is not None)  # the attempt made is kept
+    assert await backend.claim("hooks", "w", T0 + 10, T0 + 40, limit=5) == []
+    assert await backend.next_due("hooks") is None
+
+
+async def test_an_attempt_that_delivered_is_completed_even_when_a_cancel_was_asked(
+    backend: Backend,
+) -> None:
+    [delivery_id], _ = await fire(backend, ["a"])
+    await backend.claim("hooks", "w", T0, T0 + 30, limit=1)
+    assert await backend.cancel(delivery_id, T0 + 1) == "requested"
+    done = Settlement("completed", attempt=Attempt(T0, 0.1, status=204))
+    settled = await backend.settle(delivery_id, "w", done, T0 + 2)
+    assert settled is not None and settled.status == "completed"
+
+
+async def test_a_cancel_of_a_delivery_whose_worker_is_gone_takes_effect_at_once(
+    backend: Backend,
+) -> None:
+    [delivery_id], _ = await fire(backend, ["a"])
+    await backend.claim("hooks", "crashed", T0, T0 + 30, limit=1)
+    assert await backend.cancel(delivery_id, T0 + 31) == "cancelled"  # its lease ran out
+    assert (await backend.get_delivery(delivery_id)).status == "cancelled"  # type: ignore[union-attr]
+    assert await backend.claim("hooks", "w2", T0 + 32, T0 + 62, limit=5) == []
+    assert await backend.settle(delivery_id, "crashed", Settlement("completed"), T0 + 33) is None
+    assert await backend.next_due("hooks") is None
+
+
+async def test_a_lease_that_runs_out_after_a_cancel_was_asked_is_cancelled_not_sent_again(
+    backend: Backend,
+) -> None:
+    [delivery_id], _ = await fire(backend, ["a"])
+    await backend.claim("hooks", "crashed", T0, T0 + 30, limit=1)
+    assert await backend.cancel(delivery_id, T0 + 1) == "requested"  # then its worker died
+    assert await backend.claim("hooks", "w2", T0 + 31, T0 + 61, limit=5) == []
+    delivery = await backend.get_delivery(delivery_id)
+    assert delivery is not None and delivery.status == "cancelled"
+    assert delivery.next_attempt_at is None
+    assert await backend.next_due("hooks") is None
+
 # ---------------------------------------------------------------- shared guard state
 
 

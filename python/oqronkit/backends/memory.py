@@ -15,6 +15,7 @@ from typing import Any
 from oqronkit.backends.base import DELETED, Backend, StateUpdate, T, glob_predicate
 from oqronkit.gc_pause import gc_paused
 from oqronkit.models import (
+    CANCELLED,
     QUEUED,
     TERMINAL,
     WEBHOOK,
@@ -227,11 +228,17 @@ class MemoryBackend(Backend):
             row = self._rows[entry[1]]
             if row.lease_owner == owner:
                 own.append(entry)  # never reclaim one's own work: it is still in flight
+            elif row.cancel_requested:  # asked to cancel, then its worker was gone
+                self._cancel(row, now)
             else:
                 self._requeue(row, now, now)
             self._prune_leases(leases)
         for entry in own:
             heapq.heappush(leases, entry)
+
+    def _cancel(self, row: _Row, now: float) -> None:
+        row.status, row.next_attempt_at, row.updated_at = "cancelled", None, now
+        row.lease_owner, row.cancel_requested = None, False
 
     def _is_paused(self, new: NewDelivery) -> bool:
         paused = self._paused
@@ -277,6 +284,8 @@ class MemoryBackend(Backend):
             row = self._rows.get(delivery_id)
             if row is None or row.status != "active" or row.lease_owner != owner:
                 return None
+            if row.cancel_requested and settlement.status not in TERMINAL:
+                settlement = CANCELLED._replace(attempt=settlement.attempt)  # the cancel wins
             row.cancel_requested = False
             if settlement.attempt is not None:
                 row.attempts += (settlement.attempt,)
@@ -298,10 +307,10 @@ class MemoryBackend(Backend):
                 return "missing"
             if row.status in TERMINAL:
                 return "finished"
-            if row.status == "active":
-                row.cancel_requested = True
+            if row.status == "active" and row.lease_until > now:
+                row.cancel_requested = True  # its worker stops the attempt
                 return "requested"
-            row.status, row.next_attempt_at, row.updated_at = "cancelled", None, now
+            self._cancel(row, now)  # queued, held, or its worker is gone
             return "cancelled"
 
     async def cancel_requested(self, owner: str, ids: Collection[str]) -> set[str]:

@@ -183,8 +183,10 @@ _INSERT_DELIVERIES: LiteralString = (
 
 _CLAIM: LiteralString = f"""
 WITH expired AS MATERIALIZED (
-    -- other owners' expired leases: ready again (held if paused meanwhile), due now
-    SELECT d.id, d.endpoint, %(now)s::float8 AS due, {_paused("d")} AS paused
+    -- other owners' expired leases: ready again (held if paused meanwhile), due now; or
+    -- cancelled, if that was asked before their worker was gone
+    SELECT d.id, d.endpoint, %(now)s::float8 AS due, {_paused("d")} AS paused,
+           d.cancel_requested AS cancel
     FROM deliveries d
     WHERE d.webhook = %(webhook)s AND d.status = 'active' AND d.lease_until <= %(now)s
       AND d.lease_owner <> %(owner)s
@@ -216,7 +218,7 @@ WITH expired AS MATERIALIZED (
            row_number() OVER (PARTITION BY endpoint ORDER BY due, id) AS nth
     FROM (SELECT id, endpoint, due FROM capped
           UNION ALL SELECT id, endpoint, due FROM free
-          UNION ALL SELECT id, endpoint, due FROM expired WHERE NOT paused) c
+          UNION ALL SELECT id, endpoint, due FROM expired WHERE NOT paused AND NOT cancel) c
 ), chosen AS MATERIALIZED (
     SELECT c.id, c.due FROM candidates c LEFT JOIN room ON room.endpoint = c.endpoint
     WHERE c.nth <= coalesce(room.room, %(limit)s)
@@ -231,8 +233,9 @@ WITH expired AS MATERIALIZED (
               d.idempotency_key, d.created_at, c.due
 ), requeued AS (
     UPDATE deliveries d
-    SET status = CASE WHEN e.paused THEN 'held' ELSE 'waiting' END, next_attempt_at = e.due,
-        updated_at = %(now)s, lease_owner = NULL, lease_until = NULL
+    SET status = CASE WHEN e.cancel THEN 'cancelled' WHEN e.paused THEN 'held' ELSE 'waiting' END,
+        next_attempt_at = CASE WHEN e.cancel THEN NULL ELSE e.due END,
+        updated_at = %(now)s, lease_owner = NULL, lease_until = NULL, cancel_requested = false
     FROM expired e WHERE d.id = e.id AND e.id NOT IN (SELECT id FROM chosen)
     RETURNING d.webhook, d.status
 )
@@ -244,16 +247,21 @@ LEFT JOIN (claimed c JOIN messages m ON m.id = c.message_id) ON true
 ORDER BY c.due, c.id
 """
 
+# A cancel asked while the attempt ran wins over any requeue (SET reads the old row).
+_CANCEL_WINS = "(d.cancel_requested AND %(status)s NOT IN ('completed', 'dead', 'cancelled'))"
 _SETTLE: LiteralString = f"""
 WITH settled AS (
     UPDATE deliveries d SET
-        status = CASE WHEN %(status)s IN ('waiting', 'delayed') AND {_paused("d")}
-                      THEN 'held' ELSE %(status)s END,
+        status = CASE WHEN {_CANCEL_WINS} THEN 'cancelled'
+                      WHEN %(status)s IN ('waiting', 'delayed') AND {_paused("d")} THEN 'held'
+                      ELSE %(status)s END,
         updated_at = %(now)s,
         -- held keeps its schedule for its release; finished ones have none
-        next_attempt_at = CASE WHEN %(status)s = 'held' THEN d.next_attempt_at
+        next_attempt_at = CASE WHEN {_CANCEL_WINS} THEN NULL
+                               WHEN %(status)s = 'held' THEN d.next_attempt_at
                                ELSE %(due)s::float8 END,
-        error = coalesce(%(error)s::text, d.error),
+        error = CASE WHEN {_CANCEL_WINS} THEN 'cancelled'
+                     ELSE coalesce(%(error)s::text, d.error) END,
         attempts = CASE WHEN %(attempt)s::jsonb IS NULL THEN d.attempts
                         ELSE d.attempts || jsonb_build_array(%(attempt)s::jsonb) END,
         attempts_made = d.attempts_made + CASE WHEN %(attempt)s::jsonb IS NULL THEN 0 ELSE 1 END,
@@ -278,14 +286,19 @@ SELECT {_DELIVERY_COLUMNS}, {_notify_ready("copy")} FROM copy
 
 _CANCEL: LiteralString = """
 WITH found AS MATERIALIZED (
-    SELECT id, status FROM deliveries WHERE id = %(id)s FOR UPDATE
+    -- an active one whose lease ran out lost its worker: it is cancelled like a queued one
+    SELECT id, CASE WHEN status = 'active' AND lease_until <= %(now)s THEN 'waiting'
+                    ELSE status END AS status
+    FROM deliveries WHERE id = %(id)s FOR UPDATE
 ), changed AS (
     -- a queued or held one is cancelled; an active one is flagged for its worker
     UPDATE deliveries d SET
         status = CASE WHEN f.status = 'active' THEN d.status ELSE 'cancelled' END,
-        cancel_requested = d.cancel_requested OR f.status = 'active',
+        cancel_requested = f.status = 'active',
         next_attempt_at = CASE WHEN f.status = 'active' THEN d.next_attempt_at END,
-        updated_at = CASE WHEN f.status = 'active' THEN d.updated_at ELSE %(now)s END
+        updated_at = CASE WHEN f.status = 'active' THEN d.updated_at ELSE %(now)s END,
+        lease_owner = CASE WHEN f.status = 'active' THEN d.lease_owner END,
+        lease_until = CASE WHEN f.status = 'active' THEN d.lease_until END
     FROM found f
     WHERE d.id = f.id AND f.status NOT IN ('completed', 'dead', 'cancelled')
     RETURNING d.id

@@ -117,6 +117,12 @@ local function requeue(id, w, e, due, now, status)
   redis.call('ZADD', qkey(w, e), due, id)
   return true
 end
+-- Cancels a delivery that is in no queue, held set or lease set (the caller took it out).
+local function cancel(id, now)
+  local d = dkey(id)
+  redis.call('HSET', d, 's', 'cancelled', 'u', now)
+  redis.call('HDEL', d, 'n', 'o', 'x')
+end
 -- The endpoints a webhook-wide (e == '') or endpoint operation covers.
 local function scope(w, e)
   if e == '' then return redis.call('SMEMBERS', ekey(w)) end
@@ -219,10 +225,11 @@ local left = {}
 for j = 7, #ARGV, 2 do left[ARGV[j]] = tonumber(ARGV[j + 1]) end
 local leases = lkey(w)
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now)) do
-  local f = redis.call('HMGET', dkey(id), 'o', 'e')
+  local f = redis.call('HMGET', dkey(id), 'o', 'e', 'x')
   if f[1] ~= owner then  -- one's own are still in flight: its heartbeat is merely late
     redis.call('ZREM', leases, id)
-    requeue(id, w, f[2], now, now, 'waiting')
+    if f[3] == '1' then cancel(id, now)  -- asked to cancel, then its worker was gone
+    else requeue(id, w, f[2], now, now, 'waiting') end
   end
 end
 -- A binary heap of {due, id, endpoint}: the earliest ready delivery of each endpoint.
@@ -330,9 +337,10 @@ return held
 _SETTLE = """
 local id, owner, now, status = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local d = dkey(id)
-local f = redis.call('HMGET', d, 's', 'o', 'w', 'e')
+local f = redis.call('HMGET', d, 's', 'o', 'w', 'e', 'x')
 if f[1] ~= 'active' or f[2] ~= owner then return {} end
 local w, e = f[3], f[4]
+local cancel_wins = f[5] == '1' and not terminal(status)  -- asked while the attempt ran
 redis.call('HDEL', d, 'x', 'o')
 redis.call('ZREM', lkey(w), id)
 local attempt = ARGV[7]
@@ -344,7 +352,10 @@ if attempt ~= '' then
   redis.call('HINCRBY', d, 'am', 1)
 end
 if ARGV[8] ~= '' then redis.call('HSET', d, 'err', string.sub(ARGV[8], 2)) end
-if status == 'waiting' or status == 'delayed' then
+if cancel_wins then
+  redis.call('HSET', d, 'err', 'cancelled')
+  cancel(id, now)
+elseif status == 'waiting' or status == 'delayed' then
   local due = now
   if ARGV[6] ~= '' then due = string.sub(ARGV[6], 2) end
   if requeue(id, w, e, due, now, status) and tonumber(due) <= tonumber(now) then wake(w) end
@@ -360,7 +371,8 @@ end
 return redis.call('HGETALL', d)
 """
 
-# Cancels a queued or held delivery, flags an active one; returns the outcome.
+# Cancels a queued or held delivery, or an active one whose lease ran out (its worker is gone);
+# flags one still in flight for its worker. Returns the outcome.
 _CANCEL = """
 local id, now = ARGV[2], ARGV[3]
 local d = dkey(id)
@@ -369,13 +381,14 @@ local s = f[1]
 if not s then return 'missing' end
 if terminal(s) then return 'finished' end
 if s == 'active' then
-  redis.call('HSET', d, 'x', '1')
-  return 'requested'
-end
-if s == 'held' then redis.call('SREM', hkey(f[2], f[3]), id)
+  if tonumber(redis.call('HGET', d, 'l')) > tonumber(now) then
+    redis.call('HSET', d, 'x', '1')  -- its worker stops the attempt
+    return 'requested'
+  end
+  redis.call('ZREM', lkey(f[2]), id)  -- its lease ran out: its worker is gone
+elseif s == 'held' then redis.call('SREM', hkey(f[2], f[3]), id)
 else redis.call('ZREM', qkey(f[2], f[3]), id) end
-redis.call('HSET', d, 's', 'cancelled', 'u', now)
-redis.call('HDEL', d, 'n')
+cancel(id, now)
 return 'cancelled'
 """
 

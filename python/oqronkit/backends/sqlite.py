@@ -23,6 +23,7 @@ from anyio.lowlevel import RunVar
 
 from oqronkit.backends.base import DELETED, Backend, SettleRequest, StateUpdate, glob_predicate
 from oqronkit.models import (
+    CANCELLED,
     TERMINAL,
     WEBHOOK,
     Attempt,
@@ -325,9 +326,12 @@ class SQLiteBackend(Backend):
         room: Mapping[str, int] | None = None,
     ) -> list[Claim]:
         def claim(conn: sqlite3.Connection) -> list[Claim]:
+            # Other owners' expired leases: queued again, or cancelled if that was asked.
             conn.execute(
-                f"UPDATE deliveries SET status = {_HELD_IF_PAUSED}, "
-                "next_attempt_at = ?, updated_at = ?, lease_owner = NULL, lease_until = NULL "
+                "UPDATE deliveries SET "
+                f"status = CASE WHEN cancel_requested THEN 'cancelled' ELSE {_HELD_IF_PAUSED} END, "
+                "next_attempt_at = CASE WHEN cancel_requested THEN NULL ELSE ? END, "
+                "updated_at = ?, lease_owner = NULL, lease_until = NULL, cancel_requested = 0 "
                 "WHERE webhook = ? AND status = 'active' AND lease_until <= ? AND lease_owner != ?",
                 (now, now, webhook, now, owner),
             )
@@ -418,21 +422,25 @@ class SQLiteBackend(Backend):
 
     async def cancel(self, delivery_id: str, now: float) -> CancelOutcome:
         def cancel(conn: sqlite3.Connection) -> CancelOutcome:
-            row = conn.execute("SELECT status FROM deliveries WHERE id = ?", (delivery_id,))
+            row = conn.execute(
+                "SELECT status, lease_until FROM deliveries WHERE id = ?", (delivery_id,)
+            )
             found = row.fetchone()
             if found is None:
                 return "missing"
-            status = found[0]
+            status, lease_until = found
             if status in TERMINAL:
                 return "finished"
-            if status == "active":
+            if status == "active" and lease_until is not None and lease_until > now:
+                # (an active one whose lease ran out lost its worker: cancelled below)
                 conn.execute(
                     "UPDATE deliveries SET cancel_requested = 1 WHERE id = ?", (delivery_id,)
                 )
                 return "requested"
             conn.execute(
                 "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, "
-                "updated_at = ? WHERE id = ?",
+                "updated_at = ?, lease_owner = NULL, lease_until = NULL, cancel_requested = 0 "
+                "WHERE id = ?",
                 (now, delivery_id),
             )
             return "cancelled"
@@ -623,35 +631,34 @@ def _settle(
     else:  # held keeps its schedule for its release; finished ones have none
         due = None
     attempt = _attempt_json(settlement.attempt) if settlement.attempt else None
+    # A cancel asked while the attempt ran wins over any requeue (SET reads the old row).
+    cancel_wins = "(cancel_requested AND :status NOT IN ('completed', 'dead', 'cancelled'))"
     row = conn.execute(
-        """
+        f"""
         UPDATE deliveries SET
-            status = CASE WHEN ? IN ('waiting', 'delayed') AND """
-        + _PAUSED
-        + """ THEN 'held' ELSE ? END,
-            updated_at = ?,
-            next_attempt_at = CASE WHEN ? = 'held' THEN next_attempt_at ELSE ? END,
-            error = COALESCE(?, error),
-            attempts = CASE WHEN ? IS NULL THEN attempts
-                            ELSE json_insert(attempts, '$[#]', json(?)) END,
-            attempts_made = attempts_made + (? IS NOT NULL),
+            status = CASE WHEN {cancel_wins} THEN 'cancelled'
+                          WHEN :status IN ('waiting', 'delayed') AND {_PAUSED} THEN 'held'
+                          ELSE :status END,
+            updated_at = :now,
+            next_attempt_at = CASE WHEN {cancel_wins} THEN NULL
+                                   WHEN :status = 'held' THEN next_attempt_at ELSE :due END,
+            error = CASE WHEN {cancel_wins} THEN :cancelled ELSE COALESCE(:error, error) END,
+            attempts = CASE WHEN :attempt IS NULL THEN attempts
+                            ELSE json_insert(attempts, '$[#]', json(:attempt)) END,
+            attempts_made = attempts_made + (:attempt IS NOT NULL),
             lease_owner = NULL, lease_until = NULL, cancel_requested = 0
-        WHERE id = ? AND status = 'active' AND lease_owner = ?
-        RETURNING """
-        + _DELIVERY_COLUMNS,
-        (
-            settlement.status,
-            settlement.status,
-            now,
-            settlement.status,
-            due,
-            settlement.error,
-            attempt,
-            attempt,
-            attempt,
-            delivery_id,
-            owner,
-        ),
+        WHERE id = :id AND status = 'active' AND lease_owner = :owner
+        RETURNING {_DELIVERY_COLUMNS}""",
+        {
+            "status": settlement.status,
+            "now": now,
+            "due": due,
+            "error": settlement.error,
+            "cancelled": CANCELLED.error,
+            "attempt": attempt,
+            "id": delivery_id,
+            "owner": owner,
+        },
     ).fetchone()
     return _delivery(row) if row else None
 
