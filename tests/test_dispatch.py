@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -32,10 +34,11 @@ from oqronkit import (
     Throttle,
     verify_webhook_signature,
 )
-from oqronkit.backends import MemoryBackend
+from oqronkit.backends import MemoryBackend, SQLiteBackend
 from oqronkit.backends.base import SettleRequest
+from oqronkit.dispatcher import RETRY_AFTER_ERROR
 from oqronkit.egress import EgressPolicy
-from oqronkit.models import Settlement
+from oqronkit.models import Claim, Settlement
 from oqronkit.webhooks import Webhook
 from tests.conftest import BackendFactory
 from tests.receiver import Receiver, Reply
@@ -578,6 +581,46 @@ class GatedRequeue(MemoryBackend):
             self.requeueing.set()
             await self.gate.wait()
         return await super().settle(delivery_id, owner, settlement, now)
+
+
+class FailingSettles(SQLiteBackend):
+    """A SQLite file whose next `failures` settles fail, as a full disk would fail them."""
+
+    def __init__(self, path: Path, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+        self.claims = 0
+
+    async def claim(self, *args: Any, **kwargs: Any) -> list[Claim]:
+        self.claims += 1
+        return await super().claim(*args, **kwargs)
+
+    async def settle_many(self, settles: Sequence[SettleRequest]) -> list[Delivery | None]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return await super().settle_many(settles)
+
+
+async def test_a_requeue_the_backend_refused_is_tried_again_not_left_leased(
+    receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The attempt's outcome cannot be stored, nor its requeue: the delivery stays leased to
+    this worker, which never takes back its own leases. It must be requeued once the backend
+    works again (and nothing may spin meanwhile), not stay `active` for good."""
+    backend = FailingSettles(tmp_path / "oqronkit.db", failures=2)
+    clock = FakeClock()
+    kit = OqronKit(backend, allow_private_networks=True, clock=clock)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+    with anyio.fail_after(10), caplog.at_level(logging.ERROR, logger="oqronkit"):
+        async with kit:
+            [delivery_id] = await hook.fire("a.b", {})
+            broken = await status_of(kit, delivery_id, "delayed")  # requeued on the next try
+            assert broken.attempts == () and "could not requeue; will try again" in caplog.text
+            clock.advance(RETRY_AFTER_ERROR)
+            await status_of(kit, delivery_id, "completed")
+    assert len(receiver.received("/a")) == 2  # at least once: the first answer was lost
+    assert backend.claims < 20
 
 
 @pytest.mark.parametrize("exit_by", ["leaving", "cancelling"])

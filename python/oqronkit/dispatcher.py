@@ -68,6 +68,9 @@ class Dispatcher:
         self._ahead: deque[tuple[int, Claim]] = deque()  # in flight, attempt not yet started
         self._ended = 0  # attempts ended since the claim loop last looked
         self._settled: set[int] = set()
+        # Claims whose requeue failed (the backend erred): still leased to this worker, which
+        # never takes back its own leases, so kept renewed and requeued by the claim loop.
+        self._unrequeued: dict[str, Settlement] = {}
         self._cancelled: set[int] = set()  # by cancel_delivery, not by a deadline
         # The scopes of attempts that cancel_delivery may still cut short (until the answer).
         self._scopes: dict[int, CancelScope] = {}
@@ -106,6 +109,11 @@ class Dispatcher:
             finally:  # after a drain, or when the kit itself is cancelled
                 self._stopping = True  # the attempts' task group is gone: nothing starts now
                 await self._requeue_unstarted()
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self._requeue_again(self.kit.clock.now())
+                    except Exception:  # their leases run out; another worker takes them
+                        log.exception("webhook %s: could not requeue", self.webhook.name)
             tg.cancel_scope.cancel()
             self._hooks.close()  # hooks under way may finish, within their timeout
 
@@ -195,6 +203,7 @@ class Dispatcher:
             bucket = None if throttle is None else guards.bucket(self.webhook.name, throttle)
             try:
                 await self._keep_leases(now)
+                await self._requeue_again(now)
                 room, opens = self._room(now)
                 limit = free
                 if bucket is not None:
@@ -384,7 +393,15 @@ class Dispatcher:
             try:
                 await self.kit.backend.settle(claim.id, self.owner, requeue, now)
             except Exception:
-                log.exception("delivery %s: could not requeue; its lease will expire", claim.id)
+                log.exception("delivery %s: could not requeue; will try again", claim.id)
+                self._unrequeued[claim.id] = requeue
+
+    async def _requeue_again(self, now: float) -> None:
+        """Requeues what `_requeue_unsettled` could not, oldest first; raises on the first
+        failure (the rest wait for the next try)."""
+        for delivery_id, requeue in list(self._unrequeued.items()):
+            await self.kit.backend.settle(delivery_id, self.owner, requeue, now)
+            del self._unrequeued[delivery_id]  # requeued, or no longer this worker's
 
     async def _heartbeat(self) -> None:
         failures = self.kit.loop_failures(f"webhook {self.webhook.name}: renewing leases")
@@ -400,10 +417,10 @@ class Dispatcher:
         """Renews the leases of attempts in flight once a third of the lease has passed; says
         whether it did. The claim loop calls it too, before claiming, so a stalled heartbeat
         (or a test's jumped clock) never lets another worker take work still in flight here."""
-        if not self._in_flight or now < self._renewed_at + self.kit.lease / 3:
+        if not (self._in_flight or self._unrequeued) or now < self._renewed_at + self.kit.lease / 3:
             return False
         self._renewed_at = now
-        ids = [claim.id for claim in self._in_flight.values()]
+        ids = [claim.id for claim in self._in_flight.values()] + list(self._unrequeued)
         await self.kit.backend.renew(self.owner, ids, now + self.kit.lease)
         return True
 

@@ -368,7 +368,6 @@ async def test_cancel_by_status(backend: Backend) -> None:
     assert await backend.cancel("dlv_missing", T0) == "missing"
 
 
-
 @pytest.mark.parametrize(
     "requeue",
     [
@@ -425,6 +424,7 @@ async def test_a_lease_that_runs_out_after_a_cancel_was_asked_is_cancelled_not_s
     assert delivery is not None and delivery.status == "cancelled"
     assert delivery.next_attempt_at is None
     assert await backend.next_due("hooks") is None
+
 
 # ---------------------------------------------------------------- shared guard state
 
