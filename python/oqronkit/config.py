@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 from urllib.parse import urlsplit
@@ -209,12 +209,11 @@ class Security:
         if scheme == "standard":
             # The spec fixes the algorithm and the headers: a setting it would ignore is refused.
             changed = [
-                f"{name}={getattr(self, name)!r}"
-                for name in ("signing_algorithm", "signing_header", "timestamp_header")
-                if getattr(self, name) != _SECURITY_DEFAULTS[name]
+                f"{setting.name}={getattr(self, setting.name)!r}"
+                for setting in fields(self)
+                if setting.name != "signing_secret"
+                and getattr(self, setting.name) != setting.default
             ]
-            if not self.include_timestamp:
-                changed.append("include_timestamp=False")
             if changed:
                 raise ConfigurationError(
                     "the standard scheme signs with HMAC-SHA256 in its own webhook-* headers: "
@@ -222,13 +221,6 @@ class Security:
                 )
             return standard_signers_for([_text(s) for s in self.secrets])
         return signers_for(self.secrets, self.signing_algorithm)
-
-
-_SECURITY_DEFAULTS = {
-    "signing_algorithm": "sha256",
-    "signing_header": "X-Oqron-Signature",
-    "timestamp_header": "X-Oqron-Timestamp",
-}
 
 
 def _text(secret: Secret) -> str:
