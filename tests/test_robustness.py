@@ -181,6 +181,12 @@ async def test_list_limit_must_be_positive(make_backend: BackendFactory) -> None
         "0.0.0.0",
         "fd00::1",
         "192.0.2.1",
+        # Ranges Python 3.11's `is_global` lets through:
+        "fec0::1",  # site-local, still assigned by Linux
+        "3fff::1",  # documentation
+        "5f00::1",  # SRv6
+        "192.0.0.8",
+        "192.88.99.1",
     ],
 )
 def test_egress_refuses_every_non_public_address(address: str) -> None:
@@ -189,7 +195,8 @@ def test_egress_refuses_every_non_public_address(address: str) -> None:
 
 
 def test_egress_allows_public_and_allow_listed_addresses() -> None:
-    assert EgressPolicy().permits(ipaddress.ip_address("93.184.216.34"))
+    for public in ("93.184.216.34", "2606:4700::1111", "2001:4860:4860::8888", "64:ff9b::808:808"):
+        assert EgressPolicy().permits(ipaddress.ip_address(public))
     assert EgressPolicy(allow=["10.0.0.0/8"]).permits(ipaddress.ip_address("10.9.9.9"))
 
 

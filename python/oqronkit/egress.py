@@ -50,8 +50,16 @@ class EgressPolicy:
         if self.allow_private_networks or any(address in n for n in self.allowed):
             return True
         # Globally routable only: this also refuses CGNAT (100.64/10, where some clouds keep
-        # their metadata service), benchmarking and documentation ranges.
-        return address.is_global and not address.is_multicast
+        # their metadata service), benchmarking and documentation ranges. `is_global` alone is
+        # not enough (its tables vary with the Python version, and 3.11 counts site-local
+        # fec0::/10 as global): IPv6 must be global unicast, and a few more ranges are named.
+        if isinstance(address, ipaddress.IPv6Address) and address not in _GLOBAL_UNICAST:
+            return False
+        return (
+            address.is_global
+            and not address.is_multicast
+            and not any(address in network for network in _NOT_PUBLIC)
+        )
 
     async def resolve(self, host: str, port: int) -> list[str]:
         """Every address of `host`, after checking that the policy permits each one."""
@@ -73,6 +81,15 @@ class EgressPolicy:
             )
         return [str(a) for a in addresses]
 
+
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+# Special-purpose ranges (IANA's registries) that some Python versions count as global.
+_NOT_PUBLIC: tuple[Network, ...] = (
+    ipaddress.IPv4Network("192.0.0.0/24"),  # IETF protocol assignments
+    ipaddress.IPv4Network("192.88.99.0/24"),  # 6to4 relay anycast (deprecated)
+    ipaddress.IPv6Network("3fff::/20"),  # documentation
+    ipaddress.IPv6Network("2001::/23"),  # IETF protocol assignments (Teredo and more)
+)
 
 # IPv6 ranges whose last 32 bits are an IPv4 address the packet ends up at.
 _CARRYING_IPV4 = (
