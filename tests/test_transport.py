@@ -110,6 +110,36 @@ def stray(handler: BaseHTTPRequestHandler) -> None:
     stray_sent.set()
 
 
+def stray_with(size: int) -> object:
+    """Answers with a body of `size` bytes and, in the same burst (corked into one write), a
+    second response nobody asked for: so the client reads both at once."""
+
+    def handler(h: BaseHTTPRequestHandler) -> None:
+        h.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        answer(200, b"x" * size)(h)  # type: ignore[operator]
+        h.wfile.flush()
+        h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+        h.wfile.flush()
+        h.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+
+    return handler
+
+
+def flood(unit: bytes, head: bytes = b"") -> object:
+    """Writes `head`, then `unit` over and over until the client goes away."""
+
+    def handler(h: BaseHTTPRequestHandler) -> None:
+        h.close_connection = True
+        try:
+            h.wfile.write(head)
+            for _ in range(100_000):
+                h.wfile.write(unit)
+        except OSError:
+            pass  # the client gave up: expected
+
+    return handler
+
+
 def swallow(handler: BaseHTTPRequestHandler) -> None:
     """Reads the request and closes without answering (a crash, nginx's 444)."""
     handler.close_connection = True
@@ -118,6 +148,15 @@ def swallow(handler: BaseHTTPRequestHandler) -> None:
 ROUTES = {
     "/stray": stray,
     "/swallow": swallow,
+    "/stray-burst": stray_with(2),
+    "/endless-trailers": flood(
+        b"X-Trailer: " + b"t" * 1000 + b"\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n",
+    ),
+    "/endless-interim": flood(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"),
+    "/endless-chunk-extensions": flood(
+        b"1;" + b"e" * 1000 + b"\r\nx\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ),
     "/upgrade": raw(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\n\r\n"),
     "/length": answer(200, b"hello"),
     "/chunked": raw(
@@ -237,8 +276,9 @@ connection, _ = listener.accept()
 connection.recv(65536)
 until = time.monotonic() + 4
 try:
-    while time.monotonic() < until:  # interim answers, never a final one
-        connection.sendall(b"HTTP/1.1 100 Continue\\r\\n\\r\\n" * 64)
+    connection.sendall(b"HTTP/1.1 200 OK\\r\\n\\r\\n")  # a body read until the server closes
+    while time.monotonic() < until:
+        connection.sendall(b"y" * 65536)
 except OSError:
     pass
 """
@@ -254,13 +294,13 @@ def flood_server() -> Iterator[str]:
         process.kill()
 
 
-async def test_a_flood_of_interim_answers_hits_the_deadline(flood_server: str) -> None:
+async def test_a_flood_of_bytes_always_there_to_read_hits_the_deadline(flood_server: str) -> None:
     """Bytes that are always there to read must not keep the reader from yielding: the
     deadline (and every other task) runs only when it does."""
     async with Http1Transport(egress=LOOPBACK) as transport:
         started = time.monotonic()
         with anyio.move_on_after(0.5) as deadline:
-            await post(transport, flood_server, body_cap=10)
+            await post(transport, flood_server, body_cap=1 << 40)
     assert deadline.cancelled_caught
     assert time.monotonic() - started < 2.0  # the flood lasts 4 s
 
@@ -417,6 +457,65 @@ async def test_bytes_no_request_asked_for_retire_the_connection(
     assert (await client.get(server.url + "/length")).text == "hello"  # not "stale"
     stray_port, length_port = server.ports("/stray")[0], server.ports("/length")[0]
     assert stray_port != length_port
+
+
+async def test_bytes_read_along_with_an_answer_retire_the_connection(
+    server: ScriptedServer, client: httpx.AsyncClient
+) -> None:
+    assert (await client.get(server.url + "/stray-burst")).status_code == 200
+    assert (await client.get(server.url + "/length")).text == "hello"  # not "stale"
+    assert server.ports("/stray-burst") != server.ports("/length")
+
+
+async def test_an_idle_connection_holding_bytes_in_a_layer_under_it_looks_closed(
+    server: ScriptedServer, tls_server: ScriptedServer, ca: trustme.CA
+) -> None:
+    """Stray bytes a layer under the transport already read off the socket (anyio's TLS
+    stream; asyncio's socket stream, which reads up to 256 KiB and hands out 64 KiB) are
+    where `select` cannot see them: the connection must still never carry a request."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    stray_sent.clear()
+    async with Http1Transport(egress=LOOPBACK, ssl_context=context) as transport:
+        for base in (server.url, f"https://localhost:{tls_server.port}"):
+            response = await transport.handle_async_request(httpx.Request("GET", base + "/stray"))
+            await response.aread()
+            await anyio.to_thread.run_sync(stray_sent.wait, 5)
+            stray_sent.clear()
+        await anyio.sleep(0.1)  # the stray responses are in
+        for [connection] in transport._idle.values():
+            assert await connection.stream.receive(1) == b"H"  # the layers hold the rest
+            assert connection.looks_closed()
+
+
+async def test_bytes_a_tls_stream_read_along_with_an_answer_retire_the_connection(
+    tls_server: ScriptedServer, ca: trustme.CA
+) -> None:
+    """Under TLS the stray bytes sit in the TLS layer (not yet decrypted), not in the socket."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    url = f"https://localhost:{tls_server.port}"
+    async with httpx.AsyncClient(
+        transport=Http1Transport(egress=LOOPBACK, ssl_context=context)
+    ) as http:
+        assert (await http.get(url + "/stray-burst")).text == "xx"
+        assert (await http.get(url + "/length")).text == "hello"  # not "stale"
+    assert tls_server.ports("/stray-burst") != tls_server.ports("/length")
+
+
+@pytest.mark.parametrize(
+    "path", ["/endless-trailers", "/endless-interim", "/endless-chunk-extensions"]
+)
+async def test_a_flood_of_framing_ends_the_response_long_before_its_deadline(
+    server: ScriptedServer, client: httpx.AsyncClient, path: str
+) -> None:
+    """Trailers, interim answers and chunk extensions are not body: the body cap does not
+    bound them, so the transport does (a reader would otherwise read until the deadline)."""
+    with anyio.fail_after(10):
+        with pytest.raises(httpx.RemoteProtocolError, match=r"too long|too many"):
+            async with client.stream("GET", server.url + path) as response:
+                async for _ in response.aiter_raw():
+                    pass
 
 
 async def test_stray_bytes_retire_the_connection_even_when_the_answer_came_first() -> None:

@@ -28,7 +28,7 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sized
 from typing import Any, TypeAlias
 
 import anyio
@@ -52,6 +52,11 @@ _NO_TIMEOUTS: Mapping[str, float | None] = {}
 
 READ_SIZE = 64 * 1024
 MAX_LINE = 8 * 1024  # a chunk-size or trailer line longer than this is a broken server
+# The bytes a response may spend on what is not its body: the chunk-size lines and trailers
+# of a chunked body, and interim (1xx) answers before the final one. A reader stops at its
+# body cap, so beyond these a server could make it read for ever (until the deadline).
+MAX_FRAMING = 1024 * 1024
+MAX_INTERIM = 10
 CHUNKED, UNTIL_CLOSE = -1, -2  # `length` values from `_core.parse_response_head`
 ANSWER_AFTER_FAILED_WRITE = 1.0  # seconds to wait for an early answer (413) after a write fails
 
@@ -86,7 +91,17 @@ class _Deadline:
 
 
 class _Connection:
-    __slots__ = ("buffer", "direct", "idle_since", "just_sent", "read_timeout", "socket", "stream")
+    __slots__ = (
+        "buffer",
+        "direct",
+        "idle_since",
+        "just_sent",
+        "read_queue",
+        "read_timeout",
+        "socket",
+        "ssl_buffers",
+        "stream",
+    )
 
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self.stream = stream
@@ -102,15 +117,43 @@ class _Connection:
         plain = isinstance(stream, anyio.abc.SocketStream) and in_trio_task()
         self.direct: socket.socket | None = self.socket if plain else None
         self.just_sent = False  # the next read comes right after a request went out
+        # Where the layers under this one keep bytes read off the socket that no response has
+        # used yet (see `holds_unread`): anyio's TLS stream, and asyncio's socket stream.
+        # anyio offers no public way to ask, so its attributes are read; a missing one is None.
+        under: object = stream
+        self.ssl_buffers: tuple[ssl.SSLObject, ssl.MemoryBIO] | None = None
+        if isinstance(stream, anyio.streams.tls.TLSStream):
+            ssl_object = stream.extra(anyio.streams.tls.TLSAttribute.ssl_object)
+            read_bio = getattr(stream, "_read_bio", None)
+            if isinstance(ssl_object, ssl.SSLObject) and isinstance(read_bio, ssl.MemoryBIO):
+                self.ssl_buffers = (ssl_object, read_bio)
+            under = stream.transport_stream
+        protocol = getattr(under, "_protocol", None)
+        self.read_queue: Sized | None = getattr(protocol, "read_queue", None)
 
     def looks_closed(self) -> bool:
         """An idle connection with anything to read has been closed by the server, or holds
         bytes no request asked for: either way it must not carry a request."""
+        if self.holds_unread():
+            return True
         try:
             readable, _, _ = select.select([self.socket.fileno()], [], [], 0)  # type: ignore[union-attr]
         except (AttributeError, OSError, ValueError):  # no socket, or it is closed
             return True
         return bool(readable)
+
+    def holds_unread(self) -> bool:
+        """Bytes read off the socket that no response used: a server sent more than its
+        answer, and the next request on this connection would get them as its own. Besides
+        `buffer`, anyio's TLS stream (bytes not yet decrypted, or decrypted and not taken)
+        and asyncio's socket stream (reads of up to 256 KiB, handed out 64 KiB at a time)
+        keep such bytes where `select` on the socket cannot see them."""
+        if self.buffer or self.read_queue:
+            return True
+        if self.ssl_buffers is not None:
+            ssl_object, read_bio = self.ssl_buffers
+            return bool(ssl_object.pending() or read_bio.pending)
+        return False
 
     async def send(self, data: bytes) -> None:
         try:
@@ -166,6 +209,7 @@ class _Connection:
     async def read_head(self, head_request: bool) -> Head:
         """The final (non-1xx) response head; the body's first bytes stay in `buffer`."""
         received = False
+        interim = 0
         while True:
             try:
                 parsed = _core.parse_response_head(self.buffer, head_request)
@@ -176,8 +220,11 @@ class _Connection:
                 self.buffer = self.buffer[consumed:]
                 if status == 101:  # never asked for: the connection speaks something else now
                     raise httpx.RemoteProtocolError("unexpected 101 Switching Protocols")
-                if 100 <= status < 200:
-                    continue  # 100 Continue, 103 Early Hints: the answer follows
+                if 100 <= status < 200:  # 100 Continue, 103 Early Hints: the answer follows
+                    interim += 1
+                    if interim > MAX_INTERIM:
+                        raise httpx.RemoteProtocolError("too many interim (1xx) responses")
+                    continue
                 return status, reason, headers, length, keep_alive
             data = await self.receive()
             if not data:
@@ -245,7 +292,7 @@ class _ResponseBody(httpx.AsyncByteStream):
             raise
         # Read to the end: the connection can carry the next request.
         self._connection = None
-        if self._keep_alive and not connection.buffer:
+        if self._keep_alive and not connection.holds_unread():
             await self._transport._release(self._origin, connection)
         else:
             await connection.aclose()
@@ -283,13 +330,23 @@ class _ResponseBody(httpx.AsyncByteStream):
 
     @classmethod
     async def _chunked(cls, connection: _Connection) -> AsyncGenerator[bytes, None]:
+        framing = 0  # bytes of chunk-size lines and trailers
+
+        async def framing_line() -> bytes:
+            nonlocal framing
+            line = await cls._line(connection)
+            framing += len(line) + 2
+            if framing > MAX_FRAMING:
+                raise httpx.RemoteProtocolError("the chunked encoding's framing is too long")
+            return line
+
         while True:
-            size_text = (await cls._line(connection)).split(b";", 1)[0].strip()
+            size_text = (await framing_line()).split(b";", 1)[0].strip()
             if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
                 raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}")
             size = int(size_text, 16)
             if size == 0:
-                while await cls._line(connection):  # trailers, up to the blank line
+                while await framing_line():  # trailers, up to the blank line
                     pass
                 return
             while size > 0:
