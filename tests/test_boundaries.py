@@ -234,6 +234,9 @@ async def test_fire_refuses_arguments_of_the_wrong_type_and_stores_nothing(
         for key in (123, object(), b"key"):
             with pytest.raises(TypeError, match="idempotency_key must be a str"):
                 await hook.fire("a.b", {}, idempotency_key=key)  # type: ignore[arg-type]
+        for text in ("", "order\x00-1", "line\nbreak"):  # "" was ignored on PostgreSQL only
+            with pytest.raises(ValueError, match="idempotency_key must be printable"):
+                await hook.fire("a.b", {}, idempotency_key=text)
         assert await kit.list_deliveries() == []
 
 

@@ -44,6 +44,22 @@ async def test_non_ascii_event_names_are_delivered(
     assert unquote(request.headers["x-oqron-event"]) == "user.café"
 
 
+async def test_a_response_body_with_nul_and_bad_utf8_is_stored_alike_on_every_backend(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    """PostgreSQL's jsonb cannot hold NUL: the settle failed for good there, and the delivery
+    was sent again every few seconds, never completed (with a batch's other settles)."""
+    receiver.respond("/a", then=Reply(200, b"ok\x00\xff"))
+    kit = make_kit(make_backend)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+    async with kit:
+        [delivery_id] = await hook.fire("a.b", {})
+        delivered = await status_of(kit, delivery_id, "completed")
+    [attempt] = delivered.attempts
+    assert attempt.response_body == "ok\ufffd\ufffd"
+    assert len(receiver.received("/a")) == 1
+
+
 def test_definitions_refuse_what_http_cannot_carry() -> None:
     with pytest.raises(ConfigurationError, match="ASCII"):
         Endpoint("a", "https://example.com/", ["**"], headers={"X-Team": "Zoë"})

@@ -142,7 +142,9 @@ async def send(
         verdict,
         clock() - started,
         status=status,
-        body=raw.decode("utf-8", errors="replace") if raw else None,
+        # NUL is replaced too, as invalid UTF-8 is: every backend stores the same text, and
+        # PostgreSQL's jsonb cannot hold it.
+        body=raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd") if raw else None,
         # Only a retry waits for it.
         retry_after=_header(response_headers, b"retry-after") if verdict is Verdict.RETRY else None,
     )

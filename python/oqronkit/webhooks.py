@@ -495,9 +495,12 @@ class Webhook:
         the kit's idempotency window returns the first fire's ids and stores nothing."""
         if not isinstance(event, str):
             raise TypeError(f"an event name is a str, not a {type(event).__name__}")
-        if idempotency_key is not None and not isinstance(idempotency_key, str):
-            kind = type(idempotency_key).__name__
-            raise TypeError(f"idempotency_key must be a str, not a {kind}")
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str):
+                kind = type(idempotency_key).__name__
+                raise TypeError(f"idempotency_key must be a str, not a {kind}")
+            if not idempotency_key.isprintable() or not idempotency_key:
+                raise ValueError(f"idempotency_key must be printable text, not {idempotency_key!r}")
         _core.validate_event(event)
         body = self._body(payload)
         matcher, endpoints, enabled = await self._targets()

@@ -413,6 +413,17 @@ async def test_a_cancel_of_a_delivery_whose_worker_is_gone_takes_effect_at_once(
     assert await backend.next_due("hooks") is None
 
 
+async def test_a_delivery_taken_over_from_an_expired_lease_is_due_when_taken(
+    backend: Backend,
+) -> None:
+    [delivery_id], _ = await fire(backend, ["a"])
+    await backend.claim("hooks", "crashed", T0, T0 + 30, limit=1)
+    [claim] = await backend.claim("hooks", "w2", T0 + 100, T0 + 130, limit=1)
+    assert claim.id == delivery_id
+    delivery = await backend.get_delivery(delivery_id)
+    assert delivery is not None and delivery.next_attempt_at == T0 + 100
+
+
 async def test_a_lease_that_runs_out_after_a_cancel_was_asked_is_cancelled_not_sent_again(
     backend: Backend,
 ) -> None:

@@ -227,7 +227,7 @@ WITH expired AS MATERIALIZED (
 ), claimed AS (
     UPDATE deliveries d
     SET status = 'active', lease_owner = %(owner)s, lease_until = %(lease_until)s,
-        updated_at = %(now)s
+        updated_at = %(now)s, next_attempt_at = c.due  -- an expired lease's: now, as requeued
     FROM chosen c WHERE d.id = c.id
     RETURNING d.id, d.message_id, d.webhook, d.endpoint, d.event, d.attempts_made,
               d.idempotency_key, d.created_at, c.due
