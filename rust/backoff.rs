@@ -99,7 +99,8 @@ impl Backoff {
     ) -> f64 {
         let delay = self.delay(attempt, unit);
         match retry_after {
-            Some(wish) if wish.is_finite() => delay.max(wish.clamp(0.0, retry_after_cap)),
+            // max then min, not clamp: a NaN or negative cap (a caller's mistake) must not panic.
+            Some(wish) if wish.is_finite() => delay.max(wish.min(retry_after_cap).max(0.0)),
             _ => delay,
         }
     }

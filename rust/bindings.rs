@@ -24,6 +24,18 @@ pyo3::import_exception!(oqronkit.errors, InvalidEventName);
 /// Work below this many bytes is cheaper done holding the GIL than paying to release it.
 const DETACH_THRESHOLD: usize = 64 * 1024;
 
+/// A time from Python: finite, or a ValueError before the core sees it (a NaN or an infinity
+/// would stay in a breaker's or a bucket's state for good).
+fn finite(what: &str, value: f64) -> PyResult<f64> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{what} must be a finite time, not {value}"
+        )))
+    }
+}
+
 fn glob_error(err: GlobError) -> PyErr {
     match err {
         GlobError::InvalidPattern { .. } => InvalidPattern::new_err(err.to_string()),
@@ -135,12 +147,23 @@ impl PyMatcher {
 }
 
 #[pyfunction]
-fn validate_event(event: &str) -> PyResult<()> {
+fn validate_event(event: &Bound<'_, PyString>) -> PyResult<()> {
+    // A str that is not valid Unicode (a lone surrogate) is a bad name, not an encoding error.
+    let Ok(event) = event.to_str() else {
+        return Err(InvalidEventName::new_err(format!(
+            "invalid event name {event}: it is not valid Unicode (a lone surrogate?)"
+        )));
+    };
     matcher::validate_event(event).map_err(glob_error)
 }
 
 #[pyfunction]
-fn validate_pattern(pattern: &str) -> PyResult<()> {
+fn validate_pattern(pattern: &Bound<'_, PyString>) -> PyResult<()> {
+    let Ok(pattern) = pattern.to_str() else {
+        return Err(InvalidPattern::new_err(format!(
+            "invalid event pattern {pattern}: it is not valid Unicode (a lone surrogate?)"
+        )));
+    };
     matcher::validate_pattern(pattern).map_err(glob_error)
 }
 
@@ -221,8 +244,15 @@ fn write_array<'py>(
 // ---------------------------------------------------------------- ids
 
 #[pyfunction]
-fn sequential_ids(head: &str, first: u64, count: usize, tail: &str) -> Vec<String> {
-    ids::sequential_ids(head, first, count, tail)
+fn sequential_ids(head: &str, first: u64, count: usize, tail: &str) -> PyResult<Vec<String>> {
+    // Stamps are milliseconds << 16 | sequence: more ids than that at once is a caller's bug
+    // (and a huge count would abort the process on allocation).
+    if count > 1 << 24 {
+        return Err(PyValueError::new_err(format!(
+            "{count} ids at once is too many"
+        )));
+    }
+    Ok(ids::sequential_ids(head, first, count, tail))
 }
 
 // ---------------------------------------------------------------- signing
@@ -333,8 +363,8 @@ fn verify_standard(
     signature: &str,
     body: &Bound<'_, PyAny>,
     signers: Vec<PyRef<'_, PySigner>>,
-    now_s: u64,
-    tolerance_s: u64,
+    now_ms: u64,
+    tolerance_ms: u64,
 ) -> PyResult<bool> {
     let signers = signers_of(&signers);
     with_bytes(body, "body", |body| {
@@ -344,8 +374,8 @@ fn verify_standard(
             signature,
             body,
             &signers,
-            now_s,
-            tolerance_s,
+            now_ms,
+            tolerance_ms,
         )
         .is_ok()
     })
@@ -392,17 +422,17 @@ impl PyTokenBucket {
     #[pyo3(signature = (now, n = 1.0))]
     fn try_acquire(&mut self, now: f64, n: f64) -> PyResult<Option<f64>> {
         self.inner
-            .try_acquire(now, n)
+            .try_acquire(finite("now", now)?, n)
             .map(wait_of)
             .map_err(bucket_error)
     }
 
-    fn available(&self, now: f64) -> f64 {
-        self.inner.available(now)
+    fn available(&self, now: f64) -> PyResult<f64> {
+        Ok(self.inner.available(finite("now", now)?))
     }
 
-    fn allowance(&self, now: f64) -> u64 {
-        self.inner.allowance(now)
+    fn allowance(&self, now: f64) -> PyResult<u64> {
+        Ok(self.inner.allowance(finite("now", now)?))
     }
 
     fn snapshot(&self) -> (f64, Option<f64>) {
@@ -411,7 +441,9 @@ impl PyTokenBucket {
 
     fn restore(&mut self, state: (f64, Option<f64>)) -> PyResult<()> {
         let (max, per) = (self.inner.capacity(), self.inner.per());
-        self.inner = TokenBucket::with_state(max, per, state.0, state.1).map_err(bucket_error)?;
+        let tokens = finite("tokens", state.0)?;
+        let updated_at = state.1.map(|at| finite("updated_at", at)).transpose()?;
+        self.inner = TokenBucket::with_state(max, per, tokens, updated_at).map_err(bucket_error)?;
         Ok(())
     }
 
@@ -448,7 +480,7 @@ impl PyKeyedBuckets {
     #[pyo3(signature = (key, now, n = 1.0))]
     fn try_acquire(&mut self, key: &str, now: f64, n: f64) -> PyResult<Option<f64>> {
         self.inner
-            .try_acquire(key, now, n)
+            .try_acquire(key, finite("now", now)?, n)
             .map(wait_of)
             .map_err(bucket_error)
     }
@@ -509,25 +541,28 @@ impl PyCircuitBreaker {
     /// `(None, probe)` when a call may go through now: `probe` is the number of the half-open
     /// period it is a probe of (None while closed), for `release`. `(retry_at, None)` when not:
     /// the time at which to ask again.
-    fn allow(&mut self, now: f64) -> (Option<f64>, Option<u64>) {
-        match self.inner.allow(now) {
+    fn allow(&mut self, now: f64) -> PyResult<(Option<f64>, Option<u64>)> {
+        Ok(match self.inner.allow(finite("now", now)?) {
             Permit::Allowed { probe } => (None, probe),
             Permit::Rejected { retry_at } => (Some(retry_at), None),
-        }
+        })
     }
 
-    fn record_success(&mut self, now: f64) {
-        self.inner.record_success(now)
+    fn record_success(&mut self, now: f64) -> PyResult<()> {
+        self.inner.record_success(finite("now", now)?);
+        Ok(())
     }
 
-    fn record_failure(&mut self, now: f64) {
-        self.inner.record_failure(now)
+    fn record_failure(&mut self, now: f64) -> PyResult<()> {
+        self.inner.record_failure(finite("now", now)?);
+        Ok(())
     }
 
     /// A call let through ended with no verdict; `probe` is what `allow` said of it. Only a
     /// probe of the half-open period still running frees a slot.
-    fn release(&mut self, now: f64, probe: Option<u64>) {
-        self.inner.release(now, probe)
+    fn release(&mut self, now: f64, probe: Option<u64>) -> PyResult<()> {
+        self.inner.release(finite("now", now)?, probe);
+        Ok(())
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -543,6 +578,7 @@ impl PyCircuitBreaker {
 
     fn restore(&mut self, snapshot: Snapshot) -> PyResult<()> {
         let (name, count, at, periods) = snapshot;
+        let at = finite("the state's time", at)?;
         let state = match name.as_str() {
             "closed" => BreakerState::Closed { failures: count },
             "open" => BreakerState::Open { opened_at: at },

@@ -140,7 +140,7 @@ impl CircuitBreaker {
 
     /// Starts a half-open period with one probe, let through at `now`.
     fn begin_period(&mut self, now: f64) -> Permit {
-        self.periods += 1;
+        self.periods = self.periods.wrapping_add(1); // only compared for equality
         self.state = BreakerState::HalfOpen {
             probes: 1,
             since: now,
@@ -192,12 +192,14 @@ impl CircuitBreaker {
     /// A late failure while open changes nothing: the timer is not pushed back.
     pub fn record_failure(&mut self, now: f64) {
         match self.state {
-            BreakerState::Closed { failures } if failures + 1 >= self.policy.failure_threshold => {
+            BreakerState::Closed { failures }
+                if failures.saturating_add(1) >= self.policy.failure_threshold =>
+            {
                 self.state = BreakerState::Open { opened_at: now }
             }
             BreakerState::Closed { failures } => {
                 self.state = BreakerState::Closed {
-                    failures: failures + 1,
+                    failures: failures.saturating_add(1),
                 }
             }
             BreakerState::HalfOpen { .. } => self.state = BreakerState::Open { opened_at: now },

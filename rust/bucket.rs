@@ -11,6 +11,10 @@ use std::fmt;
 /// as paid. Unix timestamps as f64 only resolve ~0.2 µs, so waiting exactly the advertised time
 /// must not fall short by a rounding error.
 const SLACK_SECONDS: f64 = 1e-6;
+/// ...but never more than this many tokens: a fast bucket (a million a second) would otherwise
+/// give whole tokens away. The slack taken is owed (tokens go that far below zero) and repaid by
+/// the next refill, so it is never given twice.
+const MAX_SLACK_TOKENS: f64 = 1e-3;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum BucketError {
@@ -77,7 +81,7 @@ impl TokenBucket {
         updated_at: Option<f64>,
     ) -> Result<Self, BucketError> {
         let mut bucket = TokenBucket::new(max, per)?;
-        bucket.tokens = tokens.clamp(0.0, max);
+        bucket.tokens = tokens.clamp(-MAX_SLACK_TOKENS, max);
         bucket.updated_at = updated_at;
         Ok(bucket)
     }
@@ -112,7 +116,11 @@ impl TokenBucket {
 
     /// How many whole tokens `try_acquire` would grant at `now` (without taking any).
     pub fn allowance(&self, now: f64) -> u64 {
-        (self.available(now) + self.rate() * SLACK_SECONDS).floor() as u64
+        (self.available(now) + self.slack()).floor().max(0.0) as u64
+    }
+
+    fn slack(&self) -> f64 {
+        (self.rate() * SLACK_SECONDS).min(MAX_SLACK_TOKENS)
     }
 
     /// Takes `n` tokens if they are there; otherwise says how long until they are.
@@ -127,8 +135,8 @@ impl TokenBucket {
         self.tokens = self.available(now);
         let counted_at = self.updated_at.map_or(now, |last| last.max(now));
         self.updated_at = Some(counted_at);
-        if self.tokens + self.rate() * SLACK_SECONDS >= n {
-            self.tokens = (self.tokens - n).max(0.0);
+        if self.tokens + self.slack() >= n {
+            self.tokens -= n; // below zero by at most the slack: owed to the next refill
             Ok(Acquire::Allowed)
         } else {
             // Refill runs from `counted_at`, which is later than `now` if the clock stepped back.

@@ -343,15 +343,16 @@ pub fn verify_standard(
     signature: &str,
     body: &[u8],
     signers: &[Signer],
-    now_s: u64,
-    tolerance_s: u64,
+    now_ms: u64,
+    tolerance_ms: u64,
 ) -> Result<(), Rejection> {
     if msg_id.is_empty() {
         return Err(Rejection::Malformed("webhook-id is empty"));
     }
     let timestamp = parse_timestamp(timestamp)
         .ok_or(Rejection::Malformed("webhook-timestamp is not an integer"))?;
-    if !within(timestamp, now_s, tolerance_s) {
+    // The header is in seconds; `now` in milliseconds, so a fraction of a second counts.
+    if !within(timestamp.saturating_mul(1000), now_ms, tolerance_ms) {
         return Err(Rejection::OutsideTolerance);
     }
     let decoded: Vec<Vec<u8>> = signature
@@ -481,8 +482,8 @@ mod tests {
             &format!("v1a,xyz {header}"),
             b"{\"test\": 2432232314}",
             std::slice::from_ref(&s),
-            1614265330 + 10,
-            300,
+            (1614265330 + 10) * 1000,
+            300_000,
         );
         assert_eq!(ok, Ok(()));
         let late = verify_standard(
@@ -491,8 +492,8 @@ mod tests {
             &header,
             b"{\"test\": 2432232314}",
             &[s],
-            1614265330 + 301,
-            300,
+            (1614265330 + 300) * 1000 + 1,
+            300_000,
         );
         assert_eq!(late, Err(Rejection::OutsideTolerance));
         assert!(Signer::standard("whsec_!!!").is_err());

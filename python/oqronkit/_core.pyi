@@ -29,12 +29,13 @@ __all__ = [
 class Matcher:
     """The event globs of many endpoints compiled into one trie; endpoint ids are positions."""
 
-    def __new__(cls, endpoints: Sequence[Sequence[str]]) -> Self: ...
+    # Lists or tuples, not any Sequence: a str is a Sequence[str], and is refused.
+    def __new__(cls, endpoints: Sequence[list[str] | tuple[str, ...]]) -> Self: ...
     @property
     def endpoint_count(self) -> int: ...
     def match(self, event: str) -> tuple[int, ...]:
         """Ids of the endpoints with a pattern matching `event`, ascending."""
-    def match_many(self, events: Sequence[str]) -> list[tuple[int, ...]]:
+    def match_many(self, events: list[str] | tuple[str, ...]) -> list[tuple[int, ...]]:
         """`match` for each event, in one call (releases the GIL)."""
 
 def validate_event(event: str) -> None: ...
@@ -76,8 +77,8 @@ def verify_standard(
     signature: str,
     body: str | bytes,
     signers: Sequence[Signer],
-    now_s: int,
-    tolerance_s: int,
+    now_ms: int,
+    tolerance_ms: int,
 ) -> bool: ...
 
 @final

@@ -4,6 +4,7 @@ The Rust core validates what it owns (patterns, limits, breaker policy, backoff,
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -77,16 +78,29 @@ def check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def _check_numbers(policy: object, whole: tuple[str, ...], real: tuple[str, ...] = ()) -> None:
-    """The named settings of a policy are numbers (`whole` ones ints) before the Rust core
-    checks their ranges. A bool is not one: Python and the core would read True as 1."""
+    """The named settings of a policy are numbers (`whole` ones ints that fit the core's 32
+    bits) before the Rust core checks their ranges. A bool is not one: Python and the core
+    would read True as 1."""
     for names, kinds in ((whole, int), (real, int | float)):
         for name in names:
             value = getattr(policy, name)
-            if isinstance(value, bool) or not isinstance(value, kinds):
-                what = "a whole number" if kinds is int else "a number"
+            what = "a whole number from 0 to 2**32 - 1" if kinds is int else "a finite number"
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, kinds)
+                or (kinds is int and not 0 <= value < 2**32)
+                or (kinds is not int and not _finite(value))
+            ):
                 raise ConfigurationError(
                     f"{type(policy).__name__}.{name} must be {what}, not {value!r}"
                 )
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def check_seconds(name: str, value: float | None, *, allow_none: bool = False) -> None:
@@ -122,6 +136,13 @@ class Retries:
         return _core.Backoff(self.strategy, self.base_delay, self.max_delay, self.jitter)
 
 
+def _check_limit(limit: RateLimit | Throttle) -> None:
+    _check_numbers(limit, (), ("max", "per"))
+    if limit.max < 1:  # every request takes a whole token: none would ever go
+        raise ConfigurationError(f"{type(limit).__name__}.max must be at least 1, not {limit.max}")
+    _core.TokenBucket(limit.max, limit.per)
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     """At most `max` requests per `per` seconds to one endpoint (a token bucket)."""
@@ -130,8 +151,7 @@ class RateLimit:
     per: float
 
     def __post_init__(self) -> None:
-        _check_numbers(self, (), ("max", "per"))
-        _core.TokenBucket(self.max, self.per)
+        _check_limit(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +162,7 @@ class Throttle:
     per: float
 
     def __post_init__(self) -> None:
-        _check_numbers(self, (), ("max", "per"))
-        _core.TokenBucket(self.max, self.per)
+        _check_limit(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,15 +110,14 @@ def verify_standard_webhook(
         signature = lowered["webhook-signature"]
     except KeyError:
         return False
-    now_s = int(time.time() if now is None else now)
     return _core.verify_standard(
         msg_id,
         timestamp,
         signature,
         body,
         standard_signers_for(secret),
-        now_s,
-        int(_tolerance(tolerance)),
+        _now_ms(now),
+        _tolerance_ms(tolerance),
     )
 
 

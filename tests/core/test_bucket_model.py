@@ -11,7 +11,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from oqronkit import ConfigurationError
 from oqronkit._core import KeyedBuckets, TokenBucket
 
-SLACK_SECONDS = 1e-6  # a deficit refilled within a microsecond counts as paid
+SLACK_SECONDS = 1e-6  # a deficit refilled within a microsecond counts as paid,
+MAX_SLACK_TOKENS = 1e-3  # up to this many tokens, owed to the next refill
 
 
 class BucketModel:
@@ -25,8 +26,8 @@ class BucketModel:
         if self.updated_at is not None and now > self.updated_at:
             self.tokens = min(self.max, self.tokens + (now - self.updated_at) * self.rate)
         self.updated_at = now if self.updated_at is None else max(self.updated_at, now)
-        if self.tokens + self.rate * SLACK_SECONDS >= n:
-            self.tokens = max(0.0, self.tokens - n)
+        if self.tokens + min(self.rate * SLACK_SECONDS, MAX_SLACK_TOKENS) >= n:
+            self.tokens -= n
             return None
         return self.updated_at - now + (n - self.tokens) / self.rate
 
