@@ -12,6 +12,7 @@ import pytest
 from oqronkit import (
     CircuitBreaker,
     ConfigurationError,
+    DeliveryNotFound,
     Endpoint,
     OqronKit,
     RateLimit,
@@ -257,3 +258,19 @@ def test_a_webhooks_endpoints_are_endpoints(endpoints: Any, problem: str) -> Non
 def test_an_endpoints_events_are_pattern_strings(events: Any) -> None:
     with pytest.raises(ConfigurationError):
         Endpoint("e", URL, events)
+
+
+async def test_an_error_inside_the_kit_block_comes_out_as_itself(
+    make_backend: BackendFactory,
+) -> None:
+    """Not wrapped in the kit's task group's ExceptionGroup: `except DeliveryNotFound` works."""
+    with pytest.raises(DeliveryNotFound):
+        async with make_kit(make_backend, dispatch=False) as kit:
+            await kit.resend_webhook("dlv_missing")
+
+
+async def test_a_name_freed_by_deleting_a_runtime_webhook_can_be_defined_in_code() -> None:
+    async with OqronKit(dispatch=False) as kit:
+        await kit.create_webhook("w", endpoints=[Endpoint("e", URL, ["**"])])
+        await kit.delete_webhook("w")
+        kit.webhook("w", endpoints=[Endpoint("e", URL, ["**"])])  # the tombstone is no webhook

@@ -168,3 +168,20 @@ def test_bench_writes_its_results_and_a_plot(tmp_path: Path) -> None:
     assert results["deliveries"] == 60 == len(results["completions"])
     assert results["deliveries_per_second"] > 0 and results["latency_seconds"]["p99"] > 0
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sign", "--secret", "", "{}"),
+        ("verify", "--secret", "s", "--header", "t=1,v1=00", "--tolerance", "-1", "{}"),
+        ("deliveries", "list", "--backend", "foo://user:SECRETPW@host/x"),
+        ("resend", "dlv_missing", "--backend", "memory://"),
+    ],
+)
+def test_bad_input_is_one_line_without_a_traceback_or_a_password(args: tuple[str, ...]) -> None:
+    run = oqronkit(*args)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.startswith("oqronkit: error: ")
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in run.stderr and "SECRETPW" not in run.stderr

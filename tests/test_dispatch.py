@@ -1121,3 +1121,30 @@ async def test_cancel_a_queued_delivery(make_backend: BackendFactory, receiver: 
         await anyio.sleep(0.2)
     assert receiver.received() == []
     assert (await worker.get_delivery(delivery_id)).status == "cancelled"  # type: ignore[union-attr]
+
+
+async def test_hung_sync_hooks_do_not_starve_new_connections(receiver: Receiver) -> None:
+    """A sync hook past its timeout is abandoned but keeps its thread. On the shared default
+    thread limiter (40 on Trio, which its DNS lookups use too), 40 of them stalled every new
+    connection to a host name."""
+    hung = threading.Event()
+    kit = OqronKit(allow_private_networks=True, hook_timeout=0.05)
+    try:
+        hook = kit.webhook(
+            "w",
+            endpoints=[
+                Endpoint("a", receiver.url("/a"), ["a"]),
+                Endpoint("b", receiver.url("/b").replace("127.0.0.1", "localhost"), ["b"]),
+            ],
+            on_success=lambda delivery: None if delivery.endpoint_name == "b" else hung.wait(),
+        )
+        with anyio.fail_after(30):
+            async with kit:
+                for _ in range(45):
+                    [delivery_id] = await hook.fire("a", {})
+                    await status_of(kit, delivery_id, "completed")
+                await anyio.sleep(0.2)  # every hook has timed out, its thread still held
+                [named] = await hook.fire("b", {})  # a new connection: a DNS lookup
+                await status_of(kit, named, "completed")
+    finally:
+        hung.set()

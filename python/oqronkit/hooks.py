@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.lowlevel import RunVar
 
 from oqronkit.models import Delivery
 from oqronkit.scopes import CancelScope, Watchdog
@@ -59,11 +60,29 @@ async def _call(hook: Callable[[Any], Any], subject: Any) -> None:
         if inspect.iscoroutinefunction(hook):
             await hook(subject)
         else:
-            result = await anyio.to_thread.run_sync(hook, subject, abandon_on_cancel=True)
+            result = await anyio.to_thread.run_sync(
+                hook, subject, abandon_on_cancel=True, limiter=_hook_threads()
+            )
             if inspect.isawaitable(result):
                 await result
     except Exception:
         log.exception("hook %s raised (%s); nothing is changed by it", *_labels(hook, subject))
+
+
+# Sync hooks' threads: their own, per event loop. A hook that hangs is abandoned at its timeout
+# but keeps its thread; on the shared default limiter (40 on Trio, which also serves DNS
+# lookups) enough of them would stall every later hook, and new connections.
+HOOK_THREADS = 32
+_HOOK_THREADS: RunVar[anyio.CapacityLimiter] = RunVar("oqronkit_hook_threads")
+
+
+def _hook_threads() -> anyio.CapacityLimiter:
+    try:
+        return _HOOK_THREADS.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(HOOK_THREADS)
+        _HOOK_THREADS.set(limiter)
+        return limiter
 
 
 def _labels(hook: Callable[[Any], Any], subject: Any, *more: Any) -> tuple[Any, ...]:

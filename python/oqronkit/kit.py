@@ -77,6 +77,13 @@ WATCH_RETRY = 1.0  # seconds before watching the backend again after it failed
 REPLAY_PAGE = 500  # dead deliveries read per query by `replay`
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return leaves
+
+
 class OqronKit:
     """The webhook sender.
 
@@ -200,7 +207,8 @@ class OqronKit:
         """Defines a webhook; if the kit is running, its dispatcher starts at once."""
         if name in self._webhooks:
             raise ConfigurationError(f"a webhook named {name!r} is already defined")
-        if (name, WEBHOOK) in self.definitions.documents:
+        stored = self.definitions.documents.get((name, WEBHOOK))
+        if stored is not None and not stored.get(DELETED):  # a deleted one's name is free
             raise ConfigurationError(f"a webhook named {name!r} was created at runtime")
         webhook = Webhook(
             self,
@@ -453,7 +461,13 @@ class OqronKit:
         self._token = self._loop_thread = None
         try:
             if stack is not None:
-                await stack.__aexit__(exc_type, exc, tb)
+                try:
+                    await stack.__aexit__(exc_type, exc, tb)
+                except BaseExceptionGroup as group:
+                    # The kit's task group wraps the block's own error on its way out: it goes
+                    # on as itself (returning lets it), so `except DeliveryNotFound` works.
+                    if exc is None or _leaves(group) != [exc]:
+                        raise
         finally:
             self._task_group = None
             self._active_transport = None

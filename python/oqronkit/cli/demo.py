@@ -24,6 +24,7 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from oqronkit.backends import shown_url
 from oqronkit.cli.receivers import ACME_SECRET, BEHAVIOURS, SECRET, DemoReceivers
 from oqronkit.config import CircuitBreaker, Endpoint, RateLimit, Retries, Security
 from oqronkit.events import LifecycleEvent
@@ -174,7 +175,7 @@ async def run_demo(count: int, duration: float, backend: str | None) -> bool:
     try:
         with tempfile.TemporaryDirectory(prefix="oqronkit-demo-") as folder:
             url = backend or f"sqlite:///{Path(folder) / 'oqronkit.db'}"
-            console.print(f"[bold]OqronKit demo[/] on {url}")
+            console.print(f"[bold]OqronKit demo[/] on {shown_url(url)}")
             for name, receiver in RECEIVER_OF.items():
                 console.print(f"  {name:22} {receiver:8} {BEHAVIOURS[receiver]}", style="dim")
             kit = OqronKit(url, allow_private_networks=True, on_event=view.on_event)

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from oqronkit.cli.common import fail_cleanly
 from oqronkit.signing import sign_webhook_payload, verify_webhook_signature
 
 ALGORITHMS = click.Choice(["sha256", "sha512"])
@@ -18,11 +19,17 @@ def _body(body: str) -> bytes:
 @click.command()
 @click.option("--secret", required=True, envvar="OQRONKIT_SECRET", help="env OQRONKIT_SECRET")
 @click.option("--algorithm", type=ALGORITHMS, default="sha256", show_default=True)
-@click.option("--timestamp", type=int, help="Milliseconds since the epoch (default: now).")
+@click.option(
+    "--timestamp",
+    type=click.IntRange(0, 2**63 - 1),
+    help="Milliseconds since the epoch (default: now).",
+)
 @click.argument("body")
 def sign(secret: str, algorithm: str, timestamp: int | None, body: str) -> None:
     """Print the X-Oqron-Signature header for BODY ('-' reads stdin)."""
-    click.echo(sign_webhook_payload(_body(body), secret, timestamp, algorithm))
+    click.echo(
+        fail_cleanly(lambda: sign_webhook_payload(_body(body), secret, timestamp, algorithm))
+    )
 
 
 @click.command()
@@ -48,8 +55,10 @@ def verify(
 ) -> None:
     """Exit 0 if HEADER signs BODY ('-' reads stdin) with a SECRET, else 1."""
     secrets = list(secret) if len(secret) > 1 else secret[0]
-    if verify_webhook_signature(
-        header, _body(body), secrets, algorithm=algorithm, tolerance=tolerance
+    if fail_cleanly(
+        lambda: verify_webhook_signature(
+            header, _body(body), secrets, algorithm=algorithm, tolerance=tolerance
+        )
     ):
         click.echo("valid")
     else:
