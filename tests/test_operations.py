@@ -26,6 +26,7 @@ from tests.receiver import Receiver, Reply
 from tests.test_dispatch import NO_JITTER, make_kit, status_of
 
 pytestmark = pytest.mark.anyio
+URL = "https://example.com/hooks"
 
 
 def clock_of(kit: OqronKit) -> FakeClock:
@@ -474,3 +475,25 @@ async def test_a_deleted_webhook_holds_what_a_stale_kit_fires(
         await b.refresh_definitions()
         [fresh] = await code.fire("e", {})
         assert (await a.get_delivery(fresh)).status == "waiting"  # type: ignore[union-attr]
+
+
+async def test_a_second_process_cannot_create_over_what_the_first_just_created(
+    make_backend: BackendFactory,
+) -> None:
+    """Its copy of the definitions may be a second old: it reads them again first, so it is
+    refused instead of overwriting the webhook's settings and merging the endpoint sets."""
+    shared, other = two_processes(make_backend)
+    first, second = OqronKit(shared, dispatch=False), OqronKit(other, dispatch=False)
+    async with first, second:
+        await second.current_definitions()  # a copy from before the creation
+        hook = await first.create_webhook(
+            "rt", security=Security("s"), endpoints=[Endpoint("a", URL, ["a.*"])]
+        )
+        with pytest.raises(ConfigurationError, match="already defined"):
+            await second.create_webhook("rt", endpoints=[Endpoint("b", URL, ["b.*"])])
+        await hook.add_endpoint(Endpoint("x", URL, ["x.*"]))
+        with pytest.raises(ConfigurationError, match="already has an endpoint 'x'"):
+            await second.get_webhook("rt").add_endpoint(Endpoint("x", "https://b.example/", ["*"]))
+        await first.refresh_definitions()
+        endpoints = await first.get_webhook("rt").endpoints()
+        assert [(e.name, e.url) for e in endpoints] == [("a", URL), ("x", URL)]

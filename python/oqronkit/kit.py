@@ -263,7 +263,7 @@ class OqronKit:
         """Creates a webhook stored in the backend (secrets included): every process on the
         backend sees it within a second, and every dispatching kit delivers it. Hooks belong
         to webhooks defined in code; a runtime webhook reports through `on_event`."""
-        await self.current_definitions()
+        await self.refresh_definitions()  # not a copy up to a second old: another process's
         if name in self._webhooks:
             raise ConfigurationError(f"a webhook named {name!r} is already defined")
         settings = dict(

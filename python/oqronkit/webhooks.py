@@ -306,6 +306,7 @@ class Webhook:
         every process within a second."""
         if not isinstance(endpoint, Endpoint):
             raise ConfigurationError(f"expected an Endpoint, not {type(endpoint).__name__}")
+        await self.kit.refresh_definitions()  # another process may have just added it
         if endpoint.name in (await self._snapshot()).by_name:
             raise ConfigurationError(
                 f"webhook {self.name!r} already has an endpoint {endpoint.name!r}"
