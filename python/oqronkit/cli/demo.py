@@ -239,7 +239,8 @@ def summarise(deliveries: list[Delivery], view: LiveView, receivers: DemoReceive
     console.print(
         "Internal Analytics recovered from its 500s by retrying; Partner's 429s were retried "
         "after their Retry-After;\nLegacy CRM is down: its breaker opened and its deliveries "
-        "went dead (see `oqronkit dead-letters`).",
+        "went dead (the demo's database is temporary: with `--backend sqlite:///demo.db` "
+        "it stays, for `oqronkit dead-letters --backend sqlite:///demo.db`).",
         style="dim",
     )
     if rejected:
