@@ -2,7 +2,7 @@
 
 Routes events to the endpoints of the original example app, signs a body the way each endpoint
 will receive it, verifies it as a receiver would, and trips a circuit breaker.
-Run it with `make demo`.
+Run it with `.venv/bin/python examples/core_tour.py`.
 """
 
 from __future__ import annotations
