@@ -113,8 +113,9 @@ async def stored(backend: Backend, key: str) -> tuple[object, object]:
 async def test_a_new_breaker_policy_keeps_counting_half_open_periods(
     make_backend: BackendFactory,
 ) -> None:
-    """A policy change starts the breaker afresh; a probe let through under the old policy and
-    cut short later must not free a slot of the new one's first half-open period."""
+    """A policy change keeps the breaker's state and counts its half-open periods on; a probe
+    let through under the old policy and cut short later must not free a slot of the new
+    one's first half-open period."""
     backend = make_backend()
     await backend.open()
     try:
@@ -123,11 +124,35 @@ async def test_a_new_breaker_policy_keeps_counting_half_open_periods(
         for _ in range(old.failure_threshold):
             await guards.record(key, old, "failure", 0.0)
         _, old_probe = await guards.admit(key, old, None, 5.0)
-        await guards.record(key, new, "failure", 6.0)  # the new policy: afresh, then open
+        await guards.record(key, new, "failure", 6.0)  # the probe failed: open again
         retry_at, new_probe = await guards.admit(key, new, None, 11.0)
         assert retry_at is None and new_probe is not None and new_probe != old_probe
         await guards.record(key, new, "release", 12.0, old_probe)
         assert await guards.admit(key, new, None, 12.0) == (16.0, None)  # one probe at a time
+    finally:
+        await backend.close()
+
+
+@pytest.mark.anyio
+async def test_changing_a_policy_at_runtime_neither_closes_a_breaker_nor_refills_a_bucket(
+    make_backend: BackendFactory,
+) -> None:
+    """An open breaker stays open under a longer reset_timeout, and a rate limit lowered
+    after its tokens were spent has none to give (before, on memory, both started afresh)."""
+    backend = make_backend()
+    await backend.open()
+    try:
+        guards, key = Guards(backend), namespace()
+        breaker = CircuitBreaker(failure_threshold=1, reset_timeout=300.0)
+        await guards.record(key, breaker, "failure", 0.0)
+        longer = CircuitBreaker(failure_threshold=1, reset_timeout=600.0)
+        assert await guards.admit(key, longer, None, 1.0) == (600.0, None)
+        limit, lower = RateLimit(max=3, per=60.0), RateLimit(max=2, per=60.0)
+        open_ = CircuitBreaker()
+        for _ in range(3):
+            assert (await guards.admit(f"{key}-rate", open_, limit, 10.0))[0] is None
+        retry_at, _ = await guards.admit(f"{key}-rate", open_, lower, 10.0)
+        assert retry_at is not None and retry_at > 10.0  # nothing left to give
     finally:
         await backend.close()
 

@@ -55,24 +55,28 @@ class Guards:
     # ---------------------------------------------------------------- the mirrors
 
     def breaker(self, key: str, policy: CircuitBreaker) -> _core.CircuitBreaker:
-        """The breaker of `key` as this process last saw it (a new policy starts it afresh)."""
+        """The breaker of `key` as this process last saw it. A new policy (changed at runtime)
+        takes over its state, as the stored state of a shared backend does: an open breaker
+        stays open, and its half-open periods go on counting."""
         entry = self._breakers.get(key)
         # Policies are frozen dataclasses: the same object, as a rule, whose equality costs a
         # comparison of every field (this runs per attempt and per endpoint per claim).
         if entry is None or (entry[0] is not policy and entry[0] != policy):
             machine = policy.new_state_machine()
             if entry is not None:
-                # Afresh, but its half-open periods go on counting: a probe of the old
-                # machine's must never pass for one of the new one's.
-                machine.restore(("closed", 0, 0.0, entry[1].snapshot()[3]))
+                machine.restore(entry[1].snapshot())
             entry = self._breakers[key] = (policy, machine)
         return entry[1]
 
     def bucket(self, key: str, limit: Limit) -> _core.TokenBucket:
-        """The token bucket of `key` as this process last saw it."""
+        """The token bucket of `key` as this process last saw it; a new limit takes over its
+        tokens (no more than it holds), so changing a limit never refills it."""
         entry = self._buckets.get(key)
         if entry is None or (entry[0] is not limit and entry[0] != limit):
-            entry = self._buckets[key] = (limit, _core.TokenBucket(limit.max, limit.per))
+            bucket = _core.TokenBucket(limit.max, limit.per)
+            if entry is not None:
+                bucket.restore(entry[1].snapshot())
+            entry = self._buckets[key] = (limit, bucket)
         return entry[1]
 
     # ---------------------------------------------------------------- decisions
