@@ -185,3 +185,12 @@ def test_bad_input_is_one_line_without_a_traceback_or_a_password(args: tuple[str
     assert run.stderr.startswith("oqronkit: error: ")
     assert len(run.stderr.strip().splitlines()) == 1
     assert "Traceback" not in run.stderr and "SECRETPW" not in run.stderr
+
+
+def test_operating_on_a_database_that_is_not_there_is_an_error_not_a_new_file(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "typo" / "oqronkit.db"
+    run = oqronkit("dead-letters", "--backend", f"sqlite:///{missing}")
+    assert run.returncode == 1 and "no database at" in run.stderr, run.stderr
+    assert not missing.parent.exists()

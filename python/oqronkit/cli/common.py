@@ -8,11 +8,13 @@ import os
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import click
 
+from oqronkit.backends import SQLiteBackend
 from oqronkit.errors import OqronKitError, describe
 from oqronkit.kit import OqronKit
 
@@ -54,7 +56,14 @@ def operator_kit(app: str | None, backend: str | None) -> OqronKit:
         kit.dispatch = False
         return kit
     if backend:
-        return fail_cleanly(lambda: OqronKit(backend, dispatch=False))
+        kit = fail_cleanly(lambda: OqronKit(backend, dispatch=False))
+        store = kit.backend
+        # A mistyped path: opening it would create an empty database, and show nothing.
+        if isinstance(store, SQLiteBackend) and not Path(store.path).exists():
+            raise click.ClickException(
+                f"no database at {store.path} (operating commands never create one)"
+            )
+        return kit
     raise click.UsageError("give --backend URL or --app MODULE:KIT (or set OQRONKIT_BACKEND)")
 
 
