@@ -96,6 +96,12 @@ def _check_numbers(policy: object, whole: tuple[str, ...], real: tuple[str, ...]
                 )
 
 
+def check_count(name: str, value: int) -> None:
+    """A count: a whole number >= 1 (a bool is not one, though Python says it is an int)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"{name} must be a whole number >= 1, not {value!r}")
+
+
 def _finite(value: float) -> bool:
     try:
         return math.isfinite(value)
@@ -307,12 +313,8 @@ class Endpoint:
         check_seconds("timeout", self.timeout, allow_none=True)
         if not isinstance(self.enabled, bool):
             raise ConfigurationError(f"enabled must be True or False, not {self.enabled!r}")
-        if self.max_in_flight is not None and (
-            not isinstance(self.max_in_flight, int)
-            or isinstance(self.max_in_flight, bool)
-            or self.max_in_flight < 1
-        ):
-            raise ConfigurationError("max_in_flight must be a whole number >= 1")
+        if self.max_in_flight is not None:
+            check_count("max_in_flight", self.max_in_flight)
 
 
 def check_security_source(security: object) -> None:

@@ -33,6 +33,7 @@ from oqronkit.config import (
     Security,
     SecuritySource,
     Throttle,
+    check_count,
     check_header,
     check_seconds,
 )
@@ -131,8 +132,7 @@ class OqronKit:
             ("max_payload_bytes", max_payload_bytes),
             ("response_body_cap", response_body_cap),
         ):
-            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-                raise ConfigurationError(f"{name} must be a whole number >= 1, not {count!r}")
+            check_count(name, count)
         if not isinstance(dispatch, bool):
             raise ConfigurationError(f"dispatch must be True or False, not {dispatch!r}")
         if user_agent is not None:
@@ -692,8 +692,7 @@ class OqronKit:
         """Newest first; dead letters are `status="dead"`. `event` is a glob (`order.**`),
         `since`/`until` bound the creation time (Unix seconds). Pass the last id of a page as
         `cursor` for the next page."""
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ConfigurationError(f"limit must be a whole number >= 1, not {limit!r}")
+        check_count("limit", limit)
         if status is not None and status not in STATUSES:
             raise ConfigurationError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
         for name, bound in (("since", since), ("until", until)):

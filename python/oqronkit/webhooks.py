@@ -21,6 +21,7 @@ from oqronkit.config import (
     Security,
     SecuritySource,
     Throttle,
+    check_count,
     check_headers,
     check_policy,
     check_seconds,
@@ -174,8 +175,7 @@ class Webhook:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """Validates every setting, then applies them all (a bad one changes nothing)."""
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ConfigurationError("concurrency must be a whole number >= 1")
+        check_count("concurrency", concurrency)
         check_seconds("timeout", timeout)
         if scheme not in ("oqron", "standard"):
             raise ConfigurationError('scheme must be "oqron" or "standard"')
