@@ -300,8 +300,9 @@ impl PySigner {
     }
 }
 
-fn signers_of(signers: &[PyRef<'_, PySigner>]) -> Vec<Signer> {
-    signers.iter().map(|s| s.inner.clone()).collect()
+/// Borrowed, not cloned: a frozen `Signer` is shared read-only, also while detached.
+fn signers_of<'a>(signers: &'a [PyRef<'_, PySigner>]) -> Vec<&'a Signer> {
+    signers.iter().map(|s| &s.inner).collect()
 }
 
 /// Detaches from the interpreter when `work` bytes of hashing make it worth it.

@@ -9,6 +9,7 @@ pub mod http1;
 pub mod ids;
 pub mod json;
 pub mod matcher;
+pub mod shared_sha256;
 pub mod signing;
 
 #[cfg(feature = "python")]

@@ -8,12 +8,13 @@
 //! A [`Signer`] keeps the HMAC state after the key setup, so signing many bodies with one secret
 //! pays for the key once. Verification is strict and compares in constant time.
 
+use crate::shared_sha256::{compress_each, BLOCK, LANES};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD as BASE64};
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine};
 use hmac::{Hmac, Mac};
 use rayon::prelude::*;
-use sha2::{Sha256, Sha512};
+use sha2::{Digest as _, Sha256, Sha512};
 use std::fmt;
 use std::str::FromStr;
 
@@ -89,8 +90,91 @@ pub enum Rejection {
 
 #[derive(Clone)]
 enum KeyedMac {
-    Sha256(Hmac<Sha256>),
+    Sha256(Hmac<Sha256>, Sha256Pads),
     Sha512(Hmac<Sha512>),
+}
+
+/// HMAC-SHA256's keyed states (after the key's inner and outer pad block), kept beside the `hmac`
+/// crate's own so a header for many secrets can run their inner hashes side by side.
+#[derive(Clone)]
+struct Sha256Pads {
+    inner: [u32; 8],
+    outer: [u32; 8],
+}
+
+impl Sha256Pads {
+    fn new(key: &[u8]) -> Self {
+        // RFC 2104: a key longer than a block is hashed first; the block is zero-padded.
+        let mut block = [0u8; BLOCK];
+        if key.len() > BLOCK {
+            block[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let keyed = |pad: u8| {
+            let mut state = SHA256_IV;
+            compress_each(std::slice::from_mut(&mut state), &block.map(|b| b ^ pad));
+            state
+        };
+        Sha256Pads {
+            inner: keyed(0x36),
+            outer: keyed(0x5c),
+        }
+    }
+
+    /// The HMAC from this key's inner hash state: the outer hash of its digest.
+    fn finish(&self, inner: &[u32; 8]) -> Digest {
+        let mut state = self.outer;
+        compress_each(
+            std::slice::from_mut(&mut state),
+            &padded(&[&big_endian(inner)], BLOCK),
+        );
+        Digest::Sha256(big_endian(&state))
+    }
+}
+
+const SHA256_IV: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+fn big_endian(state: &[u32; 8]) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    for (chunk, word) in bytes.chunks_exact_mut(4).zip(state) {
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+    bytes
+}
+
+/// `parts` with SHA-256's padding, for a hash that has already taken `before` bytes.
+fn padded(parts: &[&[u8]], before: usize) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut message = Vec::with_capacity(len + 2 * BLOCK);
+    for part in parts {
+        message.extend_from_slice(part);
+    }
+    message.push(0x80);
+    message.resize((message.len() + 8).next_multiple_of(BLOCK) - 8, 0);
+    message.extend_from_slice(&(((before + len) as u64) * 8).to_be_bytes());
+    message
+}
+
+/// HMAC-SHA256 of one message for many keys: the inner hashes share the message's blocks and run
+/// side by side (`shared_sha256`), spread over rayon's pool when `parallel`.
+fn hmac_sha256_many(pads: &[&Sha256Pads], message: &[&[u8]], parallel: bool) -> Vec<Digest> {
+    let blocks = padded(message, BLOCK);
+    let mut inner: Vec<[u32; 8]> = pads.iter().map(|p| p.inner).collect();
+    if parallel {
+        inner
+            .par_chunks_mut(LANES)
+            .for_each(|group| compress_each(group, &blocks));
+    } else {
+        compress_each(&mut inner, &blocks);
+    }
+    inner
+        .iter()
+        .zip(pads)
+        .map(|(state, p)| p.finish(state))
+        .collect()
 }
 
 /// `whsec_` secrets are base64 with or without padding (both circulate).
@@ -118,9 +202,10 @@ impl Signer {
             return Err(SigningError::EmptySecret);
         }
         let mac = match algorithm {
-            Algorithm::Sha256 => {
-                KeyedMac::Sha256(Hmac::new_from_slice(secret).expect("HMAC takes any key length"))
-            }
+            Algorithm::Sha256 => KeyedMac::Sha256(
+                Hmac::new_from_slice(secret).expect("HMAC takes any key length"),
+                Sha256Pads::new(secret),
+            ),
             Algorithm::Sha512 => {
                 KeyedMac::Sha512(Hmac::new_from_slice(secret).expect("HMAC takes any key length"))
             }
@@ -139,7 +224,7 @@ impl Signer {
 
     pub fn algorithm(&self) -> Algorithm {
         match self.mac {
-            KeyedMac::Sha256(_) => Algorithm::Sha256,
+            KeyedMac::Sha256(..) => Algorithm::Sha256,
             KeyedMac::Sha512(_) => Algorithm::Sha512,
         }
     }
@@ -147,7 +232,7 @@ impl Signer {
     /// HMAC over the concatenation of `parts`, without building the concatenation.
     pub fn mac(&self, parts: &[&[u8]]) -> Digest {
         match &self.mac {
-            KeyedMac::Sha256(keyed) => Digest::Sha256(run(keyed.clone(), parts).into()),
+            KeyedMac::Sha256(keyed, _) => Digest::Sha256(run(keyed.clone(), parts).into()),
             KeyedMac::Sha512(keyed) => Digest::Sha512(run(keyed.clone(), parts).into()),
         }
     }
@@ -200,9 +285,14 @@ fn timestamp_prefix(timestamp: u64) -> Vec<u8> {
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for &b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 0x0f) as usize] as char);
+    // Through a stack buffer: `String::push` per digit costs more than the outer HMAC.
+    let mut hex = [0u8; 128];
+    for chunk in bytes.chunks(hex.len() / 2) {
+        for (pair, &b) in hex.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = DIGITS[(b >> 4) as usize];
+            pair[1] = DIGITS[(b & 0x0f) as usize];
+        }
+        out.push_str(std::str::from_utf8(&hex[..2 * chunk.len()]).expect("hex digits are ASCII"));
     }
 }
 
@@ -249,14 +339,23 @@ fn within(timestamp: u64, now: u64, tolerance: u64) -> bool {
 const PARALLEL_BYTES: usize = 64 * 1024;
 
 /// The `X-Oqron-Signature` value: `t=<timestamp_ms>,v1=<hex>` with one `v1=` per signer.
-/// A large batch (many secrets, big body) is hashed on rayon's pool, which only hashes.
-pub fn signature_header(timestamp_ms: u64, body: &[u8], signers: &[Signer]) -> String {
+/// Many SHA-256 secrets are hashed side by side; a large batch (many secrets, big body) on
+/// rayon's pool, which only hashes.
+pub fn signature_header(timestamp_ms: u64, body: &[u8], signers: &[&Signer]) -> String {
     let prefix = timestamp_prefix(timestamp_ms);
     let message = [prefix.as_slice(), body];
-    let digests: Vec<Digest> = if body.len().saturating_mul(signers.len()) >= PARALLEL_BYTES {
-        signers.par_iter().map(|s| s.mac(&message)).collect()
-    } else {
-        signers.iter().map(|s| s.mac(&message)).collect()
+    let parallel = body.len().saturating_mul(signers.len()) >= PARALLEL_BYTES;
+    let sha256_pads: Option<Vec<&Sha256Pads>> = signers
+        .iter()
+        .map(|s| match &s.mac {
+            KeyedMac::Sha256(_, pads) => Some(pads),
+            KeyedMac::Sha512(_) => None,
+        })
+        .collect();
+    let digests: Vec<Digest> = match sha256_pads {
+        Some(pads) if pads.len() > 1 => hmac_sha256_many(&pads, &message, parallel),
+        _ if parallel => signers.par_iter().map(|s| s.mac(&message)).collect(),
+        _ => signers.iter().map(|s| s.mac(&message)).collect(),
     };
     let mut header = String::with_capacity(24 + signers.len() * 132);
     header.push_str("t=");
@@ -276,7 +375,7 @@ pub fn signature_header(timestamp_ms: u64, body: &[u8], signers: &[Signer]) -> S
 pub fn verify_header(
     header: &str,
     body: &[u8],
-    signers: &[Signer],
+    signers: &[&Signer],
     now_ms: u64,
     tolerance_ms: u64,
 ) -> Result<(), Rejection> {
@@ -327,7 +426,7 @@ pub fn standard_signature_header(
     msg_id: &str,
     timestamp_s: u64,
     body: &[u8],
-    signers: &[Signer],
+    signers: &[&Signer],
 ) -> String {
     signers
         .iter()
@@ -342,7 +441,7 @@ pub fn verify_standard(
     timestamp: &str,
     signature: &str,
     body: &[u8],
-    signers: &[Signer],
+    signers: &[&Signer],
     now_ms: u64,
     tolerance_ms: u64,
 ) -> Result<(), Rejection> {
@@ -368,7 +467,7 @@ pub fn verify_standard(
 }
 
 fn any_signer_matches(
-    signers: &[Signer],
+    signers: &[&Signer],
     message: &[&[u8]],
     candidates_for: impl Fn(&Signer) -> Vec<Vec<u8>>,
 ) -> Result<(), Rejection> {
@@ -399,26 +498,62 @@ mod tests {
     #[test]
     fn original_vectors() {
         assert_eq!(
-            signature_header(TS, BODY, &[signer(Algorithm::Sha256)]),
+            signature_header(TS, BODY, &[&signer(Algorithm::Sha256)]),
             "t=1625097600000,v1=a41af425896e8c64e452179fb23f646011cac465eb62551847f941c5d6ac8ada"
         );
         assert_eq!(
-            signature_header(TS, BODY, &[signer(Algorithm::Sha512)]),
+            signature_header(TS, BODY, &[&signer(Algorithm::Sha512)]),
             "t=1625097600000,v1=297f7516e0cb2e23d7fb8ccd4011b2e8b10dd322d88cabc1501a8b38cb8e3161\
              ae44ea4913cb268cda94701626a9dedb53028805bec00c6490ee49ec417938d9"
         );
     }
 
     #[test]
+    fn many_secrets_header_matches_one_at_a_time() {
+        // The side-by-side path against the `hmac` crate's, across key lengths (short, a whole
+        // block, hashed first), bodies on and around block and padding edges, any count of
+        // secrets, in parallel (50 × 2 KiB) or not, and with an SHA-512 secret among them.
+        for count in [2usize, 3, 7, 13, 50] {
+            for key_len in [1usize, 32, 63, 64, 65, 200] {
+                for body_len in [0usize, 1, 53, 54, 55, 56, 64, 119, 1000, 2048] {
+                    let body: Vec<u8> = (0..body_len).map(|i| (i * 31 + 7) as u8).collect();
+                    let mut signers: Vec<Signer> = (0..count)
+                        .map(|i| {
+                            let key: Vec<u8> = (0..key_len).map(|j| (i * 97 + j) as u8).collect();
+                            Signer::new(&key, Algorithm::Sha256).unwrap()
+                        })
+                        .collect();
+                    let one_at_a_time = |signers: &[&Signer]| {
+                        let mut header = format!("t={TS}");
+                        for s in signers {
+                            header.push_str(&format!(",v1={}", s.sign_hex(TS, &body)));
+                        }
+                        header
+                    };
+                    let refs: Vec<&Signer> = signers.iter().collect();
+                    assert_eq!(
+                        signature_header(TS, &body, &refs),
+                        one_at_a_time(&refs),
+                        "{count} secrets of {key_len} bytes, body {body_len}"
+                    );
+                    signers.insert(1, signer(Algorithm::Sha512));
+                    let refs: Vec<&Signer> = signers.iter().collect();
+                    assert_eq!(signature_header(TS, &body, &refs), one_at_a_time(&refs));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn verifies_own_header_with_rotation() {
         let old = signer(Algorithm::Sha256);
         let new = Signer::new(b"new-secret", Algorithm::Sha256).unwrap();
-        let header = signature_header(TS, BODY, &[new.clone(), old.clone()]);
-        assert_eq!(verify_header(&header, BODY, &[old], TS, 300_000), Ok(()));
-        assert_eq!(verify_header(&header, BODY, &[new], TS, 300_000), Ok(()));
+        let header = signature_header(TS, BODY, &[&new, &old]);
+        assert_eq!(verify_header(&header, BODY, &[&old], TS, 300_000), Ok(()));
+        assert_eq!(verify_header(&header, BODY, &[&new], TS, 300_000), Ok(()));
         let other = Signer::new(b"other", Algorithm::Sha256).unwrap();
         assert_eq!(
-            verify_header(&header, BODY, &[other], TS, 300_000),
+            verify_header(&header, BODY, &[&other], TS, 300_000),
             Err(Rejection::NoMatch)
         );
     }
@@ -426,9 +561,9 @@ mod tests {
     #[test]
     fn strict_parsing() {
         let s = signer(Algorithm::Sha256);
-        let good = signature_header(TS, BODY, std::slice::from_ref(&s));
+        let good = signature_header(TS, BODY, &[&s]);
         let sig = good.split_once(",v1=").unwrap().1.to_owned();
-        let check = |h: &str| verify_header(h, BODY, std::slice::from_ref(&s), TS, 300_000);
+        let check = |h: &str| verify_header(h, BODY, &[&s], TS, 300_000);
         assert_eq!(check(&format!("t={TS}, v1={sig}")), Ok(()));
         assert_eq!(check(&format!("v1={sig},t={TS}")), Ok(()));
         assert_eq!(check(&format!("t={TS},v0=abc,v1={sig}")), Ok(()));
@@ -451,8 +586,8 @@ mod tests {
     #[test]
     fn tolerance_is_symmetric() {
         let s = signer(Algorithm::Sha256);
-        let header = signature_header(TS, BODY, std::slice::from_ref(&s));
-        let at = |now| verify_header(&header, BODY, std::slice::from_ref(&s), now, 300_000);
+        let header = signature_header(TS, BODY, &[&s]);
+        let at = |now| verify_header(&header, BODY, &[&s], now, 300_000);
         assert_eq!(at(TS + 300_000), Ok(()));
         assert_eq!(at(TS - 300_000), Ok(()));
         assert_eq!(at(TS + 300_001), Err(Rejection::OutsideTolerance));
@@ -461,8 +596,8 @@ mod tests {
 
     #[test]
     fn algorithm_mismatch_does_not_verify() {
-        let header = signature_header(TS, BODY, &[signer(Algorithm::Sha512)]);
-        assert!(verify_header(&header, BODY, &[signer(Algorithm::Sha256)], TS, 1000).is_err());
+        let header = signature_header(TS, BODY, &[&signer(Algorithm::Sha512)]);
+        assert!(verify_header(&header, BODY, &[&signer(Algorithm::Sha256)], TS, 1000).is_err());
     }
 
     #[test]
@@ -473,7 +608,7 @@ mod tests {
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
             1614265330,
             b"{\"test\": 2432232314}",
-            std::slice::from_ref(&s),
+            &[&s],
         );
         assert_eq!(header, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         let ok = verify_standard(
@@ -481,7 +616,7 @@ mod tests {
             "1614265330",
             &format!("v1a,xyz {header}"),
             b"{\"test\": 2432232314}",
-            std::slice::from_ref(&s),
+            &[&s],
             (1614265330 + 10) * 1000,
             300_000,
         );
@@ -491,7 +626,7 @@ mod tests {
             "1614265330",
             &header,
             b"{\"test\": 2432232314}",
-            &[s],
+            &[&s],
             (1614265330 + 300) * 1000 + 1,
             300_000,
         );
