@@ -64,6 +64,29 @@ def test_one_v1_per_secret_and_each_verifies() -> None:
     assert not verify_webhook_signature(header, BODY, "other", now=NOW)
 
 
+@given(
+    body=st.binary(max_size=400),
+    secrets=st.lists(st.binary(min_size=1, max_size=150), min_size=1, max_size=15),
+    ts=st.integers(0, 2**63 - 1),
+    sha512_at=st.none() | st.integers(0, 14),
+)
+def test_many_secrets_agree_with_stdlib_hmac(
+    body: bytes, secrets: list[bytes], ts: int, sha512_at: int | None
+) -> None:
+    # Many SHA-256 secrets take the side-by-side path (rust/shared_sha256.rs); an SHA-512 one
+    # among them sends the header down the one-at-a-time path.
+    algorithms = ["sha512" if i == sha512_at else "sha256" for i in range(len(secrets))]
+    message = b"%d." % ts + body
+    expected = [
+        hmac.new(s, message, getattr(hashlib, a)).hexdigest()
+        for s, a in zip(secrets, algorithms, strict=True)
+    ]
+    signers = [Signer(s, a) for s, a in zip(secrets, algorithms, strict=True)]
+    assert signature_header(body, ts, signers) == ",".join(
+        [f"t={ts}", *(f"v1={e}" for e in expected)]
+    )
+
+
 def test_a_batch_of_secrets_matches_one_by_one() -> None:
     signers = [Signer(f"secret-{i}") for i in range(50)]
     header = signature_header(b"x" * 100_000, TS, signers)  # large enough to release the GIL
