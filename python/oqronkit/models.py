@@ -61,7 +61,7 @@ class Delivery:
     event: str
     status: Status
     attempts: tuple[Attempt, ...]
-    error: str | None
+    error: str | None  # why it is not (yet) delivered; None once completed
     idempotency_key: str
     next_attempt_at: float | None
     created_at: float

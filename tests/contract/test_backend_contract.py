@@ -112,6 +112,11 @@ async def test_delayed_delivery_is_ready_at_its_due_time_only(backend: Backend) 
     assert again.attempts_made == 1
     d = await backend.get_delivery(delivery_id)
     assert d is not None and d.error == "HTTP 500" and d.attempts == (failed,)
+    # Delivered at last: the earlier failure is history in its attempt, not the error.
+    ok = Attempt(at=T0 + 10, duration=0.1, status=204)
+    assert await backend.settle(delivery_id, "w", Settlement("completed", attempt=ok), T0 + 10)
+    d = await backend.get_delivery(delivery_id)
+    assert d is not None and (d.status, d.error, d.attempts) == ("completed", None, (failed, ok))
 
 
 async def test_deferral_without_an_attempt_keeps_the_count(backend: Backend) -> None:

@@ -289,7 +289,9 @@ class MemoryBackend(Backend):
             row.cancel_requested = False
             if settlement.attempt is not None:
                 row.attempts += (settlement.attempt,)
-            if settlement.error is not None:
+            if settlement.status == "completed":  # an earlier failure is in its attempts
+                row.error = None
+            elif settlement.error is not None:
                 row.error = settlement.error
             if settlement.status in QUEUED:
                 due = settlement.next_attempt_at if settlement.next_attempt_at is not None else now

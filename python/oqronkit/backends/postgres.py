@@ -261,6 +261,7 @@ WITH settled AS (
                                WHEN %(status)s = 'held' THEN d.next_attempt_at
                                ELSE %(due)s::float8 END,
         error = CASE WHEN {_CANCEL_WINS} THEN 'cancelled'
+                     WHEN %(status)s = 'completed' THEN NULL  -- failures stay in attempts
                      ELSE coalesce(%(error)s::text, d.error) END,
         attempts = CASE WHEN %(attempt)s::jsonb IS NULL THEN d.attempts
                         ELSE d.attempts || jsonb_build_array(%(attempt)s::jsonb) END,

@@ -351,7 +351,8 @@ if attempt ~= '' then
   redis.call('HSET', d, 'a', list)
   redis.call('HINCRBY', d, 'am', 1)
 end
-if ARGV[8] ~= '' then redis.call('HSET', d, 'err', string.sub(ARGV[8], 2)) end
+if status == 'completed' then redis.call('HDEL', d, 'err')  -- failures stay in attempts
+elseif ARGV[8] ~= '' then redis.call('HSET', d, 'err', string.sub(ARGV[8], 2)) end
 if cancel_wins then
   redis.call('HSET', d, 'err', 'cancelled')
   cancel(id, now)

@@ -642,7 +642,9 @@ def _settle(
             updated_at = :now,
             next_attempt_at = CASE WHEN {cancel_wins} THEN NULL
                                    WHEN :status = 'held' THEN next_attempt_at ELSE :due END,
-            error = CASE WHEN {cancel_wins} THEN :cancelled ELSE COALESCE(:error, error) END,
+            error = CASE WHEN {cancel_wins} THEN :cancelled
+                         WHEN :status = 'completed' THEN NULL  -- failures stay in attempts
+                         ELSE COALESCE(:error, error) END,
             attempts = CASE WHEN :attempt IS NULL THEN attempts
                             ELSE json_insert(attempts, '$[#]', json(:attempt)) END,
             attempts_made = attempts_made + (:attempt IS NOT NULL),
