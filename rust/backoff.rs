@@ -111,7 +111,12 @@ impl Backoff {
 pub fn parse_retry_after(value: &str, now: f64) -> Option<f64> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return value.parse::<f64>().ok();
+        // More digits than an f64 holds read as infinity: "as late as can be", which the
+        // caller's cap then bounds, not "no wish".
+        return value
+            .parse::<f64>()
+            .ok()
+            .map(|seconds| seconds.min(f64::MAX));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     let at = at
@@ -168,6 +173,13 @@ mod tests {
         assert_eq!(parse_retry_after("-5", 0.0), None);
         assert_eq!(parse_retry_after("soon", 0.0), None);
         assert_eq!(parse_retry_after("", 0.0), None);
+        // Too many digits for an f64: as late as can be, which the cap bounds.
+        assert_eq!(parse_retry_after(&"9".repeat(400), 0.0), Some(f64::MAX));
+        let b = Backoff::new(Strategy::Fixed, 2.0, 60.0, 0.0).unwrap();
+        assert_eq!(
+            b.retry_delay(1, 0.5, parse_retry_after(&"9".repeat(400), 0.0), 3600.0),
+            3600.0
+        );
     }
 
     #[test]

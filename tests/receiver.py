@@ -18,6 +18,8 @@ class Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (real time: it is a real socket)
+    body_delay: float = 0.0  # seconds between the head and the body
+    length: int | None = None  # a Content-Length to claim instead (more: the body breaks off)
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,16 @@ class Receiver:
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply.body)))
+                length = len(reply.body) if reply.length is None else reply.length
+                self.send_header("Content-Length", str(length))
                 self.end_headers()
+                if reply.body_delay:
+                    self.wfile.flush()
+                    time.sleep(reply.body_delay)
                 if reply.body:
                     self.wfile.write(reply.body)
+                if length > len(reply.body):  # hang up mid-body
+                    self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

@@ -26,6 +26,7 @@ from oqronkit import (
     Http1Transport,
     InvalidEventName,
     InvalidPayload,
+    LifecycleEvent,
     OqronKit,
     PayloadTooLarge,
     RateLimit,
@@ -357,6 +358,83 @@ async def test_connection_errors_and_timeouts_are_retried(
         refused, slow = [await status_of(kit, i, "delayed") for i in ids]
     assert refused.attempts[0].status is None and "Connect" in (refused.error or "")
     assert slow.error == "timed out after 0.2s"
+
+
+async def test_an_answer_stands_when_its_body_breaks_off_or_outlives_the_deadline(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    # The status is the receiver's answer; the body is only kept for the record. A 200 whose
+    # body breaks off was received (retrying it sent it again, and dead-lettered it).
+    receiver.respond("/broken", Reply(200, b"partial", length=1000))
+    receiver.respond("/gone", Reply(410, b"partial", length=1000))
+    receiver.respond("/slow-body", Reply(200, b"late", body_delay=2.0))
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        retries=Retries(max=3),
+        endpoints=[
+            Endpoint("broken", receiver.url("/broken"), ["**"]),
+            Endpoint("gone", receiver.url("/gone"), ["**"]),
+            Endpoint("slow-body", receiver.url("/slow-body"), ["**"], timeout=0.2),
+        ],
+    )
+    async with kit:
+        broken, gone, slow = await hook.fire("e", {})
+        broken_d = await status_of(kit, broken, "completed")
+        gone_d = await status_of(kit, gone, "dead")
+        slow_d = await status_of(kit, slow, "completed")
+        [gone_endpoint] = [e for e in await hook.endpoints() if e.name == "gone"]
+        assert not gone_endpoint.enabled
+    for d, status in ((broken_d, 200), (gone_d, 410), (slow_d, 200)):
+        [attempt] = d.attempts
+        assert attempt.status == status
+        assert (attempt.error or "").startswith("the response body was cut short: ")
+    assert slow_d.attempts[0].error == "the response body was cut short: timed out after 0.2s"
+    assert (broken_d.error, gone_d.error) == (None, "HTTP 410")
+    assert len(receiver.requests) == 3
+
+
+async def test_a_hung_security_callable_fails_the_attempt_at_its_deadline(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    async def secret_lookup() -> Security:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    events: list[LifecycleEvent] = []
+    kit = make_kit(make_backend, on_event=events.append)
+    hook = kit.webhook(
+        "w",
+        security=secret_lookup,
+        circuit_breaker=CircuitBreaker(failure_threshold=1),
+        endpoints=[Endpoint("a", receiver.url("/a"), ["**"], timeout=0.2)],
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        d = await status_of(kit, delivery_id, "delayed")
+    assert d.error == "could not prepare the request: TimeoutError"
+    assert receiver.requests == [] and events == []  # not the receiver's failure: no breaker.opened
+
+
+async def test_a_stored_response_body_is_capped_in_bytes(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    # Invalid UTF-8 is stored as U+FFFD, three bytes for one: cut again to the cap, on a
+    # character's edge. (Bodies within the cap: httpx's streams, left unfinished, warn.)
+    receiver.respond("/bytes", Reply(200, b"\xff" * 5000))
+    receiver.respond("/text", Reply(200, "é".encode() * 2000))
+    kit = make_kit(make_backend, response_body_cap=5002)
+    hook = kit.webhook(
+        "w",
+        endpoints=[
+            Endpoint("bytes", receiver.url("/bytes"), ["**"]),
+            Endpoint("text", receiver.url("/text"), ["**"]),
+        ],
+    )
+    async with kit:
+        ids = await hook.fire("e", {})
+        bodies = [(await status_of(kit, i, "completed")).attempts[0].response_body for i in ids]
+    assert bodies == ["\ufffd" * 1667, "é" * 2000]
 
 
 async def test_retry_after_is_a_floor(make_backend: BackendFactory, receiver: Receiver) -> None:

@@ -86,6 +86,7 @@ async def send(
     body_cap: int,
     started: float,
     clock: Callable[[], float] = anyio.current_time,
+    answered: Callable[[Response], object] | None = None,
 ) -> Response:
     """Sends one request; never raises for HTTP or network trouble, only for cancellation.
 
@@ -93,6 +94,7 @@ async def send(
     worker scope, which the kit's watchdog cancels at the deadline), and `timed_out` describes
     an exchange it cut short.
     `started` is when the exchange began on the event loop's `clock`, as that deadline counts.
+    `answered` is given the answer as soon as its head is in (its body not yet read).
 
     It goes straight to the transport: a webhook delivery uses none of httpx's client features
     (cookies, auth flows, redirects, event hooks), and skipping them halves the CPU per request.
@@ -132,22 +134,41 @@ async def send(
                 response.headers.raw,
                 response.stream,
             )
-        raw = await _read_capped(stream, body_cap)
     except EgressDenied as exc:
         return Response(Verdict.REJECTED, clock() - started, error=str(exc))
     except Exception as exc:  # any transport (a user's too) failing is a failed attempt
         return Response(Verdict.RETRY, clock() - started, error=describe(exc))
+    # The answer is in with its head: it stands whatever becomes of the body, which is only
+    # kept for the record. A 200 whose body breaks off was still received.
     verdict = classify(status)
-    return Response(
-        verdict,
-        clock() - started,
-        status=status,
-        # NUL is replaced too, as invalid UTF-8 is: every backend stores the same text, and
-        # PostgreSQL's jsonb cannot hold it.
-        body=raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd") if raw else None,
-        # Only a retry waits for it.
-        retry_after=_header(response_headers, b"retry-after") if verdict is Verdict.RETRY else None,
-    )
+    # Only a retry waits for it.
+    retry_after = _header(response_headers, b"retry-after") if verdict is Verdict.RETRY else None
+    if answered is not None:  # for a deadline that cuts the body short
+        answered(Response(verdict, 0.0, status=status, retry_after=retry_after))
+    try:
+        raw = await _read_capped(stream, body_cap)
+    except Exception as exc:
+        answer = Response(verdict, 0.0, status=status, retry_after=retry_after)
+        return body_cut_short(answer, clock() - started, describe(exc))
+    duration = clock() - started
+    return Response(verdict, duration, status, _text(raw, body_cap), None, retry_after)
+
+
+def body_cut_short(answer: Response, duration: float, why: str) -> Response:
+    """`answer` (a response's head) whose body could not be read in full: the answer stands."""
+    return answer._replace(duration=duration, error=f"the response body was cut short: {why}")
+
+
+def _text(raw: bytes, cap: int) -> str | None:
+    """A response body as stored: text, at most `cap` bytes of UTF-8. Invalid UTF-8 and NUL
+    become U+FFFD (every backend stores the same text, and PostgreSQL's jsonb cannot hold NUL),
+    which takes three bytes for one, so the text is cut again to the cap."""
+    if not raw:
+        return None
+    text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    if raw.isascii() and b"\x00" not in raw:  # one byte a character, as most bodies are
+        return text
+    return text.encode()[:cap].decode("utf-8", errors="ignore")
 
 
 def _header(headers: list[tuple[bytes, bytes]], lowered_name: bytes) -> str | None:
@@ -159,7 +180,8 @@ def _header(headers: list[tuple[bytes, bytes]], lowered_name: bytes) -> str | No
 
 
 def timed_out(timeout: float, duration: float) -> Response:
-    """An exchange cut short by its deadline: retried, like any transient failure."""
+    """An exchange cut short by its deadline before its answer: retried, like any transient
+    failure."""
     return Response(Verdict.RETRY, duration, error=f"timed out after {timeout:g}s")
 
 

@@ -365,12 +365,24 @@ class Dispatcher:
         """Settles an attempt whose scope was cancelled: by cancel_delivery, or at its
         request's deadline."""
         try:
-            if token in self._cancelled:
+            cut = sending is not None and sending.response is None  # before its verdict
+            if cut and sending is not None and sending.answer is not None:
+                # The answer was in and stands; only its body, kept for the record, was cut
+                # short. A retry it asks for after a cancel is cancelled in the backend.
+                duration = self.kit.watchdog.clock() - sending.sent_at
+                why = (
+                    "cancelled"
+                    if token in self._cancelled
+                    else f"timed out after {sending.timeout:g}s"
+                )
+                sending.response = delivery.body_cut_short(sending.answer, duration, why)
+                await self._conclude(token, claim, sending)
+            elif token in self._cancelled:
                 # cancel_delivery: no breaker failure, no on_dead, no attempt recorded.
                 await self._no_verdict(sending)
                 if token not in self._settled:
                     await self._settle(token, claim, CANCELLED)
-            elif sending is not None and sending.response is None:  # its deadline passed
+            elif cut and sending is not None:  # its deadline passed
                 duration = self.kit.watchdog.clock() - sending.sent_at
                 sending.response = delivery.timed_out(sending.timeout, duration)
                 await self._conclude(token, claim, sending)
@@ -501,6 +513,7 @@ class Dispatcher:
                     body_cap=kit.response_body_cap,
                     started=sending.sent_at,
                     clock=kit.watchdog.clock,
+                    answered=sending.answered,
                 )
             finally:
                 timer.disarm()
@@ -606,7 +619,9 @@ def _refill_time(bucket: TokenBucket, now: float) -> float:
 
 
 def _describe(response: delivery.Response) -> str:
-    return response.error if response.error is not None else f"HTTP {response.status}"
+    """Why a delivery failed: the answer's status when there was one (the error then says only
+    what became of its body, which the attempt keeps)."""
+    return f"HTTP {response.status}" if response.status is not None else str(response.error)
 
 
 @dataclass(slots=True)
@@ -621,5 +636,9 @@ class _Sending:
     started_at: float  # on the kit's clock: the attempt's record
     timeout: float
     sent_at: float = 0.0  # on the event loop's clock: the deadline's
+    answer: delivery.Response | None = None  # the response's head, once in
     response: delivery.Response | None = None
     judged: bool = False  # the breaker has had its verdict, or its slot back
+
+    def answered(self, head: delivery.Response) -> None:
+        self.answer = head

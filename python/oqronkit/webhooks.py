@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 from urllib.parse import quote
 
+import anyio
+
 from oqronkit import _core
 from oqronkit.config import (
     METHODS,
@@ -95,9 +97,16 @@ def serialise(payload: Any) -> bytes:
 _new_delivery = tuple.__new__
 
 
-async def _resolve(source: Callable[[], Any]) -> Any:
+async def _resolve(source: Callable[[], Any], what: str, timeout: float) -> Any:
+    """What a user's callable source gives; an async one has `timeout` seconds to answer (a
+    hung secrets or endpoints lookup would otherwise stall its deliveries for good)."""
     result = source()
-    return await result if inspect.isawaitable(result) else result
+    if not inspect.isawaitable(result):
+        return result
+    with anyio.move_on_after(timeout) as scope:
+        return await result
+    assert scope.cancelled_caught
+    raise TimeoutError(f"the {what} callable did not answer within {timeout:g}s")
 
 
 class Webhook:
@@ -273,7 +282,10 @@ class Webhook:
     async def _snapshot(self) -> _Compiled:
         definitions = await self.kit.current_definitions()
         source = self._source
-        self._compile(await _resolve(source) if callable(source) else source, definitions)
+        endpoints = (
+            await _resolve(source, "endpoints", self.timeout) if callable(source) else source
+        )
+        self._compile(endpoints, definitions)
         return self._compiled
 
     def endpoint_named(self, name: str) -> Endpoint | None:
@@ -374,7 +386,8 @@ class Webhook:
 
     async def _security(self, endpoint: Endpoint) -> Security | None:
         source = endpoint.security if endpoint.security is not None else self.security
-        security = await _resolve(source) if callable(source) else source
+        timeout = endpoint.timeout or self.timeout
+        security = await _resolve(source, "security", timeout) if callable(source) else source
         if security is not None and not isinstance(security, Security):
             # Never the value itself: it may well be the secret.
             kind = type(security).__name__
