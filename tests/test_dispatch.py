@@ -684,8 +684,8 @@ async def test_a_requeue_the_backend_refused_is_tried_again_not_left_leased(
     receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The attempt's outcome cannot be stored, nor its requeue: the delivery stays leased to
-    this worker, which never takes back its own leases. It must be requeued once the backend
-    works again (and nothing may spin meanwhile), not stay `active` for good."""
+    this worker. It must be requeued once the backend works again, with its retry's schedule
+    (and nothing may spin meanwhile), not stay `active` for good."""
     backend = FailingSettles(tmp_path / "oqronkit.db", failures=2)
     clock = FakeClock()
     kit = OqronKit(backend, allow_private_networks=True, clock=clock)
@@ -699,6 +699,77 @@ async def test_a_requeue_the_backend_refused_is_tried_again_not_left_leased(
             await status_of(kit, delivery_id, "completed")
     assert len(receiver.received("/a")) == 2  # at least once: the first answer was lost
     assert backend.claims < 20
+
+
+class LostClaimReplies(SQLiteBackend):
+    """A SQLite file whose first claims are made but their replies lost (a network timeout
+    after the server did the work), or whose shared throttle's tokens cannot be taken."""
+
+    shares_guards = True  # breakers and buckets in the file, as Redis and PostgreSQL keep them
+
+    def __init__(self, path: Path, lost: int) -> None:
+        super().__init__(path)
+        self.lost = lost
+        self.claims = 0
+        self.broken_updates = 0
+
+    async def claim(self, *args: Any, **kwargs: Any) -> list[Claim]:
+        self.claims += 1
+        claims = await super().claim(*args, **kwargs)
+        if claims and self.lost > 0:
+            self.lost -= 1
+            raise ConnectionError("the reply was lost")
+        return claims
+
+    async def update_state(self, *args: Any, **kwargs: Any) -> Any:
+        if self.broken_updates > 0:
+            self.broken_updates -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return await super().update_state(*args, **kwargs)
+
+
+async def test_a_claim_whose_reply_was_lost_is_taken_back_after_its_lease(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    # One worker alone: nobody else would ever take the delivery, and it must not spin.
+    backend = LostClaimReplies(tmp_path / "oqronkit.db", lost=1)
+    clock = FakeClock()
+    kit = OqronKit(backend, allow_private_networks=True, clock=clock, lease=30.0)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+    with anyio.fail_after(10):
+        async with kit:
+            [delivery_id] = await hook.fire("a.b", {})
+            await eventually(lambda: _true(backend.lost == 0))
+            clock.advance(30.0)
+            await status_of(kit, delivery_id, "completed")
+    assert len(receiver.received("/a")) == 1
+    assert backend.claims < 20
+
+
+async def test_claims_a_throttle_could_not_be_asked_about_go_back_to_the_queue(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    backend = LostClaimReplies(tmp_path / "oqronkit.db", lost=0)
+    clock = FakeClock()
+    kit = OqronKit(backend, allow_private_networks=True, clock=clock)
+    hook = kit.webhook(
+        "w",
+        throttle=Throttle(max=10, per=1.0),
+        endpoints=[Endpoint("a", receiver.url("/a"), ["**"])],
+    )
+    with anyio.fail_after(10):
+        async with kit:
+            backend.broken_updates = 1
+            [delivery_id] = await hook.fire("a.b", {})
+            waiting = await status_of(kit, delivery_id, "delayed")  # back, no attempt used
+            assert waiting.attempts == ()
+            clock.advance(RETRY_AFTER_ERROR)
+            await status_of(kit, delivery_id, "completed")
+    assert len(receiver.received("/a")) == 1
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 @pytest.mark.parametrize("exit_by", ["leaving", "cancelling"])

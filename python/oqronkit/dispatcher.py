@@ -68,8 +68,8 @@ class Dispatcher:
         self._ahead: deque[tuple[int, Claim]] = deque()  # in flight, attempt not yet started
         self._ended = 0  # attempts ended since the claim loop last looked
         self._settled: set[int] = set()
-        # Claims whose requeue failed (the backend erred): still leased to this worker, which
-        # never takes back its own leases, so kept renewed and requeued by the claim loop.
+        # Claims whose requeue failed (the backend erred) or that the throttle turned back:
+        # still leased to this worker, kept renewed and requeued by the claim loop.
         self._unrequeued: dict[str, Settlement] = {}
         self._cancelled: set[int] = set()  # by cancel_delivery, not by a deadline
         # The scopes of attempts that cancel_delivery may still cut short (until the answer).
@@ -218,17 +218,24 @@ class Dispatcher:
                         self.webhook.name, self.owner, now, lease_until, limit, room
                     )
                     failures.succeeded()
+                refused = False
                 if claims and throttle is not None and bucket is not None:
                     # The throttle's tokens are taken for what was claimed; other processes
-                    # sharing it may have taken them first: the rest go back, no attempt used.
-                    granted = await guards.take(self.webhook.name, throttle, len(claims), now)
-                    later = Settlement("delayed", next_attempt_at=now + _refill_time(bucket, now))
-                    for claim in claims[granted:]:
-                        await backend.settle(claim.id, self.owner, later, now)
-                    claims = claims[:granted]
+                    # sharing it may have taken them first: the rest go back, no attempt used
+                    # (all of them if taking failed), their leases kept until they are back.
+                    granted, due = 0, now + RETRY_AFTER_ERROR
+                    try:
+                        granted = await guards.take(self.webhook.name, throttle, len(claims), now)
+                        due = now + _refill_time(bucket, now)
+                    finally:
+                        for claim in claims[granted:]:
+                            self._unrequeued[claim.id] = Settlement("delayed", next_attempt_at=due)
+                        refused, claims = granted < len(claims), claims[:granted]
                 for claim in claims:
                     self._take(claim)
                 self._start_ahead()
+                if refused:
+                    await self._requeue_again(now)
                 if claims:
                     continue
                 wakeup = await self._next_wakeup(now, free > 0, room, opens)

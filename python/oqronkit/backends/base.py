@@ -110,8 +110,9 @@ class Backend(ABC):
     ) -> list[Claim]:
         """Leases up to `limit` ready deliveries of `webhook`, earliest due first, marking them
         active; at most `room[e]` of them for endpoint `e` (endpoints not in `room`: no cap).
-        Deliveries whose lease expired are ready again first, except `owner`'s own (they are
-        still in flight in this process; its heartbeat is merely late)."""
+        Deliveries whose lease expired are ready again first, `owner`'s own too: an owner renews
+        the leases of what it still tracks before it claims, so an expired one of its own is a
+        claim it lost (a reply that never came back, a step after the claim that failed)."""
 
     @abstractmethod
     async def next_due(self, webhook: str, skip_endpoints: Collection[str] = ()) -> float | None:

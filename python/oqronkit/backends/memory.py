@@ -152,7 +152,7 @@ class MemoryBackend(Backend):
         claims: list[Claim] = []
         left = dict(room or {})
         with self._lock:
-            self._reclaim_expired(webhook, owner, now)
+            self._reclaim_expired(webhook, now)
             ready = self._ready[webhook]
             # A merge of the endpoints' due heads, earliest first: one pass over the
             # endpoints per claim, not one per delivery claimed.
@@ -219,22 +219,16 @@ class MemoryBackend(Backend):
                 return
             heapq.heappop(heap)
 
-    def _reclaim_expired(self, webhook: str, owner: str, now: float) -> None:
+    def _reclaim_expired(self, webhook: str, now: float) -> None:
         leases = self._leases[webhook]
         self._prune_leases(leases)
-        own: _Heap = []
         while leases and leases[0][0] <= now:
-            entry = heapq.heappop(leases)
-            row = self._rows[entry[1]]
-            if row.lease_owner == owner:
-                own.append(entry)  # never reclaim one's own work: it is still in flight
-            elif row.cancel_requested:  # asked to cancel, then its worker was gone
+            row = self._rows[heapq.heappop(leases)[1]]
+            if row.cancel_requested:  # asked to cancel, then its worker was gone
                 self._cancel(row, now)
             else:
                 self._requeue(row, now, now)
             self._prune_leases(leases)
-        for entry in own:
-            heapq.heappush(leases, entry)
 
     def _cancel(self, row: _Row, now: float) -> None:
         row.status, row.next_attempt_at, row.updated_at = "cancelled", None, now

@@ -183,13 +183,12 @@ _INSERT_DELIVERIES: LiteralString = (
 
 _CLAIM: LiteralString = f"""
 WITH expired AS MATERIALIZED (
-    -- other owners' expired leases: ready again (held if paused meanwhile), due now; or
+    -- expired leases: ready again (held if paused meanwhile), due now; or
     -- cancelled, if that was asked before their worker was gone
     SELECT d.id, d.endpoint, %(now)s::float8 AS due, {_paused("d")} AS paused,
            d.cancel_requested AS cancel
     FROM deliveries d
     WHERE d.webhook = %(webhook)s AND d.status = 'active' AND d.lease_until <= %(now)s
-      AND d.lease_owner <> %(owner)s
     FOR UPDATE SKIP LOCKED
 ), room AS (
     SELECT endpoint, greatest(room, 0) AS room

@@ -216,7 +216,7 @@ for w in pairs(ready) do wake(w) end
 return {'stored'}
 """
 
-# Requeues other owners' expired leases, then leases the earliest ready deliveries of a
+# Requeues expired leases, then leases the earliest ready deliveries of a
 # webhook within each endpoint's room. Returns the claims (7 fields each) and their bodies.
 _CLAIM = """
 local w, owner, now, lease = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -225,12 +225,10 @@ local left = {}
 for j = 7, #ARGV, 2 do left[ARGV[j]] = tonumber(ARGV[j + 1]) end
 local leases = lkey(w)
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now)) do
-  local f = redis.call('HMGET', dkey(id), 'o', 'e', 'x')
-  if f[1] ~= owner then  -- one's own are still in flight: its heartbeat is merely late
-    redis.call('ZREM', leases, id)
-    if f[3] == '1' then cancel(id, now)  -- asked to cancel, then its worker was gone
-    else requeue(id, w, f[2], now, now, 'waiting') end
-  end
+  local f = redis.call('HMGET', dkey(id), 'e', 'x')
+  redis.call('ZREM', leases, id)
+  if f[2] == '1' then cancel(id, now)  -- asked to cancel, then its worker was gone
+  else requeue(id, w, f[1], now, now, 'waiting') end
 end
 -- A binary heap of {due, id, endpoint}: the earliest ready delivery of each endpoint.
 local heap = {}

@@ -326,14 +326,14 @@ class SQLiteBackend(Backend):
         room: Mapping[str, int] | None = None,
     ) -> list[Claim]:
         def claim(conn: sqlite3.Connection) -> list[Claim]:
-            # Other owners' expired leases: queued again, or cancelled if that was asked.
+            # Expired leases: queued again, or cancelled if that was asked.
             conn.execute(
                 "UPDATE deliveries SET "
                 f"status = CASE WHEN cancel_requested THEN 'cancelled' ELSE {_HELD_IF_PAUSED} END, "
                 "next_attempt_at = CASE WHEN cancel_requested THEN NULL ELSE ? END, "
                 "updated_at = ?, lease_owner = NULL, lease_until = NULL, cancel_requested = 0 "
-                "WHERE webhook = ? AND status = 'active' AND lease_until <= ? AND lease_owner != ?",
-                (now, now, webhook, now, owner),
+                "WHERE webhook = ? AND status = 'active' AND lease_until <= ?",
+                (now, now, webhook, now),
             )
             chosen = _choose(conn, webhook, now, limit, dict(room or {}))
             if not chosen:
