@@ -22,6 +22,8 @@ from oqronkit import (
     sign_webhook_payload,
     verify_webhook_signature,
 )
+from oqronkit.backends.postgres import PostgresBackend
+from oqronkit.backends.redis import RedisBackend
 from oqronkit.signing import sign_standard_webhook, verify_standard_webhook
 from tests.conftest import BackendFactory
 from tests.receiver import Receiver
@@ -145,6 +147,45 @@ def test_credentials_in_an_endpoint_url_are_refused_without_being_shown(url: str
         Endpoint("e", url, ["**"])
     assert "hunter2" not in str(caught.value)
     assert "***@example.com" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://svc:pa#ssSECRET@hooks.example.com/in",  # a URL parser reads a fragment
+        "https://svc:pa?ssSECRET@hooks.example.com/in",  # ... a query
+        "https://svc:pa/ssSECRET@hooks.example.com/in",  # ... a path
+    ],
+)
+def test_credentials_with_url_delimiters_are_not_shown_either(url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Endpoint("e", url, ["**"])
+    assert "SECRET" not in str(caught.value) and "svc:***@hooks.example.com" in str(caught.value)
+
+
+def test_backend_urls_show_no_password_whatever_it_holds() -> None:
+    # libpq reads "pw#SECRET" as the password; the kit really opens such a URL.
+    postgres = PostgresBackend("postgresql://app:pw#SECRET@127.0.0.1:5/db?password=SECRET2")
+    redis = RedisBackend("redis://:Hunter?SECRET@127.0.0.1:6379/0?prefix=p")
+    for shown in (repr(postgres), repr(redis), repr(OqronKit(postgres)), repr(OqronKit(redis))):
+        assert "SECRET" not in shown and "***@127.0.0.1" in shown
+    with pytest.raises(ConfigurationError) as caught:
+        OqronKit("mysql://root:pw#SECRET@db/x")
+    assert "SECRET" not in str(caught.value)
+
+
+def test_secret_query_values_of_endpoint_urls_are_masked_where_they_show() -> None:
+    endpoint = Endpoint("slack", "https://hooks.example.com/in?token=SECRET&team=a", ["**"])
+    assert "SECRET" not in repr(endpoint) and "?token=***&team=a" in repr(endpoint)
+    assert endpoint.url.endswith("?token=SECRET&team=a")  # sent as given
+
+
+def test_an_endpoint_given_as_a_dict_is_refused_without_showing_it() -> None:
+    kit = OqronKit()
+    original_style = {"name": "a", "security": {"signingSecret": "SECRET"}}
+    with pytest.raises(ConfigurationError) as caught:
+        kit.webhook("w", endpoints=[original_style])  # type: ignore[list-item]
+    assert "SECRET" not in str(caught.value) and "not a dict" in str(caught.value)
 
 
 def test_user_agent_and_header_values_are_checked_where_they_are_given() -> None:

@@ -67,6 +67,16 @@ def test_sign_then_verify_round_trips() -> None:
     assert rotated.returncode == 0
 
 
+def test_the_secret_from_the_environment_is_one_secret_spaces_and_all() -> None:
+    env = {"OQRONKIT_SECRET": "correct horse battery staple"}
+    header = oqronkit("sign", "{}", env=env).stdout.strip()
+    assert oqronkit("verify", "--header", header, "{}", env=env).returncode == 0
+    by_one_word = oqronkit("sign", "--secret", "horse", "{}").stdout.strip()
+    assert oqronkit("verify", "--header", by_one_word, "{}", env=env).returncode == 1
+    missing = oqronkit("verify", "--header", header, "{}", env={"OQRONKIT_SECRET": ""})
+    assert missing.returncode == 2 and "OQRONKIT_SECRET" in missing.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [

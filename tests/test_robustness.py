@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import anyio
+import httpx
 import pytest
 
 from oqronkit import (
@@ -175,6 +176,35 @@ async def test_secrets_stay_out_of_errors_logs_and_reprs(
             d = await status_of(kit, delivery_id, "delayed")
     assert "SUPERSECRET" not in (d.error or "") and "SUPERSECRET" not in caplog.text
     assert "sk_1" not in repr(endpoint) and "s3cret" not in repr(Security(signing_secret="s3cret"))
+
+
+class QuotingTransport(httpx.AsyncBaseTransport):
+    """A user's transport whose errors quote the request's headers (h11 quotes a value it
+    refuses)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise httpx.LocalProtocolError(f"illegal header value {request.headers['authorization']!r}")
+
+
+async def test_header_values_stay_out_of_delivery_records(make_backend: BackendFactory) -> None:
+    with pytest.raises(ConfigurationError, match="whitespace at its start or end"):
+        Endpoint("a", "https://example.com/", ["**"], headers={"Authorization": "Bearer x "})
+    kit = make_kit(make_backend, transport=QuotingTransport())
+    hook = kit.webhook(
+        "w",
+        endpoints=[
+            Endpoint(
+                "a",
+                "https://example.com/hook",
+                ["**"],
+                headers={"Authorization": "Bearer AUTHTOKEN-SECRET"},
+            )
+        ],
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        d = await status_of(kit, delivery_id, "delayed")
+    assert d.error == "LocalProtocolError: illegal header value '***'"
 
 
 async def test_list_limit_must_be_positive(make_backend: BackendFactory) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from oqronkit import _core
-from oqronkit.errors import ConfigurationError
+from oqronkit.errors import ConfigurationError, shown_url
 from oqronkit.signing import signers_for, standard_signers_for
 
 Secret: TypeAlias = str | bytes
@@ -58,6 +58,8 @@ def check_header(name: str, value: str) -> None:
         raise ConfigurationError(f"header {name!r} needs a str value, not {type(value).__name__}")
     if _BAD_VALUE.search(value):
         raise ConfigurationError(f"header {name!r} has a control character (CR/LF injection?)")
+    if value != value.strip(" \t"):  # HTTP has no such value (RFC 9110 5.5); h11 refuses it
+        raise ConfigurationError(f"header {name!r} has whitespace at its start or end")
     if not value.isascii():
         raise ConfigurationError(f"header {name!r} must be ASCII (HTTP header values are bytes)")
 
@@ -264,7 +266,7 @@ SecuritySource: TypeAlias = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Endpoint:
     """One receiver: where to send, which events, and how. Settings left as None fall back to
     the webhook's."""
@@ -281,8 +283,18 @@ class Endpoint:
     timeout: float | None = None
     enabled: bool = True
     max_in_flight: int | None = None
-    """At most this many requests in flight to this endpoint (default: half the webhook's
-    concurrency, at least 1), so one slow receiver cannot take every slot."""
+    """At most this many requests in flight to this endpoint from one process (default: half the
+    webhook's concurrency, at least 1), so one slow receiver cannot take every slot. N worker
+    processes may have N times as many open; a `RateLimit` is the cluster-wide bound."""
+
+    def __repr__(self) -> str:
+        # The URL as messages show it (a ?token= masked); headers and security never.
+        shown = (
+            f"{f.name}={shown_url(self.url) if f.name == 'url' else getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.repr
+        )
+        return f"Endpoint({', '.join(shown)})"
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str) or _BAD_VALUE.search(self.name):
@@ -334,7 +346,7 @@ def check_policy(kind: type, policy: object) -> None:
 def check_url(url: str) -> None:
     if not isinstance(url, str):
         raise ConfigurationError(f"an endpoint URL is a str, not a {type(url).__name__}")
-    shown = _USERINFO.sub("//***@", url)  # what errors may show of it
+    shown = shown_url(url)  # what errors may show of it
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port
@@ -355,5 +367,3 @@ def check_url(url: str) -> None:
     except (httpx.InvalidURL, UnicodeError) as exc:
         raise ConfigurationError(f"invalid endpoint URL {shown!r}: {exc}") from None
 
-
-_USERINFO = re.compile(r"//[^/?#]*@")  # `//user:password@` of a URL

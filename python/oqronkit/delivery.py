@@ -137,7 +137,7 @@ async def send(
     except EgressDenied as exc:
         return Response(Verdict.REJECTED, clock() - started, error=str(exc))
     except Exception as exc:  # any transport (a user's too) failing is a failed attempt
-        return Response(Verdict.RETRY, clock() - started, error=describe(exc))
+        return Response(Verdict.RETRY, clock() - started, error=_scrubbed(describe(exc), headers))
     # The answer is in with its head: it stands whatever becomes of the body, which is only
     # kept for the record. A 200 whose body breaks off was still received.
     verdict = classify(status)
@@ -152,6 +152,15 @@ async def send(
         return body_cut_short(answer, clock() - started, describe(exc))
     duration = clock() - started
     return Response(verdict, duration, status, _text(raw, body_cap), None, retry_after)
+
+
+def _scrubbed(error: str, headers: list[tuple[bytes, bytes]]) -> str:
+    """`error` without any value of the request's headers: a transport's message may quote one
+    (h11 quotes a value it refuses), and a header may carry a credential."""
+    for _, value in headers:
+        if len(value) >= 8:
+            error = error.replace(value.decode("latin-1"), "***")
+    return error
 
 
 def body_cut_short(answer: Response, duration: float, why: str) -> Response:

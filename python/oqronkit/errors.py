@@ -6,6 +6,8 @@ The Rust core raises these same classes (it imports them from here), so an inval
 
 from __future__ import annotations
 
+import re
+
 
 class OqronKitError(Exception):
     """Base class of every OqronKit error."""
@@ -70,3 +72,30 @@ def describe(exc: BaseException) -> str:
         exc = exc.exceptions[0]
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# Query parameters whose values messages never show: passwords, tokens, keys, signatures.
+_SECRET_PARAMETER = re.compile(r"pass|token|secret|key|sig|auth|credential|code", re.IGNORECASE)
+
+
+def shown_url(url: str) -> str:
+    """A URL (an endpoint's, a backend's) as reprs, logs and messages may show it: no password
+    and no secret-looking query value. Everything from `//` to the last `@` is the user info: a
+    password may hold `/`, `?` or `#`, which libpq accepts and a URL parser would take for the
+    path, query or fragment, so no parser is asked. A user name stays when a password follows
+    it (alone, the user info may be a token)."""
+    scheme, slashes, rest = url.partition("//")
+    if slashes and "@" in rest:
+        userinfo, _, rest = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}:***@{rest}" if colon else f"***@{rest}"
+    head, question, query = rest.partition("?")
+    if question:
+        query, hash_, fragment = query.partition("#")
+        pairs = (pair.partition("=") for pair in query.split("&"))
+        query = "&".join(
+            f"{name}{eq}{'***' if eq and _SECRET_PARAMETER.search(name) else value}"
+            for name, eq, value in pairs
+        )
+        rest = f"{head}?{query}{hash_}{fragment}"
+    return f"{scheme}{slashes}{rest}"

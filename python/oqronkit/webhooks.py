@@ -229,7 +229,9 @@ class Webhook:
             return
         for endpoint in base:
             if not isinstance(endpoint, Endpoint):
-                raise ConfigurationError(f"endpoints must be Endpoint objects, not {endpoint!r}")
+                # Only its type: a dict in the original's style carries its secret and headers.
+                kind = type(endpoint).__name__
+                raise ConfigurationError(f"endpoints must be Endpoint objects, not a {kind}")
         self._code_endpoints = {e.name: e for e in base}
         names = set()
         for endpoint in base:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from oqronkit.backends.base import Backend
 from oqronkit.backends.memory import MemoryBackend
 from oqronkit.backends.sqlite import SQLiteBackend
-from oqronkit.errors import ConfigurationError
+from oqronkit.errors import ConfigurationError, shown_url
 
-__all__ = ["Backend", "MemoryBackend", "SQLiteBackend", "open_backend", "shown_url"]
+__all__ = ["Backend", "MemoryBackend", "SQLiteBackend", "open_backend"]
 
 
 @contextmanager
@@ -21,21 +21,6 @@ def _extra(name: str) -> Iterator[None]:
     except ImportError as exc:
         message = f"this backend needs its client library: pip install 'oqronkit[{name}]' ({exc})"
         raise ConfigurationError(message) from None
-
-
-def shown_url(url: str) -> str:
-    """A backend URL as messages may show it: without a password (user:password@, or a
-    password= query parameter)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<a backend URL that cannot be read>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else f"***@{host}"
-    query = [(k, "***" if "pass" in k.lower() else v) for k, v in parse_qsl(parts.query)]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
 
 
 def open_backend(url: str | Backend) -> Backend:

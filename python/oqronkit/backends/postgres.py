@@ -54,7 +54,7 @@ from oqronkit.backends.base import (
     StateUpdate,
     glob_predicate,
 )
-from oqronkit.errors import ConfigurationError
+from oqronkit.errors import ConfigurationError, shown_url
 from oqronkit.models import (
     WEBHOOK,
     Attempt,
@@ -591,18 +591,8 @@ def _socket_of(conn: Connection) -> socket.socket | None:
 
 def _redacted(conninfo: str) -> str:
     """`conninfo` without any password, for repr and messages."""
-    parts = urlsplit(conninfo)
-    if parts.scheme in ("postgres", "postgresql"):
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, hosts = netloc.rsplit("@", 1)
-            netloc = f"{userinfo.split(':', 1)[0]}@{hosts}"
-        query = [
-            (k, v)
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            if k.lower() not in _SECRET_PARAMETERS
-        ]
-        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, quote_via=quote)))
+    if conninfo.startswith(("postgres://", "postgresql://")):
+        return shown_url(conninfo)
     try:
         params = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:

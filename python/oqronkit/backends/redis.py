@@ -61,7 +61,7 @@ from oqronkit.backends.base import (
     T,
     glob_predicate,
 )
-from oqronkit.errors import KitNotRunning, describe
+from oqronkit.errors import KitNotRunning, describe, shown_url
 from oqronkit.models import (
     Attempt,
     CancelOutcome,
@@ -760,16 +760,12 @@ class RedisBackend(Backend):
 
     def __init__(self, url: str, *, prefix: str | None = None) -> None:
         self._url, self.prefix = _split_url(url, prefix)
+        self._shown_url = shown_url(url)  # as given: reading it may have mangled a password
         self._p = self.prefix + ":"
         self._service: _Service | None = None
 
-    def __repr__(self) -> str:  # the URL may hold a password: never shown
-        parts = urlsplit(self._url)
-        db = parts.path.strip("/") or "0"
-        return (
-            f"RedisBackend({parts.scheme}://{parts.hostname}:{parts.port or 6379}/{db}, "
-            f"prefix={self.prefix!r})"
-        )
+    def __repr__(self) -> str:
+        return f"RedisBackend({self._shown_url!r}, prefix={self.prefix!r})"
 
     # ---------------------------------------------------------------- plumbing
 

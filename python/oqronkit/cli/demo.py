@@ -24,9 +24,9 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from oqronkit.backends import shown_url
 from oqronkit.cli.receivers import ACME_SECRET, BEHAVIOURS, SECRET, DemoReceivers
 from oqronkit.config import CircuitBreaker, Endpoint, RateLimit, Retries, Security
+from oqronkit.errors import shown_url
 from oqronkit.events import LifecycleEvent
 from oqronkit.kit import OqronKit
 from oqronkit.models import Delivery

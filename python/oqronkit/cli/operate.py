@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from oqronkit.cli.common import app_option, backend_option, echo_json, operator_kit, run_operation
-from oqronkit.errors import DeliveryNotFound
+from oqronkit.errors import DeliveryNotFound, shown_url
 from oqronkit.kit import OqronKit
 from oqronkit.models import Delivery, Status
 
@@ -228,7 +228,7 @@ def list_endpoints(app: str | None, backend: str | None, webhook_name: str) -> N
         for e in await webhook.endpoints():
             paused = kit.definitions.is_paused(webhook_name, e.name)
             state = "disabled" if not e.enabled else "paused" if paused else "active"
-            rows.append((e.name, e.url, ", ".join(e.events), state))
+            rows.append((e.name, shown_url(e.url), ", ".join(e.events), state))
         return rows
 
     table = Table("endpoint", "url", "events", "state")

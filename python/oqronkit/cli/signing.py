@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -35,10 +36,8 @@ def sign(secret: str, algorithm: str, timestamp: int | None, body: str) -> None:
 @click.command()
 @click.option(
     "--secret",
-    required=True,
     multiple=True,
-    envvar="OQRONKIT_SECRET",
-    help="Repeat during a rotation; env OQRONKIT_SECRET.",
+    help="Repeat during a rotation; else env OQRONKIT_SECRET (one secret, spaces and all).",
 )
 @click.option("--header", required=True, help="The X-Oqron-Signature header received.")
 @click.option("--algorithm", type=ALGORITHMS, default="sha256", show_default=True)
@@ -54,7 +53,10 @@ def verify(
     secret: tuple[str, ...], header: str, algorithm: str, tolerance: float, body: str
 ) -> None:
     """Exit 0 if HEADER signs BODY ('-' reads stdin) with a SECRET, else 1."""
-    secrets = list(secret) if len(secret) > 1 else secret[0]
+    # Not click's envvar: for a repeatable option it splits the variable's value on spaces.
+    secrets = list(secret) or [os.environ.get("OQRONKIT_SECRET", "")]
+    if secrets == [""]:
+        raise click.UsageError("give --secret (or set OQRONKIT_SECRET)")
     if fail_cleanly(
         lambda: verify_webhook_signature(
             header, _body(body), secrets, algorithm=algorithm, tolerance=tolerance
