@@ -664,9 +664,10 @@ class GatedRequeue(MemoryBackend):
 class FailingSettles(SQLiteBackend):
     """A SQLite file whose next `failures` settles fail, as a full disk would fail them."""
 
-    def __init__(self, path: Path, failures: int) -> None:
+    def __init__(self, path: Path, failures: int, error: Exception | None = None) -> None:
         super().__init__(path)
         self.failures = failures
+        self.error = error or sqlite3.OperationalError("database or disk is full")
         self.claims = 0
 
     async def claim(self, *args: Any, **kwargs: Any) -> list[Claim]:
@@ -676,8 +677,28 @@ class FailingSettles(SQLiteBackend):
     async def settle_many(self, settles: Sequence[SettleRequest]) -> list[Delivery | None]:
         if self.failures > 0:
             self.failures -= 1
-            raise sqlite3.OperationalError("database or disk is full")
+            raise self.error
         return await super().settle_many(settles)
+
+
+async def test_a_backend_out_of_reach_when_settling_is_a_warning_not_a_traceback_each_time(
+    receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lost = ConnectionResetError("connection reset by peer")  # an OSError: out of reach
+    backend = FailingSettles(tmp_path / "oqronkit.db", failures=4, error=lost)
+    clock = FakeClock()
+    kit = OqronKit(backend, allow_private_networks=True, clock=clock)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+    with anyio.fail_after(10), caplog.at_level(logging.INFO, logger="oqronkit"):
+        async with kit:
+            ids = await hook.fire_many([("a.b", {}), ("a.c", {})])
+            await eventually(lambda: _true(backend.failures == 0))
+            clock.advance(RETRY_AFTER_ERROR)
+            for delivery_id in [i for per_event in ids for i in per_event]:
+                await status_of(kit, delivery_id, "completed")
+    assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
+    assert "webhook w: settling attempts failed: ConnectionResetError" in caplog.records[0].message
+    assert caplog.records[1].message == "webhook w: settling attempts works again"
 
 
 async def test_a_requeue_the_backend_refused_is_tried_again_not_left_leased(

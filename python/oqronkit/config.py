@@ -366,4 +366,3 @@ def check_url(url: str) -> None:
         httpx.URL(url)  # what the request will use: IDNA host names, percent-encoding
     except (httpx.InvalidURL, UnicodeError) as exc:
         raise ConfigurationError(f"invalid endpoint URL {shown!r}: {exc}") from None
-

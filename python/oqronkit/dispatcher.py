@@ -60,6 +60,7 @@ class Dispatcher:
         self.kit = kit
         self.webhook = webhook
         self.owner = kit.worker_id
+        self._settling = kit.loop_failures(f"webhook {webhook.name}: settling attempts")
         self._wake = anyio.Event()
         self._stopping = False
         # Attempts running in this process, by a token of their own: the same delivery may be
@@ -359,8 +360,8 @@ class Dispatcher:
                     await self._no_verdict(sending)
                     await self._requeue_unsettled(token, claim, 0.0)
             raise
-        except Exception:
-            await self._broke(token, claim, sending)
+        except Exception as exc:
+            await self._broke(token, claim, sending, exc)
         finally:
             self._release(token, claim)
             self._ended += 1
@@ -393,11 +394,13 @@ class Dispatcher:
                 duration = self.kit.watchdog.clock() - sending.sent_at
                 sending.response = delivery.timed_out(sending.timeout, duration)
                 await self._conclude(token, claim, sending)
-        except Exception:
-            await self._broke(token, claim, sending)
+        except Exception as exc:
+            await self._broke(token, claim, sending, exc)
 
-    async def _broke(self, token: int, claim: Claim, sending: _Sending | None) -> None:
-        log.exception("delivery %s: the attempt broke; it will be retried", claim.id)
+    async def _broke(
+        self, token: int, claim: Claim, sending: _Sending | None, exc: Exception
+    ) -> None:
+        self._failed(exc, "delivery %s: the attempt broke; it will be retried", claim.id)
         await self._no_verdict(sending)
         await self._requeue_unsettled(token, claim, RETRY_AFTER_ERROR)
 
@@ -411,9 +414,17 @@ class Dispatcher:
             )
             try:
                 await self.kit.backend.settle(claim.id, self.owner, requeue, now)
-            except Exception:
-                log.exception("delivery %s: could not requeue; will try again", claim.id)
+            except Exception as exc:
+                self._failed(exc, "delivery %s: could not requeue; will try again", claim.id)
                 self._unrequeued[claim.id] = requeue
+
+    def _failed(self, exc: Exception, message: str, delivery_id: str) -> None:
+        """A backend out of reach fails every attempt's settle alike: one line a minute for
+        them all (`outages`). Anything else is a bug, with its traceback."""
+        if self.kit.backend.unreachable(exc):
+            self._settling.failed(exc)
+        else:
+            log.error(message, delivery_id, exc_info=exc)
 
     async def _requeue_again(self, now: float) -> None:
         """Requeues what `_requeue_unsettled` could not, oldest first; raises on the first
@@ -607,6 +618,7 @@ class Dispatcher:
     async def _settle(self, token: int, claim: Claim, settlement: Settlement) -> Delivery | None:
         now = self.kit.clock.now()
         settled = await self.kit.settles((claim.id, self.owner, settlement, now))
+        self._settling.succeeded()
         self._settled.add(token)
         if settled is None:
             log.warning(

@@ -733,6 +733,7 @@ class _Service:
             raise ConnectionError("the Redis client is stopping")
         scope = anyio.CancelScope()
         self._subscriptions.add(scope)
+        subscribed = False
         try:
             with scope:
                 # A subscription waits for messages with no deadline: after as long as a
@@ -748,7 +749,10 @@ class _Service:
                     subscription_timeout=timeout,
                 )
                 async with pubsub:
+                    subscribed = True
                     yield pubsub
+            if not subscribed:  # the client was retired while subscribing: a lost connection
+                raise ConnectionError("the Redis client was replaced while subscribing")
         finally:
             self._subscriptions.discard(scope)
             self._subscriptions_changed.set()
