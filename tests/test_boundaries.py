@@ -310,6 +310,16 @@ async def test_an_error_inside_the_kit_block_comes_out_as_itself(
             await kit.resend_webhook("dlv_missing")
 
 
+async def test_an_exception_group_raised_in_the_kit_block_comes_out_whole(
+    make_backend: BackendFactory,
+) -> None:
+    group = ExceptionGroup("the block's own", [ValueError("a"), KeyError("b")])
+    with pytest.raises(ExceptionGroup) as caught:
+        async with make_kit(make_backend, dispatch=False):
+            raise group
+    assert caught.value is group
+
+
 async def test_a_name_freed_by_deleting_a_runtime_webhook_can_be_defined_in_code() -> None:
     async with OqronKit(dispatch=False) as kit:
         await kit.create_webhook("w", endpoints=[Endpoint("e", URL, ["**"])])

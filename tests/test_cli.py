@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.receiver import Receiver
+from tests.receiver import Receiver, Reply
 
 OQRONKIT = str(Path(sys.executable).parent / "oqronkit")
 
@@ -167,6 +167,54 @@ def test_worker_delivers_what_fire_enqueued_and_stops_on_sigterm(
             worker.communicate()
     assert worker.returncode == 0, stderr
     assert "SIGTERM: stopping gracefully" in stderr and stderr.rstrip().endswith("stopped")
+
+
+SLOW_APP = """
+import os
+from oqronkit import Endpoint, OqronKit
+
+kit = OqronKit(
+    f"sqlite:///{os.environ['APP_DB']}", allow_private_networks=True, shutdown_grace=60.0
+)
+orders = kit.webhook("orders", endpoints=[Endpoint("slow", os.environ["RECEIVER_URL"], ["**"])])
+"""
+
+
+def test_a_second_signal_stops_a_draining_worker_at_once(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.respond("/slow", then=Reply(204, delay=30.0))
+    (tmp_path / "app.py").write_text(textwrap.dedent(SLOW_APP))
+    env = {"APP_DB": str(tmp_path / "app.db"), "RECEIVER_URL": receiver.url("/slow")}
+    fired = oqronkit(
+        "fire", "--app", "app:kit", "--webhook", "orders", "e", "{}", cwd=tmp_path, env=env
+    )
+    [delivery_id] = fired.stdout.split()
+    worker = subprocess.Popen(
+        [OQRONKIT, "worker", "app:kit"],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        receiver.wait_for_blocking(1, "/slow", timeout=30)  # in flight for 30 s
+        worker.send_signal(signal.SIGTERM)  # drains for up to 60 s ...
+        time.sleep(0.5)
+        worker.send_signal(signal.SIGINT)  # ... unless told again
+        _, stderr = worker.communicate(timeout=15)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0, stderr
+    assert "SIGINT: stopping now" in stderr and stderr.rstrip().endswith("stopped")
+    shown = oqronkit(
+        "deliveries", "show", delivery_id, "--json", "--app", "app:kit", cwd=tmp_path, env=env
+    )
+    d = json.loads(shown.stdout)
+    assert (d["status"], d["attempts"]) == ("waiting", [])  # back in the queue, no attempt used
 
 
 def test_bench_writes_its_results_and_a_plot(tmp_path: Path) -> None:

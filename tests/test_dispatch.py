@@ -486,6 +486,31 @@ async def test_breaker_defers_without_using_attempts(
             assert len(d.attempts) == 2
 
 
+async def test_a_half_open_breaker_is_sent_its_probes_only_and_the_rest_right_after_one_succeeds(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    # Claiming the endpoint's full room when its breaker half-opens would have the breaker turn
+    # all but the probe away, to wait a whole reset more after the probe closed it.
+    clock = FakeClock()
+    receiver.respond("/a", 503)  # then 204s
+    kit = make_kit(make_backend, clock)
+    hook = kit.webhook(
+        "w",
+        retries=Retries(max=3, base_delay=1.0, jitter=0.0),
+        circuit_breaker=CircuitBreaker(failure_threshold=1, reset_timeout=30.0),
+        endpoints=[Endpoint("a", receiver.url("/a"), ["**"], max_in_flight=5)],
+    )
+    async with kit:
+        [first] = await hook.fire("e", {})
+        await status_of(kit, first, "delayed")  # and the breaker is open
+        waiting = [i for _ in range(4) for i in await hook.fire("e", {})]
+        clock.advance(30.0)  # half-open: one probe, then the breaker closes
+        for delivery_id in [first, *waiting]:
+            d = await status_of(kit, delivery_id, "completed")
+            assert d.attempts[-1].status == 204
+    assert len(receiver.received("/a")) == 6
+
+
 async def test_rate_limit_defers_without_using_attempts(
     make_backend: BackendFactory, receiver: Receiver
 ) -> None:

@@ -4,7 +4,10 @@ replay, lifecycle events and the module-level functions."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import anyio
 import pytest
@@ -21,6 +24,7 @@ from oqronkit import (
     Security,
     verify_webhook_signature,
 )
+from oqronkit.backends import SQLiteBackend
 from tests.conftest import BackendFactory, two_processes
 from tests.receiver import Receiver, Reply
 from tests.test_dispatch import NO_JITTER, make_kit, status_of
@@ -423,6 +427,47 @@ async def test_a_kit_exits_even_if_a_webhook_appears_while_it_drains(
     assert "rt" not in worker._dispatchers
 
 
+async def test_a_worker_restarted_over_a_stored_webhook_runs_one_dispatcher_and_stops(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    # Its first refresh starts the stored webhook's dispatcher; the start must not add another
+    # (the first then ran on unstopped, and the kit never left `async with`).
+    backend = make_backend()
+    async with OqronKit(backend, dispatch=False) as operator:
+        await operator.create_webhook("rt", endpoints=[Endpoint("x", receiver.url("/x"), ["**"])])
+    worker = OqronKit(backend, allow_private_networks=True, shutdown_grace=0.1)
+    with anyio.fail_after(10):
+        async with worker:
+            dispatchers = [task for task in _tasks() if task.name == "oqronkit dispatcher rt"]
+            [delivery_id] = await worker.get_webhook("rt").fire("e", {})
+            await status_of(worker, delivery_id, "completed")
+    assert len(dispatchers) == 1
+
+
+def _tasks() -> list[anyio.TaskInfo]:
+    return [t for t in anyio.get_running_tasks() if t.name is not None]
+
+
+async def test_a_webhook_defined_while_the_kit_drains_does_not_hold_it_open(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    receiver.respond("/slow", Reply(204, delay=0.5))
+    kit = make_kit(make_backend, shutdown_grace=3.0)
+    hook = kit.webhook("w", endpoints=[Endpoint("slow", receiver.url("/slow"), ["**"])])
+
+    async def define_while_draining() -> None:
+        while not kit._stopping:
+            await anyio.sleep(0.005)
+        kit.webhook("late", endpoints=[Endpoint("x", receiver.url("/x"), ["**"])])
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(define_while_draining)
+            async with kit:  # left within its grace, not held open by "late"'s dispatcher
+                await hook.fire("e", {})
+                await receiver.wait_for(1, "/slow")
+
+
 async def test_updates_are_validated_against_what_they_change(
     make_backend: BackendFactory, receiver: Receiver
 ) -> None:
@@ -497,3 +542,32 @@ async def test_a_second_process_cannot_create_over_what_the_first_just_created(
         await first.refresh_definitions()
         endpoints = await first.get_webhook("rt").endpoints()
         assert [(e.name, e.url) for e in endpoints] == [("a", URL), ("x", URL)]
+
+
+def test_a_webhook_defined_from_another_thread_is_dispatched_on_the_kits_loop(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    # The kit runs in a thread of its own (beside a web app, say); the app's thread defines a
+    # webhook and fires: its dispatcher starts on the kit's loop, not the caller's (or none).
+    kit = OqronKit(SQLiteBackend(tmp_path / "oqronkit.db"), allow_private_networks=True)
+    running, stop = threading.Event(), threading.Event()
+
+    async def run_kit() -> None:
+        async with kit:
+            running.set()
+            await anyio.to_thread.run_sync(stop.wait)
+
+    thread = threading.Thread(target=anyio.run, args=(run_kit,))
+    thread.start()
+    try:
+        assert running.wait(10)
+        hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+        [delivery_id] = hook.fire_sync("e", {})
+        deadline = time.monotonic() + 10
+        while not receiver.received("/a") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [r.headers["x-oqron-delivery"] for r in receiver.received("/a")] == [delivery_id]
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -82,6 +82,9 @@ class Dispatcher:
         self._attempts_scope = anyio.CancelScope()
         self._startup_scope = anyio.CancelScope()
         self._renewed_at = kit.clock.now()
+        self._renewing = anyio.Lock()
+        # In flight here but not yet let through by the breaker: what it will count as probes.
+        self._unadmitted: dict[int, str] = {}
         self._hooks: HookPool
         self._attempts: TaskPool
 
@@ -158,16 +161,20 @@ class Dispatcher:
         closed by its rate limit or breaker opens again."""
         room: dict[str, int] = {}
         opens: list[float] = []
+        unadmitted = Counter(self._unadmitted.values())
         for name in self.webhook.endpoint_names():
             free = self.webhook.max_in_flight(name) - self._per_endpoint.get(name, 0)
-            closed_until = self._closed_until(name, now)
+            closed_until, probes = self._breaker_gate(name, now, unadmitted[name])
             if closed_until is not None:
                 free = 0
                 opens.append(closed_until)
-            elif (bucket := self._rate_limit(name)) is not None:  # as last seen here
-                free = min(free, bucket.allowance(now))
-                if free <= 0:
-                    opens.append(now + _refill_time(bucket, now))
+            else:
+                if probes is not None:  # half-open: no more than its probes, or the breaker
+                    free = min(free, probes)  # turns the rest away for a whole reset
+                if (bucket := self._rate_limit(name)) is not None:  # as last seen here
+                    free = min(free, bucket.allowance(now))
+                    if free <= 0:
+                        opens.append(now + _refill_time(bucket, now))
             room[name] = free
         return room, min(opens, default=None)
 
@@ -177,16 +184,25 @@ class Dispatcher:
             return None
         return self.kit.guards.bucket(self._key(name), endpoint.rate_limit)
 
-    def _closed_until(self, name: str, now: float) -> float | None:
-        """When the endpoint's breaker (as last seen here) will let a call through, if it will
-        not now."""
+    def _breaker_gate(
+        self, name: str, now: float, unadmitted: int
+    ) -> tuple[float | None, int | None]:
+        """What the endpoint's breaker (as last seen here) lets through now: nothing until a
+        moment (the first value), or at most so many more probes (the second), or anything.
+        `unadmitted` are this worker's claims for it not yet let through: probes to be."""
         endpoint = self.webhook.endpoint_named(name)
         policy = (endpoint and endpoint.circuit_breaker) or self.webhook.circuit_breaker
-        state, count, at, _ = self.kit.guards.breaker(self._key(name), policy).snapshot()
+        state, probes, at, _ = self.kit.guards.breaker(self._key(name), policy).snapshot()
+        if state == "closed":
+            return None, None
         reopens = at + policy.reset_timeout
-        if state == "open" or (state == "half_open" and count >= policy.half_open_max):
-            return reopens if now < reopens else None
-        return None
+        if now >= reopens:  # a new half-open period begins (any probes out are presumed lost)
+            probes = 0
+        elif state == "open" or probes >= policy.half_open_max:
+            return reopens, None  # or sooner, when a probe's outcome wakes the claim loop
+        # No more than the probes left, less the claims about to probe (whose attempts wake
+        # the claim loop when they end).
+        return None, max(0, policy.half_open_max - probes - unadmitted)
 
     def _key(self, endpoint_name: str) -> str:
         return f"{self.webhook.name}\x00{endpoint_name}"
@@ -269,10 +285,13 @@ class Dispatcher:
         if not self._in_flight:  # busy from now on
             self._idle = anyio.Event()
         self._in_flight[token] = claim
+        self._unadmitted[token] = claim.endpoint_name
         self._per_endpoint[claim.endpoint_name] = self._per_endpoint.get(claim.endpoint_name, 0) + 1
         self._ahead.append((token, claim))
 
     def _start_ahead(self) -> None:
+        if self._stopping:  # a claim that came back after the stop: its claims go back unbegun
+            return
         for _ in range(self._startable()):
             self._attempts.start_soon(self._attempt_then_release, *self._ahead.popleft())
 
@@ -283,6 +302,7 @@ class Dispatcher:
 
     def _release(self, token: int, claim: Claim) -> None:
         del self._in_flight[token]
+        self._unadmitted.pop(token, None)
         self._settled.discard(token)
         self._cancelled.discard(token)
         self._per_endpoint[claim.endpoint_name] -= 1
@@ -334,7 +354,10 @@ class Dispatcher:
                 return
             self._scopes[token] = scope
             try:
-                sending = await self._prepare(token, claim)
+                try:
+                    sending = await self._prepare(token, claim)
+                finally:
+                    self._unadmitted.pop(token, None)
                 if sending is not None:
                     await self._send(sending, claim, scope)
             finally:
@@ -446,13 +469,19 @@ class Dispatcher:
     async def _keep_leases(self, now: float) -> bool:
         """Renews the leases of attempts in flight once a third of the lease has passed; says
         whether it did. The claim loop calls it too, before claiming, so a stalled heartbeat
-        (or a test's jumped clock) never lets another worker take work still in flight here."""
-        if not (self._in_flight or self._unrequeued) or now < self._renewed_at + self.kit.lease / 3:
-            return False
-        self._renewed_at = now
-        ids = [claim.id for claim in self._in_flight.values()] + list(self._unrequeued)
-        await self.kit.backend.renew(self.owner, ids, now + self.kit.lease)
-        return True
+        (or a test's jumped clock) never lets a claim, this worker's or another's, take work
+        still in flight here. Hence one renewal at a time, and a renewal counts once it is
+        stored: the claim loop waits for the heartbeat's, and one that failed is done again."""
+        async with self._renewing:
+            if (
+                not (self._in_flight or self._unrequeued)
+                or now < self._renewed_at + self.kit.lease / 3
+            ):
+                return False
+            ids = [claim.id for claim in self._in_flight.values()] + list(self._unrequeued)
+            await self.kit.backend.renew(self.owner, ids, now + self.kit.lease)
+            self._renewed_at = now
+            return True
 
     # ---------------------------------------------------------------- one attempt
 

@@ -78,11 +78,22 @@ WATCH_RETRY = 1.0  # seconds before watching the backend again after it failed
 REPLAY_PAGE = 500  # dead deliveries read per query by `replay`
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for exc in group.exceptions:
-        leaves += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
-    return leaves
+def _wraps_only(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:
+    """Whether `group` is nothing but `exc` in groups of one (task groups wrap what failed;
+    a group of the block's own stays whole, though Trio may have rebuilt it)."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+        inner = inner.exceptions[0]
+        if inner is exc or (
+            isinstance(inner, BaseExceptionGroup)
+            and isinstance(exc, BaseExceptionGroup)
+            and type(inner) is type(exc)
+            and inner.message == exc.message
+            and len(inner.exceptions) == len(exc.exceptions)
+            and all(a is b for a, b in zip(inner.exceptions, exc.exceptions, strict=True))
+        ):
+            return True
+    return False
 
 
 class OqronKit:
@@ -228,7 +239,7 @@ class OqronKit:
             headers=headers,
         )
         self._webhooks[name] = webhook
-        if self._task_group is not None and self.dispatch:
+        if self.dispatch:
             self._start_dispatcher(webhook)
         return webhook
 
@@ -393,7 +404,7 @@ class OqronKit:
                 if webhook is None:
                     webhook = Webhook(self, name, endpoints=(), runtime=True, **settings)
                     self._webhooks[name] = webhook
-                    if self._task_group is not None and self.dispatch and not self._stopping:
+                    if self.dispatch:
                         self._start_dispatcher(webhook)
                 elif webhook.runtime:
                     webhook._configure(**settings)
@@ -403,9 +414,7 @@ class OqronKit:
                 log.warning("ignoring the stored webhook %r: %s", name, exc)
         for name in [n for n, w in self._webhooks.items() if w.runtime and n not in stored]:
             del self._webhooks[name]  # deleted (here or by another process)
-            dispatcher = self._dispatchers.pop(name, None)
-            if dispatcher is not None:
-                dispatcher.stop()
+            self._on_loop(self._stop_dispatcher, name)
 
     # ---------------------------------------------------------------- lifetime
 
@@ -466,7 +475,7 @@ class OqronKit:
                 except BaseExceptionGroup as group:
                     # The kit's task group wraps the block's own error on its way out: it goes
                     # on as itself (returning lets it), so `except DeliveryNotFound` works.
-                    if exc is None or _leaves(group) != [exc]:
+                    if exc is None or not _wraps_only(group, exc):
                         raise
         finally:
             self._task_group = None
@@ -483,10 +492,31 @@ class OqronKit:
             raise BackendUnavailable(message) from exc
 
     def _start_dispatcher(self, webhook: Webhook) -> None:
-        assert self._task_group is not None
+        """Starts `webhook`'s dispatcher if the kit runs and it has none yet (a refresh at the
+        start may have started it already; one that began while stopping would outlive it)."""
+        if self._task_group is None:
+            return
+        if threading.get_ident() != self._loop_thread:  # a definition from another thread
+            self._on_loop(self._start_dispatcher, webhook)
+            return
+        if self._stopping or webhook.name in self._dispatchers:
+            return
         dispatcher = Dispatcher(self, webhook)
         self._dispatchers[webhook.name] = dispatcher
         self._task_group.start_soon(dispatcher.run, name=f"oqronkit dispatcher {webhook.name}")
+
+    def _stop_dispatcher(self, name: str) -> None:
+        dispatcher = self._dispatchers.pop(name, None)
+        if dispatcher is not None:
+            dispatcher.stop()
+
+    def _on_loop(self, fn: Callable[..., object], *args: Any) -> None:
+        """Calls `fn` on the kit's event loop, from any thread: its task group, dispatchers and
+        events are that loop's. Nothing to do when the kit is not running."""
+        if self._loop_thread == threading.get_ident():
+            fn(*args)
+        elif self._token is not None:
+            anyio.from_thread.run_sync(fn, *args, token=self._token)
 
     async def _stop_dispatchers(self) -> None:
         """Graceful: stop claiming, let attempts in flight finish within `shutdown_grace`, then
@@ -571,10 +601,7 @@ class OqronKit:
     def wake(self, webhook: str) -> None:
         dispatcher = self._dispatchers.get(webhook)
         if dispatcher is not None:
-            if self._loop_thread == threading.get_ident():
-                dispatcher.wake()
-            elif self._token is not None:
-                anyio.from_thread.run_sync(dispatcher.wake, token=self._token)
+            self._on_loop(dispatcher.wake)
 
     async def disable_endpoint(self, webhook: str, endpoint: str, reason: str) -> None:
         """A 410 Gone: the endpoint is disabled, in every process, until re-enabled."""
