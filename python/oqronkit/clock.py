@@ -48,6 +48,7 @@ class FakeClock:
         self._now = start
         self._sleepers: list[tuple[float, int, anyio.Event]] = []
         self._order = itertools.count()
+        self._prune_at = 64
 
     def now(self) -> float:
         return self._now
@@ -58,6 +59,12 @@ class FakeClock:
                 await anyio.lowlevel.checkpoint()  # still a scheduling point, as a real sleep is
                 return
             heapq.heappush(self._sleepers, (until, next(self._order), event))
+            if len(self._sleepers) >= self._prune_at:
+                # Sleepers woken by their event (a wake-up, not the clock) never leave by
+                # themselves: drop them, amortised over the pushes since the last time.
+                self._sleepers = [s for s in self._sleepers if not s[2].is_set()]
+                heapq.heapify(self._sleepers)
+                self._prune_at = max(64, 2 * len(self._sleepers))
         await event.wait()
 
     def advance(self, seconds: float) -> None:
@@ -69,6 +76,8 @@ class FakeClock:
 
     def next_wakeup(self) -> float | None:
         """When the earliest sleeper is due, if any (for tests that jump straight to it)."""
+        while self._sleepers and self._sleepers[0][2].is_set():
+            heapq.heappop(self._sleepers)
         return self._sleepers[0][0] if self._sleepers else None
 
 
