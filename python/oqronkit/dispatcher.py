@@ -396,27 +396,25 @@ class Dispatcher:
         """Settles an attempt whose scope was cancelled: by cancel_delivery, or at its
         request's deadline."""
         try:
-            cut = sending is not None and sending.response is None  # before its verdict
-            if cut and sending is not None and sending.answer is not None:
+            cut = sending if sending is not None and sending.response is None else None
+            if cut is not None and cut.answer is not None:
                 # The answer was in and stands; only its body, kept for the record, was cut
                 # short. A retry it asks for after a cancel is cancelled in the backend.
-                duration = self.kit.watchdog.clock() - sending.sent_at
+                duration = self.kit.watchdog.clock() - cut.sent_at
                 why = (
-                    "cancelled"
-                    if token in self._cancelled
-                    else f"timed out after {sending.timeout:g}s"
+                    "cancelled" if token in self._cancelled else f"timed out after {cut.timeout:g}s"
                 )
-                sending.response = delivery.body_cut_short(sending.answer, duration, why)
-                await self._conclude(token, claim, sending)
+                cut.response = delivery.body_cut_short(cut.answer, duration, why)
+                await self._conclude(token, claim, cut)
             elif token in self._cancelled:
                 # cancel_delivery: no breaker failure, no on_dead, no attempt recorded.
                 await self._no_verdict(sending)
                 if token not in self._settled:
                     await self._settle(token, claim, CANCELLED)
-            elif cut and sending is not None:  # its deadline passed
-                duration = self.kit.watchdog.clock() - sending.sent_at
-                sending.response = delivery.timed_out(sending.timeout, duration)
-                await self._conclude(token, claim, sending)
+            elif cut is not None:  # its deadline passed before the answer
+                duration = self.kit.watchdog.clock() - cut.sent_at
+                cut.response = delivery.timed_out(cut.timeout, duration)
+                await self._conclude(token, claim, cut)
         except Exception as exc:
             await self._broke(token, claim, sending, exc)
 
