@@ -7,6 +7,8 @@ import ipaddress
 import logging
 import os
 import socket
+import sqlite3
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,7 +24,7 @@ from oqronkit import (
     OqronKit,
     Security,
 )
-from oqronkit.backends import Backend, MemoryBackend
+from oqronkit.backends import Backend, MemoryBackend, SQLiteBackend
 from oqronkit.egress import EgressPolicy
 from oqronkit.outages import LoopFailures
 from tests.conftest import BackendFactory, namespace
@@ -645,3 +647,25 @@ def test_a_postgres_url_libpq_cannot_read_is_refused_at_once_without_its_passwor
     with pytest.raises(ConfigurationError, match="libpq cannot read it") as caught:
         PostgresBackend(url)
     assert "hunter2" not in str(caught.value)
+
+
+async def test_a_sqlite_file_locked_elsewhere_holds_up_no_cancel_nor_shutdown(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    # SQLite waits for a lock in a worker thread that no cancellation reaches: its own wait is
+    # short, and the waiting between tries is ours, which a timeout or a shutdown cuts short.
+    path = tmp_path / "oqronkit.db"
+    kit = OqronKit(SQLiteBackend(path), allow_private_networks=True, shutdown_grace=0.1)
+    hook = kit.webhook("w", endpoints=[Endpoint("a", receiver.url("/a"), ["**"])])
+    other = sqlite3.connect(path, isolation_level=None)  # another process, as locks go
+    with anyio.fail_after(5):  # SQLite's busy wait was 30 s
+        async with kit:
+            other.execute("BEGIN IMMEDIATE")
+            with anyio.move_on_after(0.3) as waited:
+                await hook.fire("e", {})
+            assert waited.cancelled_caught  # it waited for the lock, and gave way to a timeout
+    other.execute("ROLLBACK")
+    other.close()
+    async with kit:  # the lock is free: all is well
+        [delivery_id] = await hook.fire("e", {})
+        assert (await status_of(kit, delivery_id, "completed")).attempts[0].status == 204

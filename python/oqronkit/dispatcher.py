@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -81,6 +82,8 @@ class Dispatcher:
         self._idle.set()
         self._attempts_scope = anyio.CancelScope()
         self._startup_scope = anyio.CancelScope()
+        self._claiming = anyio.CancelScope()  # the claim under way
+        self._claims_end = math.inf
         self._renewed_at = kit.clock.now()
         self._renewing = anyio.Lock()
         # In flight here but not yet let through by the breaker: what it will count as probes.
@@ -124,6 +127,11 @@ class Dispatcher:
     def stop(self) -> None:
         self._stopping = True
         self._startup_scope.cancel()
+        # A claim waiting on its backend (a SQLite file another process holds locked) may
+        # take the grace period, no more: cut short then, what it claimed (if the backend
+        # did claim) is taken back when its lease expires.
+        self._claims_end = anyio.current_time() + self.kit.shutdown_grace
+        self._claiming.deadline = self._claims_end
         self.wake()
 
     async def _drain(self) -> None:
@@ -231,9 +239,11 @@ class Dispatcher:
                 claims = []
                 if limit > 0:
                     lease_until = now + self.kit.lease
-                    claims = await backend.claim(
-                        self.webhook.name, self.owner, now, lease_until, limit, room
-                    )
+                    # `stop` gives a claim the grace period at most.
+                    with anyio.CancelScope(deadline=self._claims_end) as self._claiming:
+                        claims = await backend.claim(
+                            self.webhook.name, self.owner, now, lease_until, limit, room
+                        )
                     failures.succeeded()
                 refused = False
                 if claims and throttle is not None and bucket is not None:

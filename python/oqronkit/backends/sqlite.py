@@ -181,6 +181,14 @@ def _choose(
     return chosen
 
 
+# Another process holding the write lock: SQLite's own busy wait (in a worker thread, where no
+# cancellation reaches it, nor `interrupt`) is kept short, and the rest of the wait is a sleep
+# here between tries, which a shutdown or a caller's timeout cuts short.
+BUSY_WAIT = 0.05  # seconds SQLite waits for a lock per try
+LOCK_RETRY = 0.02  # seconds between tries
+LOCK_PATIENCE = 30.0  # seconds of tries before "database is locked" is raised
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
 # Limiters belong to one event loop; fire_sync may run the backend on a loop of its own.
 _LIMITER: RunVar[anyio.CapacityLimiter] = RunVar("oqronkit_sqlite_limiter")
 
@@ -213,19 +221,24 @@ class SQLiteBackend(Backend):
                 if self.path != ":memory:":
                     Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+                    self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_WAIT
                 )
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe across kill -9
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: index updates stay in memory
-                # Checkpoint every ~40 MiB of log, not 4: a queue rewrites the same pages (the
-                # tail of the id index, the ready index) in every transaction, and a page is
-                # copied into the database once per checkpoint however often it changed.
-                conn.execute("PRAGMA wal_autocheckpoint=10000")
-                conn.executescript(SCHEMA)
-                conn.create_function("oqron_glob", 2, _glob, deterministic=True)
+                try:
+                    conn.row_factory = sqlite3.Row
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe across kill -9
+                    conn.execute("PRAGMA foreign_keys=ON")
+                    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: index updates in memory
+                    # Checkpoint every ~40 MiB of log, not 4: a queue rewrites the same pages
+                    # (the tail of the id index, the ready index) in every transaction, and a
+                    # page is copied into the database once per checkpoint however often it
+                    # changed.
+                    conn.execute("PRAGMA wal_autocheckpoint=10000")
+                    conn.executescript(SCHEMA)
+                    conn.create_function("oqron_glob", 2, _glob, deterministic=True)
+                except BaseException:  # locked, say: the next try starts afresh
+                    conn.close()
+                    raise
                 self._conn = conn
             return self._conn
 
@@ -236,10 +249,11 @@ class SQLiteBackend(Backend):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a COMMIT that failed (busy) leaves it open too
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             return result
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -249,10 +263,23 @@ class SQLiteBackend(Backend):
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         # One worker thread at a time for SQLite in this event loop (the lock serialises calls on
-        # the connection anyway),
-        # with a limiter of its own so slow sync hooks in anyio's shared pool cannot starve
-        # claims and settles.
-        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=_limiter())
+        # the connection anyway), with a limiter of its own so slow sync hooks in anyio's shared
+        # pool cannot starve claims and settles. Every call is a transaction or a read, which a
+        # lock held elsewhere leaves undone: tried again until LOCK_PATIENCE runs out.
+        give_up: float | None = None
+        while True:
+            try:
+                return await anyio.to_thread.run_sync(
+                    lambda: fn(*args, **kwargs), limiter=_limiter()
+                )
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in _BUSY:
+                    raise
+                now = anyio.current_time()
+                give_up = give_up or now + LOCK_PATIENCE
+                if now >= give_up:
+                    raise
+            await anyio.sleep(LOCK_RETRY)
 
     async def open(self) -> None:
         await self._run(self._connect)
