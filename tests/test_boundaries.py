@@ -14,6 +14,8 @@ from oqronkit import (
     ConfigurationError,
     DeliveryNotFound,
     Endpoint,
+    InvalidEventName,
+    InvalidPattern,
     OqronKit,
     RateLimit,
     Retries,
@@ -325,3 +327,40 @@ async def test_a_name_freed_by_deleting_a_runtime_webhook_can_be_defined_in_code
         await kit.create_webhook("w", endpoints=[Endpoint("e", URL, ["**"])])
         await kit.delete_webhook("w")
         kit.webhook("w", endpoints=[Endpoint("e", URL, ["**"])])  # the tombstone is no webhook
+
+
+async def test_a_lone_surrogate_is_a_typed_error_in_batches_and_listing_filters() -> None:
+    kit = OqronKit(dispatch=False)
+    hook = kit.webhook("w", endpoints=[Endpoint("e", URL, ["**"])])
+    async with kit:
+        with pytest.raises(InvalidEventName):
+            await hook.fire_many([("ok", 1), ("order.\ud800", 1)])
+        with pytest.raises(InvalidPattern):
+            await kit.list_deliveries(event="order.\ud800")
+        assert await kit.list_deliveries() == []  # nothing of the batch was stored
+
+
+def test_a_bytearray_secret_is_named_in_the_error() -> None:
+    with pytest.raises(TypeError, match="not bytearray"):
+        sign_webhook_payload(b"x", bytearray(b"key"), 1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="not a bytearray"):
+        Security(signing_secret=bytearray(b"key"))  # type: ignore[arg-type]
+
+
+async def test_signers_of_a_rotating_security_callable_are_not_kept_for_ever(
+    receiver: Receiver,
+) -> None:
+    from oqronkit.webhooks import SIGNER_CACHE
+
+    secrets = iter(f"secret-{n}" for n in range(SIGNER_CACHE + 50))
+    kit = OqronKit(allow_private_networks=True)
+    hook = kit.webhook(
+        "w",
+        security=lambda: Security(signing_secret=next(secrets)),  # a vault's short-lived keys
+        endpoints=[Endpoint("e", receiver.url("/e"), ["**"])],
+    )
+    async with kit:
+        ids = await hook.fire_many([("e", n) for n in range(SIGNER_CACHE + 50)])
+        for [delivery_id] in ids:
+            await status_of(kit, delivery_id, "completed")
+    assert len(hook._signers) == SIGNER_CACHE

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -67,6 +69,13 @@ def test_sign_then_verify_round_trips() -> None:
     assert rotated.returncode == 0
 
 
+def test_arguments_that_are_not_utf8_are_signed_as_their_bytes() -> None:
+    # A shell hands over bytes; Python sees the undecodable ones as surrogates.
+    signed = oqronkit("sign", "--secret", "k\udcff", "--timestamp", "1", "\udcfe")
+    expected = hmac.new(b"k\xff", b"1.\xfe", hashlib.sha256).hexdigest()
+    assert signed.returncode == 0 and signed.stdout.strip() == f"t=1,v1={expected}"
+
+
 def test_the_secret_from_the_environment_is_one_secret_spaces_and_all() -> None:
     env = {"OQRONKIT_SECRET": "correct horse battery staple"}
     header = oqronkit("sign", "{}", env=env).stdout.strip()
@@ -86,6 +95,9 @@ def test_the_secret_from_the_environment_is_one_secret_spaces_and_all() -> None:
         ["deliveries", "list"],  # neither --backend nor --app
         ["worker", "no_colon"],
         ["sign", "body"],  # no --secret
+        ["sign", "--secret", "", "{}"],
+        ["verify", "--secret", "s", "--header", "t=1,v1=00", "--tolerance", "-1", "{}"],
+        ["verify", "--secret", "s", "--header", "t=1,v1=00", "--tolerance", "nan", "{}"],
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(args: list[str]) -> None:
@@ -231,8 +243,6 @@ def test_bench_writes_its_results_and_a_plot(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        ("sign", "--secret", "", "{}"),
-        ("verify", "--secret", "s", "--header", "t=1,v1=00", "--tolerance", "-1", "{}"),
         ("deliveries", "list", "--backend", "foo://user:SECRETPW@host/x"),
         ("resend", "dlv_missing", "--backend", "memory://"),
     ],

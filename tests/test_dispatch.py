@@ -962,6 +962,13 @@ async def test_idempotency_key_dedupes_repeated_fires(
         assert sorted(again) == sorted(first) and len(other) == 2
         await receiver.wait_for(4)
         assert len(await kit.list_deliveries()) == 4
+        # A repeat is the first fire's ids whatever it would match now.
+        await hook.update_endpoint("a", enabled=False)
+        await hook.update_endpoint("b", enabled=False)
+        assert sorted(await hook.fire("e", {"n": 1}, idempotency_key="order-1")) == sorted(first)
+        assert await hook.fire("e", {}, idempotency_key="order-3") == []
+        await hook.update_endpoint("a", enabled=True)
+        assert await hook.fire("e", {}, idempotency_key="order-3") == []  # held by the first
 
 
 async def test_fire_many_one_write_for_a_batch(

@@ -203,7 +203,8 @@ class Security:
 
     def __post_init__(self) -> None:
         given = self.signing_secret
-        if not isinstance(given, str | bytes | Sequence):  # a set has no rotation order
+        # A set has no rotation order; a bytearray is a sequence of ints, not of secrets.
+        if not isinstance(given, str | bytes | Sequence) or isinstance(given, bytearray):
             kind = type(given).__name__
             raise ConfigurationError(f"signing_secret is a secret or a list of them, not a {kind}")
         secrets = (given,) if isinstance(given, str | bytes) else tuple(given)

@@ -23,24 +23,32 @@ DEFAULT_TOLERANCE = 300.0
 """Seconds a signature's timestamp may be away from now, either way."""
 
 
-def signers_for(secret: Secrets, algorithm: str = "sha256") -> list[_core.Signer]:
-    """One keyed signer per secret; a list of secrets is a rotation, newest first."""
-    secrets = [secret] if isinstance(secret, str | bytes) else list(secret)
+def _secret_list(secret: Secrets) -> list[str | bytes]:
+    """A secret, or a list of them (a rotation, newest first), as a list."""
+    if isinstance(secret, str | bytes):
+        return [secret]
+    if isinstance(secret, bytearray | memoryview):  # a sequence of ints, not of secrets
+        raise TypeError(f"secret must be bytes or str, not {type(secret).__name__}")
+    secrets = list(secret)
     if not secrets:
         raise ConfigurationError("at least one signing secret is needed")
-    return [_core.Signer(s, algorithm) for s in secrets]
+    return secrets
+
+
+def signers_for(secret: Secrets, algorithm: str = "sha256") -> list[_core.Signer]:
+    """One keyed signer per secret; a list of secrets is a rotation, newest first."""
+    return [_core.Signer(s, algorithm) for s in _secret_list(secret)]
 
 
 def standard_signers_for(secret: str | Sequence[str]) -> list[_core.Signer]:
     """Standard Webhooks signers from `whsec_...` secrets."""
-    secrets = [secret] if isinstance(secret, str | bytes) else list(secret)
-    if not secrets:
-        raise ConfigurationError("at least one signing secret is needed")
-    for s in secrets:
+    secrets: list[str] = []
+    for s in _secret_list(secret):
         if not isinstance(s, str):
             raise ConfigurationError(
                 f"a Standard Webhooks secret is a str (whsec_ and base64), not a {type(s).__name__}"
             )
+        secrets.append(s)
     return [_core.Signer.standard(s) for s in secrets]
 
 

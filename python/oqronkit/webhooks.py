@@ -92,6 +92,8 @@ def serialise(payload: Any) -> bytes:
         raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
 
 
+SIGNER_CACHE = 256  # keyed signers kept per webhook, by Security (old secrets do not linger)
+
 # A NamedTuple's constructor is a Python function; on the fan-out hot path, tuple's own is
 # twice as fast for the same object.
 _new_delivery = tuple.__new__
@@ -377,6 +379,8 @@ class Webhook:
         key = (security, self.scheme)
         signers = self._signers.get(key)
         if signers is None:
+            if len(self._signers) >= SIGNER_CACHE:  # a security callable's rotating secrets
+                del self._signers[next(iter(self._signers))]  # the oldest goes
             signers = self._signers[key] = security.signers(self.scheme)
         return signers
 
@@ -468,18 +472,21 @@ class Webhook:
         enabled: Sequence[bool],
         idempotency_key: str | None = None,
     ) -> tuple[list[Message], list[NewDelivery], list[list[str]]]:
-        """The records one batch of fires stores: a message per event with targets, a delivery
-        per (event, enabled matching endpoint); and the delivery ids per event."""
+        """The records one batch of fires stores: a message per event with targets (or with an
+        idempotency key, which it holds even with none: a repeat returns the first fire's ids
+        whatever it matches now), a delivery per (event, enabled matching endpoint); and the
+        delivery ids per event."""
         now, name = self.kit.clock.now(), self.name
         targets = [[endpoints[i].name for i in matched if enabled[i]] for matched in matches]
         delivery_ids = iter(new_ids("dlv", sum(map(len, targets))))
-        message_ids = iter(new_ids("msg", sum(1 for t in targets if t)))
+        keyed = idempotency_key is not None
+        message_ids = iter(new_ids("msg", sum(1 for t in targets if t or keyed)))
         messages: list[Message] = []
         deliveries: list[NewDelivery] = []
         ids: list[list[str]] = []
         for event, body, names in zip(events, bodies, targets, strict=True):
             fired: list[str] = []
-            if names:
+            if names or keyed:
                 message_id = next(message_ids)
                 messages.append(Message(message_id, name, event, body, now, idempotency_key))
                 for endpoint_name in names:
@@ -541,7 +548,12 @@ class Webhook:
         names = [event for event, _ in batch]
         bodies = [self._body(payload) for _, payload in batch]
         matcher, endpoints, enabled = await self._targets()
-        matches = matcher.match_many(names)  # validates every name
+        try:
+            matches = matcher.match_many(names)  # validates every name
+        except UnicodeEncodeError:  # a str that is not valid Unicode: found, and said, here
+            for name in names:
+                _core.validate_event(name)
+            raise
         with gc_paused():
             messages, deliveries, ids = self._plan(names, bodies, matches, endpoints, enabled)
         if messages:

@@ -169,6 +169,19 @@ async def test_release_on_shutdown_requeues_without_an_attempt(backend: Backend)
     assert claim.attempts_made == 0
 
 
+async def test_a_keyed_fire_that_matched_nothing_still_holds_its_key(backend: Backend) -> None:
+    # A repeat returns the first fire's ids whatever it matches now (its endpoints disabled,
+    # say), and a first fire that matched nothing holds the key too: its repeat returns none.
+    first, _ = await fire(backend, ["a", "b"], key="order-1", since=T0 - 60)
+    _, repeat = await fire(backend, [], key="order-1", since=T0 - 60)
+    assert sorted(repeat or []) == sorted(first)
+    _, none_first = await fire(backend, [], key="order-2", since=T0 - 60)
+    assert none_first is None
+    _, repeat = await fire(backend, ["a"], key="order-2", since=T0 - 60)
+    assert repeat == []
+    assert len(await backend.list_deliveries()) == 2
+
+
 async def test_idempotent_fire_returns_the_first_ids_within_the_window(backend: Backend) -> None:
     first, repeat = await fire(backend, ["a", "b"], key="order-1", since=T0 - 60)
     assert repeat is None

@@ -45,6 +45,7 @@ def glob_predicate(pattern: str | None) -> Callable[[str], bool]:
     """Whether an event name matches `pattern` (None matches all), by the Rust matcher."""
     if pattern is None:
         return lambda _: True
+    _core.validate_pattern(pattern)  # a typed error for a bad one (a lone surrogate, say)
     matcher = _core.Matcher([[pattern]])
     return lambda event: bool(matcher.match(event))
 

@@ -14,7 +14,20 @@ ALGORITHMS = click.Choice(["sha256", "sha512"])
 
 
 def _body(body: str) -> bytes:
-    return sys.stdin.buffer.read() if body == "-" else body.encode()
+    # The argument's bytes as given (os.fsencode), valid UTF-8 or not.
+    return sys.stdin.buffer.read() if body == "-" else os.fsencode(body)
+
+
+def _secret(secret: str) -> bytes:
+    if not secret:
+        raise click.UsageError("the secret is empty")
+    return os.fsencode(secret)
+
+
+def _tolerance(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not value >= 0:  # NaN too
+        raise click.BadParameter(f"must be seconds, at least 0 (inf: any time), not {value}")
+    return value
 
 
 @click.command()
@@ -28,9 +41,8 @@ def _body(body: str) -> bytes:
 @click.argument("body")
 def sign(secret: str, algorithm: str, timestamp: int | None, body: str) -> None:
     """Print the X-Oqron-Signature header for BODY ('-' reads stdin)."""
-    click.echo(
-        fail_cleanly(lambda: sign_webhook_payload(_body(body), secret, timestamp, algorithm))
-    )
+    key = _secret(secret)
+    click.echo(fail_cleanly(lambda: sign_webhook_payload(_body(body), key, timestamp, algorithm)))
 
 
 @click.command()
@@ -44,6 +56,7 @@ def sign(secret: str, algorithm: str, timestamp: int | None, body: str) -> None:
 @click.option(
     "--tolerance",
     type=float,
+    callback=_tolerance,
     default=300.0,
     show_default=True,
     help="Seconds the timestamp may be off.",
@@ -54,9 +67,10 @@ def verify(
 ) -> None:
     """Exit 0 if HEADER signs BODY ('-' reads stdin) with a SECRET, else 1."""
     # Not click's envvar: for a repeatable option it splits the variable's value on spaces.
-    secrets = list(secret) or [os.environ.get("OQRONKIT_SECRET", "")]
-    if secrets == [""]:
+    given = list(secret) or [os.environ.get("OQRONKIT_SECRET", "")]
+    if given == [""]:
         raise click.UsageError("give --secret (or set OQRONKIT_SECRET)")
+    secrets = [_secret(s) for s in given]
     if fail_cleanly(
         lambda: verify_webhook_signature(
             header, _body(body), secrets, algorithm=algorithm, tolerance=tolerance
