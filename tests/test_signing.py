@@ -202,3 +202,8 @@ def test_standard_rotation_tolerance_and_unpadded_secrets() -> None:
         sign_standard_webhook("msg", "{}", "whsec_***")
     with pytest.raises(ConfigurationError, match="message id"):
         sign_standard_webhook("", "{}", WHSEC)
+
+
+def test_a_missing_header_is_not_authentic() -> None:
+    # What a framework's `headers.get(...)` gives for a request without it.
+    assert verify_webhook_signature(None, BODY, SECRET, now=NOW) is False

@@ -71,7 +71,7 @@ def sign_webhook_payload(
 
 
 def verify_webhook_signature(
-    header: str,
+    header: str | None,
     body: Body,
     secret: Secrets,
     algorithm: str = "sha256",
@@ -83,9 +83,12 @@ def verify_webhook_signature(
 
     Strict: the timestamp must be an integer within `tolerance` seconds of `now` (Unix seconds,
     the current time by default), and each `v1=` exact lowercase hex; comparison is constant-time.
-    Pass the raw request body exactly as received.
+    Pass the raw request body exactly as received. A missing header (None, as
+    `headers.get(...)` gives it) is not authentic.
     """
     tolerance_ms = _tolerance_ms(tolerance)
+    if header is None:
+        return False
     return _core.verify_signature_header(
         header, body, signers_for(secret, algorithm), _now_ms(now), tolerance_ms
     )
