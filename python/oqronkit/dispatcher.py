@@ -88,6 +88,7 @@ class Dispatcher:
         self._renewing = anyio.Lock()
         # In flight here but not yet let through by the breaker: what it will count as probes.
         self._unadmitted: dict[int, str] = {}
+        self._held_for_probes = False
         self._hooks: HookPool
         self._attempts: TaskPool
 
@@ -208,9 +209,12 @@ class Dispatcher:
             probes = 0
         elif state == "open" or probes >= policy.half_open_max:
             return reopens, None  # or sooner, when a probe's outcome wakes the claim loop
-        # No more than the probes left, less the claims about to probe (whose attempts wake
-        # the claim loop when they end).
-        return None, max(0, policy.half_open_max - probes - unadmitted)
+        # No more than the probes left, less the claims about to probe (the breaker may count
+        # one already: once it has, `_admitted` wakes the claim loop held back for it).
+        left = policy.half_open_max - probes - unadmitted
+        if left <= 0:
+            self._held_for_probes = True
+        return None, max(0, left)
 
     def _key(self, endpoint_name: str) -> str:
         return f"{self.webhook.name}\x00{endpoint_name}"
@@ -310,9 +314,16 @@ class Dispatcher:
         running = len(self._in_flight) - len(self._ahead)
         return min(self.webhook.concurrency - running, len(self._ahead))
 
+    def _admitted(self, token: int) -> None:
+        """The breaker has had its say on this claim (or never will): no longer a probe to be.
+        A claim loop that held back for it looks again."""
+        if self._unadmitted.pop(token, None) is not None and self._held_for_probes:
+            self._held_for_probes = False
+            self.wake()
+
     def _release(self, token: int, claim: Claim) -> None:
         del self._in_flight[token]
-        self._unadmitted.pop(token, None)
+        self._admitted(token)
         self._settled.discard(token)
         self._cancelled.discard(token)
         self._per_endpoint[claim.endpoint_name] -= 1
@@ -367,7 +378,7 @@ class Dispatcher:
                 try:
                     sending = await self._prepare(token, claim)
                 finally:
-                    self._unadmitted.pop(token, None)
+                    self._admitted(token)
                 if sending is not None:
                     await self._send(sending, claim, scope)
             finally:
