@@ -126,6 +126,18 @@ orders = kit.webhook(
 """
 
 
+def start_worker(app_folder: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`oqronkit worker app:kit` in its own process, from the folder of `app.py`."""
+    return subprocess.Popen(
+        [OQRONKIT, "worker", "app:kit"],
+        cwd=app_folder,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_worker_delivers_what_fire_enqueued_and_stops_on_sigterm(
     tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -139,14 +151,7 @@ def test_worker_delivers_what_fire_enqueued_and_stops_on_sigterm(
 
     # Fired from another process before the worker runs: stored, then delivered by the worker.
     [first] = cli("fire", "--webhook", "orders", "order.created", '{"id": 1}').stdout.split()
-    worker = subprocess.Popen(
-        [OQRONKIT, "worker", "app:kit"],
-        cwd=tmp_path,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = start_worker(tmp_path, env)
     try:
         [request] = receiver.wait_for_blocking(1, "/hook", timeout=30)
         assert request.headers["x-oqron-delivery"] == first
@@ -202,14 +207,7 @@ def test_a_second_signal_stops_a_draining_worker_at_once(
         "fire", "--app", "app:kit", "--webhook", "orders", "e", "{}", cwd=tmp_path, env=env
     )
     [delivery_id] = fired.stdout.split()
-    worker = subprocess.Popen(
-        [OQRONKIT, "worker", "app:kit"],
-        cwd=tmp_path,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = start_worker(tmp_path, env)
     try:
         receiver.wait_for_blocking(1, "/slow", timeout=30)  # in flight for 30 s
         worker.send_signal(signal.SIGTERM)  # drains for up to 60 s ...
