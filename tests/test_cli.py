@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -126,9 +128,11 @@ orders = kit.webhook(
 """
 
 
-def start_worker(app_folder: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    """`oqronkit worker app:kit` in its own process, from the folder of `app.py`."""
-    return subprocess.Popen(
+@contextmanager
+def running_worker(app_folder: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """`oqronkit worker app:kit` in its own process, from the folder of `app.py`; killed on the
+    way out if the test did not stop it."""
+    worker = subprocess.Popen(
         [OQRONKIT, "worker", "app:kit"],
         cwd=app_folder,
         env={**os.environ, **env},
@@ -136,6 +140,12 @@ def start_worker(app_folder: Path, env: dict[str, str]) -> subprocess.Popen[str]
         stderr=subprocess.PIPE,
         text=True,
     )
+    try:
+        yield worker
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
 
 
 def test_worker_delivers_what_fire_enqueued_and_stops_on_sigterm(
@@ -151,8 +161,7 @@ def test_worker_delivers_what_fire_enqueued_and_stops_on_sigterm(
 
     # Fired from another process before the worker runs: stored, then delivered by the worker.
     [first] = cli("fire", "--webhook", "orders", "order.created", '{"id": 1}').stdout.split()
-    worker = start_worker(tmp_path, env)
-    try:
+    with running_worker(tmp_path, env) as worker:
         [request] = receiver.wait_for_blocking(1, "/hook", timeout=30)
         assert request.headers["x-oqron-delivery"] == first
         deadline = time.monotonic() + 10
@@ -178,10 +187,6 @@ def test_worker_delivers_what_fire_enqueued_and_stops_on_sigterm(
 
         worker.send_signal(signal.SIGTERM)
         _, stderr = worker.communicate(timeout=30)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.communicate()
     assert worker.returncode == 0, stderr
     assert "SIGTERM: stopping gracefully" in stderr and stderr.rstrip().endswith("stopped")
 
@@ -207,17 +212,12 @@ def test_a_second_signal_stops_a_draining_worker_at_once(
         "fire", "--app", "app:kit", "--webhook", "orders", "e", "{}", cwd=tmp_path, env=env
     )
     [delivery_id] = fired.stdout.split()
-    worker = start_worker(tmp_path, env)
-    try:
+    with running_worker(tmp_path, env) as worker:
         receiver.wait_for_blocking(1, "/slow", timeout=30)  # in flight for 30 s
         worker.send_signal(signal.SIGTERM)  # drains for up to 60 s ...
         time.sleep(0.5)
         worker.send_signal(signal.SIGINT)  # ... unless told again
         _, stderr = worker.communicate(timeout=15)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.communicate()
     assert worker.returncode == 0, stderr
     assert "SIGINT: stopping now" in stderr and stderr.rstrip().endswith("stopped")
     shown = oqronkit(

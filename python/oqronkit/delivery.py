@@ -143,12 +143,12 @@ async def send(
     verdict = classify(status)
     # Only a retry waits for it.
     retry_after = _header(response_headers, b"retry-after") if verdict is Verdict.RETRY else None
+    answer = Response(verdict, 0.0, status=status, retry_after=retry_after)
     if answered is not None:  # for a deadline that cuts the body short
-        answered(Response(verdict, 0.0, status=status, retry_after=retry_after))
+        answered(answer)
     try:
         raw = await _read_capped(stream, body_cap)
     except Exception as exc:
-        answer = Response(verdict, 0.0, status=status, retry_after=retry_after)
         return body_cut_short(answer, clock() - started, describe(exc))
     duration = clock() - started
     return Response(verdict, duration, status, _text(raw, body_cap), None, retry_after)
