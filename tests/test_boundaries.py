@@ -26,6 +26,7 @@ from oqronkit import (
 )
 from oqronkit.backends.postgres import PostgresBackend
 from oqronkit.backends.redis import RedisBackend
+from oqronkit.errors import shown_url
 from oqronkit.signing import sign_standard_webhook, verify_standard_webhook
 from tests.conftest import BackendFactory
 from tests.receiver import Receiver
@@ -180,6 +181,33 @@ def test_secret_query_values_of_endpoint_urls_are_masked_where_they_show() -> No
     endpoint = Endpoint("slack", "https://hooks.example.com/in?token=SECRET&team=a", ["**"])
     assert "SECRET" not in repr(endpoint) and "?token=***&team=a" in repr(endpoint)
     assert endpoint.url.endswith("?token=SECRET&team=a")  # sent as given
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (  # Slack: the last segment is the credential
+            "https://hooks.slack.com/services/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",
+            "https://hooks.slack.com/services/T0A1B2C3D/B0A1B2C3D/***",
+        ),
+        (  # Discord: a numeric id (shown), then the token
+            "https://discord.com/api/webhooks/123456789012345678/" + "aZ0_" * 17,
+            "https://discord.com/api/webhooks/123456789012345678/***",
+        ),
+        (
+            "https://x.example/hook/550e8400-e29b-41d4-a716-446655440000?token=t&team=a",
+            "https://x.example/hook/***?token=***&team=a",
+        ),
+        (  # words, however long, are not tokens
+            "https://x.example/webhooks/notifications_subscription_handler/v2",
+            "https://x.example/webhooks/notifications_subscription_handler/v2",
+        ),
+    ],
+)
+def test_token_like_path_segments_of_endpoint_urls_are_masked(url: str, shown: str) -> None:
+    endpoint = Endpoint("hook", url, ["**"])
+    assert f"url={shown!r}" in repr(endpoint) and endpoint.url == url  # sent as given
+    assert shown_url(url) == shown
 
 
 def test_an_endpoint_given_as_a_dict_is_refused_without_showing_it() -> None:
