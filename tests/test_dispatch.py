@@ -1177,6 +1177,32 @@ async def test_cancel_aborts_an_in_flight_request_at_once(
     assert dead == []
 
 
+async def test_a_cancel_after_a_failing_answer_ends_cancelled_not_dead(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    # The 503's head is in, its body is late: the answer is recorded, but the delivery (on its
+    # last attempt) ends as the cancel asked, without on_dead.
+    receiver.respond("/late", Reply(503, b"late", body_delay=5.0))
+    dead: list[Delivery] = []
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        retries=Retries(max=0),
+        on_dead=dead.append,
+        endpoints=[Endpoint("a", receiver.url("/late"), ["**"])],
+    )
+    async with kit:
+        [delivery_id] = await hook.fire("e", {})
+        await receiver.wait_for(1)
+        await anyio.sleep(0.2)  # the head crosses loopback; the body waits 5 s
+        with anyio.fail_after(2.0):
+            assert await kit.cancel_delivery(delivery_id) == "aborted"
+            d = await status_of(kit, delivery_id, "cancelled")
+    [attempt] = d.attempts
+    assert attempt.status == 503 and d.error == "cancelled"
+    assert dead == []
+
+
 async def test_a_cancelled_probe_gives_its_slot_back(
     make_backend: BackendFactory, receiver: Receiver
 ) -> None:

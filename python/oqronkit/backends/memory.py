@@ -278,8 +278,9 @@ class MemoryBackend(Backend):
             row = self._rows.get(delivery_id)
             if row is None or row.status != "active" or row.lease_owner != owner:
                 return None
-            if row.cancel_requested and settlement.status not in TERMINAL:
-                settlement = CANCELLED._replace(attempt=settlement.attempt)  # the cancel wins
+            if row.cancel_requested and settlement.status not in ("completed", "cancelled"):
+                # The cancel wins over anything but a delivery (a failed last attempt too).
+                settlement = CANCELLED._replace(attempt=settlement.attempt)
             row.cancel_requested = False
             if settlement.attempt is not None:
                 row.attempts += (settlement.attempt,)

@@ -246,8 +246,9 @@ LEFT JOIN (claimed c JOIN messages m ON m.id = c.message_id) ON true
 ORDER BY c.due, c.id
 """
 
-# A cancel asked while the attempt ran wins over any requeue (SET reads the old row).
-_CANCEL_WINS = "(d.cancel_requested AND %(status)s NOT IN ('completed', 'dead', 'cancelled'))"
+# A cancel asked while the attempt ran wins over anything but a delivery (SET reads the old
+# row): a failed last attempt ends cancelled, not dead.
+_CANCEL_WINS = "(d.cancel_requested AND %(status)s NOT IN ('completed', 'cancelled'))"
 _SETTLE: LiteralString = f"""
 WITH settled AS (
     UPDATE deliveries d SET

@@ -338,7 +338,8 @@ local d = dkey(id)
 local f = redis.call('HMGET', d, 's', 'o', 'w', 'e', 'x')
 if f[1] ~= 'active' or f[2] ~= owner then return {} end
 local w, e = f[3], f[4]
-local cancel_wins = f[5] == '1' and not terminal(status)  -- asked while the attempt ran
+-- Asked while the attempt ran: wins over anything but a delivery (a failed last attempt too).
+local cancel_wins = f[5] == '1' and status ~= 'completed' and status ~= 'cancelled'
 redis.call('HDEL', d, 'x', 'o')
 redis.call('ZREM', lkey(w), id)
 local attempt = ARGV[7]

@@ -658,8 +658,9 @@ def _settle(
     else:  # held keeps its schedule for its release; finished ones have none
         due = None
     attempt = _attempt_json(settlement.attempt) if settlement.attempt else None
-    # A cancel asked while the attempt ran wins over any requeue (SET reads the old row).
-    cancel_wins = "(cancel_requested AND :status NOT IN ('completed', 'dead', 'cancelled'))"
+    # A cancel asked while the attempt ran wins over anything but a delivery (SET reads the old
+    # row): a failed last attempt ends cancelled, not dead.
+    cancel_wins = "(cancel_requested AND :status NOT IN ('completed', 'cancelled'))"
     row = conn.execute(
         f"""
         UPDATE deliveries SET
