@@ -57,6 +57,7 @@ MAX_LINE = 8 * 1024  # a chunk-size or trailer line longer than this is a broken
 # body cap, so beyond these a server could make it read for ever (until the deadline).
 MAX_FRAMING = 1024 * 1024
 MAX_INTERIM = 10
+PARSE_EVERY = 16 * 1024  # bytes of a response head between two parses of it
 CHUNKED, UNTIL_CLOSE = -1, -2  # `length` values from `_core.parse_response_head`
 ANSWER_AFTER_FAILED_WRITE = 1.0  # seconds to wait for an early answer (413) after a write fails
 
@@ -208,31 +209,48 @@ class _Connection:
 
     async def read_head(self, head_request: bool) -> Head:
         """The final (non-1xx) response head; the body's first bytes stay in `buffer`."""
-        received = False
-        interim = 0
-        while True:
-            try:
-                parsed = _core.parse_response_head(self.buffer, head_request)
-            except ValueError as exc:
-                raise httpx.RemoteProtocolError(str(exc)) from None
-            if parsed is not None:
-                consumed, status, reason, headers, length, keep_alive = parsed
-                self.buffer = self.buffer[consumed:]
-                if status == 101:  # never asked for: the connection speaks something else now
-                    raise httpx.RemoteProtocolError("unexpected 101 Switching Protocols")
-                if 100 <= status < 200:  # 100 Continue, 103 Early Hints: the answer follows
-                    interim += 1
-                    if interim > MAX_INTERIM:
-                        raise httpx.RemoteProtocolError("too many interim (1xx) responses")
-                    continue
-                return status, reason, headers, length, keep_alive
-            data = await self.receive()
-            if not data:
-                if not received and not self.buffer:
-                    raise _ServerClosed
-                raise httpx.RemoteProtocolError("the server closed the connection mid-response")
-            received = True
-            self.buffer += data
+        # Parsed when its status line or its blank line may have come in, and every
+        # PARSE_EVERY bytes in between (the parser refuses an oversized head): parsing on every
+        # read costs the square of the head's size when a server drips it byte by byte.
+        pending = bytearray(self.buffer)
+        received = line_checked = False
+        interim = scanned = parsed_at = 0
+        try:
+            while True:
+                line_done = not line_checked and pending.find(b"\n", scanned) >= 0
+                if (
+                    line_done
+                    or pending.find(b"\n\n", scanned) >= 0
+                    or pending.find(b"\n\r\n", scanned) >= 0
+                    or len(pending) - parsed_at >= PARSE_EVERY
+                ):
+                    line_checked, parsed_at = True, len(pending)
+                    try:
+                        parsed = _core.parse_response_head(bytes(pending), head_request)
+                    except ValueError as exc:
+                        raise httpx.RemoteProtocolError(str(exc)) from None
+                    if parsed is not None:
+                        consumed, status, reason, headers, length, keep_alive = parsed
+                        del pending[:consumed]
+                        if status == 101:  # never asked for: the connection speaks another
+                            raise httpx.RemoteProtocolError("unexpected 101 Switching Protocols")
+                        if 100 <= status < 200:  # 100 Continue, 103 Early Hints: more follows
+                            interim += 1
+                            if interim > MAX_INTERIM:
+                                raise httpx.RemoteProtocolError("too many interim (1xx) responses")
+                            line_checked, scanned, parsed_at = False, 0, 0
+                            continue
+                        return status, reason, headers, length, keep_alive
+                scanned = max(0, len(pending) - 2)  # a blank line may straddle two reads
+                data = await self.receive()
+                if not data:
+                    if not received and not pending:
+                        raise _ServerClosed
+                    raise httpx.RemoteProtocolError("the server closed the connection mid-response")
+                received = True
+                pending += data
+        finally:
+            self.buffer = bytes(pending)
 
     async def aclose(self) -> None:
         await anyio.aclose_forcefully(self.stream)
