@@ -76,6 +76,17 @@ def drip(handler: BaseHTTPRequestHandler) -> None:
         threading.Event().wait(0.2)
 
 
+def dripped_head(handler: BaseHTTPRequestHandler) -> None:
+    """Heads a byte at a time: blank lines of either kind straddle reads."""
+    for byte in (
+        b"HTTP/1.1 103 Early Hints\nLink: </a>\n\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Long: " + b"v" * 300 + b"\r\n\r\nhello"
+    ):
+        handler.wfile.write(bytes([byte]))
+        handler.wfile.flush()
+        threading.Event().wait(0.0005)
+
+
 def stall(handler: BaseHTTPRequestHandler) -> None:
     handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
     handler.wfile.flush()
@@ -172,6 +183,7 @@ ROUTES = {
     "/until-close": close_after(raw(b"HTTP/1.1 200 OK\r\n\r\nall of it")),
     "/silent-close": silent_close,
     "/drip": drip,
+    "/dripped-head": dripped_head,
     "/stall": stall,
     "/reset": reset_mid_body,
     "/big": big,
@@ -221,6 +233,15 @@ async def test_bodiless_answers(server: ScriptedServer, client: httpx.AsyncClien
     assert (await client.head(server.url + "/length")).content == b""
     assert (await client.get(server.url + "/length")).text == "hello"  # still in step
     assert len({port for _, port in server.seen}) == 1
+
+
+async def test_a_head_dripped_byte_by_byte(
+    server: ScriptedServer, client: httpx.AsyncClient
+) -> None:
+    response = await client.get(server.url + "/dripped-head")
+    assert (response.status_code, response.text) == (200, "hello")
+    assert response.headers["x-long"] == "v" * 300
+    assert (await client.get(server.url + "/length")).text == "hello"  # still in step
 
 
 async def test_a_connection_the_server_closed_while_idle_is_replaced(
