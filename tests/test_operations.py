@@ -25,6 +25,7 @@ from oqronkit import (
     verify_webhook_signature,
 )
 from oqronkit.backends import SQLiteBackend
+from oqronkit.models import WEBHOOK_DELETED
 from tests.conftest import BackendFactory, two_processes
 from tests.receiver import Receiver, Reply
 from tests.test_dispatch import NO_JITTER, make_kit, status_of
@@ -183,12 +184,13 @@ async def test_runtime_webhook_and_endpoint_crud_on_a_running_kit(
         assert hook.concurrency == 3
         assert [e.url for e in await hook.endpoints()] == [receiver.url("/b2")]
 
-        # Deleting it holds what is still queued: nothing is failed or lost.
+        # Deleting it cancels what is still queued (never dead), and keeps its record.
         receiver.respond("/b2", Reply(503, headers={"Retry-After": "600"}))
         [queued] = await hook.fire("order.lost", {})
         await status_of(kit, queued, "delayed")
         assert await kit.delete_webhook("rt") == 1
-        assert (await status_of(kit, queued, "held")).error == "HTTP 503"
+        discarded = await status_of(kit, queued, "cancelled")
+        assert discarded.error == WEBHOOK_DELETED and discarded.attempts[0].status == 503
         assert "rt" not in [w.name for w in await kit.webhooks()]
         with pytest.raises(ConfigurationError, match="no webhook"):
             kit.get_webhook("rt")
@@ -513,6 +515,12 @@ async def test_a_deleted_webhook_holds_what_a_stale_kit_fires(
         await a.delete_webhook("rt")
         [late] = await stale.fire("e", {})  # b has not seen the delete yet
         assert (await a.get_delivery(late)).status == "held"  # type: ignore[union-attr]
+        # A webhook created again under the name never receives it: it was meant for the old.
+        await a.create_webhook("rt", endpoints=[Endpoint("x", receiver.url("/new"), ["**"])])
+        await a.pause_webhook("rt")
+        await a.resume_webhook("rt")
+        discarded = await a.get_delivery(late)
+        assert discarded is not None and discarded.error == WEBHOOK_DELETED
         # A webhook defined in code may take the name back; it is not held.
         code = b.webhook("rt2", endpoints=[Endpoint("x", receiver.url("/x"), ["**"])])
         await a.create_webhook("rt2", endpoints=[Endpoint("x", receiver.url("/x"), ["**"])])
@@ -520,6 +528,58 @@ async def test_a_deleted_webhook_holds_what_a_stale_kit_fires(
         await b.refresh_definitions()
         [fresh] = await code.fire("e", {})
         assert (await a.get_delivery(fresh)).status == "waiting"  # type: ignore[union-attr]
+
+
+async def test_what_was_held_while_an_endpoint_was_off_goes_once_it_is_back_by_any_route(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    # Held while disabled in code, released by a redeploy that enables it again; held while
+    # an endpoints callable left it out, released when the callable lists it again.
+    shared, other = two_processes(make_backend)
+    on = Endpoint("a", receiver.url("/a"), ["**"])
+    off = Endpoint("a", receiver.url("/a"), ["**"], enabled=False)
+    listed = [on]
+    clock = FakeClock()
+    producer = make_kit(lambda: shared, clock, dispatch=False)
+    async with producer:
+        ids = await producer.webhook("w", endpoints=[on]).fire("e", {})
+        ids += await producer.webhook("cb", endpoints=lambda: listed).fire("e", {})
+    listed = []
+    old_deploy = make_kit(lambda: other, clock)
+    old_deploy.webhook("w", endpoints=[off])
+    old_deploy.webhook("cb", endpoints=lambda: listed)
+    async with old_deploy:
+        for delivery_id in ids:
+            await status_of(old_deploy, delivery_id, "held")
+    listed = [on]
+    new_deploy = make_kit(lambda: other, clock)
+    new_deploy.webhook("w", endpoints=[on])
+    new_deploy.webhook("cb", endpoints=lambda: listed)
+    async with new_deploy:
+        for delivery_id in ids:
+            await status_of(new_deploy, delivery_id, "completed")
+    assert len(receiver.received("/a")) == 2
+
+
+async def test_enabling_an_endpoint_releases_what_another_process_held_a_moment_ago(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    # The operator's copy of the definitions still shows it enabled: it releases anyway.
+    shared, other = two_processes(make_backend)
+    clock = FakeClock()
+    worker = make_kit(lambda: shared, clock)
+    operator = make_kit(lambda: other, clock, dispatch=False)
+    endpoint = Endpoint("a", receiver.url("/a"), ["**"])
+    on_worker = worker.webhook("w", endpoints=[endpoint])
+    on_operator = operator.webhook("w", endpoints=[endpoint])
+    async with worker, operator:
+        await operator.current_definitions()
+        await on_worker.update_endpoint("a", enabled=False)
+        [delivery_id] = await on_operator.fire("e", {})  # its copy: still enabled
+        await status_of(worker, delivery_id, "held")
+        await on_operator.update_endpoint("a", enabled=True)
+        clock.advance(5.0)  # a poll of the backends that cannot tell the worker at once
+        await status_of(worker, delivery_id, "completed")
 
 
 async def test_a_second_process_cannot_create_over_what_the_first_just_created(

@@ -89,6 +89,9 @@ class Dispatcher:
         # In flight here but not yet let through by the breaker: what it will count as probes.
         self._unadmitted: dict[int, str] = {}
         self._held_for_probes = False
+        # Endpoints seen enabled here: what was held while one was disabled or missing is
+        # released when this dispatcher first sees it enabled, by whatever route it came back.
+        self._enabled: set[str] = set()
         self._hooks: HookPool
         self._attempts: TaskPool
 
@@ -233,6 +236,7 @@ class Dispatcher:
             try:
                 await self._keep_leases(now)
                 await self._requeue_again(now)
+                await self._release_reenabled(now)
                 room, opens = self._room(now)
                 limit = free
                 if bucket is not None:
@@ -274,6 +278,17 @@ class Dispatcher:
                 failures.failed(exc)
                 wakeup = now + RETRY_AFTER_ERROR
             await clock.wait(self._wake, wakeup)
+
+    async def _release_reenabled(self, now: float) -> None:
+        """Releases the deliveries held while an endpoint was disabled or missing (an endpoints
+        callable that left it out) once it is enabled: by `update_endpoint`, a redeploy of the
+        code, the callable listing it again. Pauses still hold theirs."""
+        enabled = {e.name for e in self.webhook.current_endpoints() if e.enabled}
+        self._enabled &= enabled
+        for name in enabled - self._enabled:
+            if await self.kit.backend.release(self.webhook.name, name, now):
+                self.wake()
+            self._enabled.add(name)
 
     async def _next_wakeup(
         self, now: float, can_claim: bool, room: dict[str, int], opens: float | None

@@ -59,7 +59,15 @@ from oqronkit.events import EventBus, LifecycleEvent
 from oqronkit.guards import Guards
 from oqronkit.hooks import Hook, HookPool
 from oqronkit.ids import new_id
-from oqronkit.models import NO_DEFINITIONS, STATUSES, WEBHOOK, Definitions, Delivery, Status
+from oqronkit.models import (
+    NO_DEFINITIONS,
+    STATUSES,
+    WEBHOOK,
+    WEBHOOK_DELETED,
+    Definitions,
+    Delivery,
+    Status,
+)
 from oqronkit.outages import LoopFailures
 from oqronkit.scopes import Watchdog
 from oqronkit.slots import Slots
@@ -294,8 +302,10 @@ class OqronKit:
         documents = [(e.name, endpoint_document(e)) for e in endpoints]
         webhook_doc = webhook_document(settings)
         # Endpoints first: a webhook is there once its own document is. A webhook of this name
-        # deleted earlier leaves a pause; its held deliveries stay held (they were sent to the
-        # old definition), but the new webhook starts unpaused.
+        # deleted earlier leaves a pause, holding what stale fires queued for it since: that
+        # is discarded (it was meant for the old definition), and the new webhook starts
+        # unpaused.
+        await self.backend.discard(name, WEBHOOK, self.clock.now(), WEBHOOK_DELETED)
         for endpoint_name, document in documents:
             await self.backend.write_definition(name, endpoint_name, document, replace=True)
         await self.backend.set_paused(name, WEBHOOK, False, self.clock.now(), release=False)
@@ -315,12 +325,14 @@ class OqronKit:
         return webhook
 
     async def delete_webhook(self, name: str) -> int:
-        """Deletes a webhook created at runtime, with its endpoints. Its queued deliveries are
-        held, not failed; returns how many. Webhooks defined in code are removed in code."""
+        """Deletes a webhook created at runtime, with its endpoints. Its queued and held
+        deliveries are cancelled (never dead: no `on_dead`; each can be resent by id), so a
+        webhook created later under the name does not receive them; returns how many.
+        Attempts in flight finish. Webhooks defined in code are removed in code."""
         await self._runtime_webhook(name)
-        held = await self.backend.delete_webhook(name, self.clock.now())
+        discarded = await self.backend.delete_webhook(name, self.clock.now(), WEBHOOK_DELETED)
         await self.refresh_definitions()
-        return held
+        return discarded
 
     async def pause_webhook(self, name: str) -> int:
         """Holds every queued delivery of the webhook, and every one fired from now on, until
@@ -384,8 +396,10 @@ class OqronKit:
         for name, webhook in list(self._webhooks.items()):
             if not webhook.runtime and fresh.documents.get((name, WEBHOOK), {}).get(DELETED):
                 # A webhook defined in code takes back the name of a deleted runtime webhook:
-                # the tombstone goes (what it held stays held), so its fires are not held.
-                await self.backend.set_paused(name, WEBHOOK, False, self.clock.now(), release=False)
+                # the tombstone goes, and with it what it held, so its fires are not held.
+                now = self.clock.now()
+                await self.backend.discard(name, WEBHOOK, now, WEBHOOK_DELETED)
+                await self.backend.set_paused(name, WEBHOOK, False, now, release=False)
                 await self.backend.write_definition(name, WEBHOOK, None, replace=True)
                 await self.refresh_definitions()
                 return

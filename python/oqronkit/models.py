@@ -98,6 +98,11 @@ CANCELLED = Settlement("cancelled", error="cancelled")
 """How an attempt stopped by `cancel_delivery` settles; a requeue settles so too when a cancel
 was asked while the attempt ran (its attempt, if one was made, is kept)."""
 
+# Why deliveries were discarded (cancelled): their definition is gone, and a later one of the
+# same name must not receive what was queued for the old one (they can be resent by id).
+WEBHOOK_DELETED = "cancelled: its webhook was deleted"
+ENDPOINT_REMOVED = "cancelled: its endpoint was removed"
+
 Document: TypeAlias = Mapping[str, Any]  # a persisted definition, as JSON-compatible values
 WEBHOOK = ""  # the endpoint key of a webhook's own definition and pause flag
 

@@ -42,7 +42,15 @@ from oqronkit.errors import ConfigurationError, InvalidPayload, PayloadTooLarge
 from oqronkit.gc_pause import gc_paused
 from oqronkit.hooks import Hook
 from oqronkit.ids import new_ids
-from oqronkit.models import WEBHOOK, Claim, Definitions, Document, Message, NewDelivery
+from oqronkit.models import (
+    ENDPOINT_REMOVED,
+    WEBHOOK,
+    Claim,
+    Definitions,
+    Document,
+    Message,
+    NewDelivery,
+)
 
 if TYPE_CHECKING:
     from oqronkit.kit import OqronKit
@@ -292,6 +300,10 @@ class Webhook:
         self._compile(endpoints, definitions)
         return self._compiled
 
+    def current_endpoints(self) -> tuple[Endpoint, ...]:
+        """The latest known set (no callable is called)."""
+        return self._compiled.endpoints
+
     def endpoint_named(self, name: str) -> Endpoint | None:
         """The endpoint of that name in the latest known set (no callable is called)."""
         return self._compiled.by_name.get(name)
@@ -335,7 +347,8 @@ class Webhook:
         """Changes some settings of an endpoint (one defined in code too); stored, so they
         outlive restarts. A setting given as None returns to its default (for an endpoint
         defined in code: to the code's value). Returns the endpoint as it now stands."""
-        current = await self._existing(name)
+        await self.kit.refresh_definitions()  # not a copy up to a second old
+        await self._existing(name)
         patch = encode_changes(changes, ENDPOINT_FIELDS, f"endpoint {name!r}")
         stored = self.kit.definitions.documents.get((self.name, name), {})
         merged = {k: v for k, v in {**stored, **patch}.items() if v is not None}
@@ -343,17 +356,23 @@ class Webhook:
         assert updated is not None
         self._check_security(updated.security)
         await self.kit.write_definition(self.name, name, patch, replace=False)
-        if updated.enabled and not current.enabled:
-            # What was held while it was disabled goes (pauses still hold theirs).
-            await self.kit.backend.release(self.name, name, self.kit.clock.now())
+        # What was held while it was disabled goes (pauses still hold theirs), also when
+        # another process disabled it a moment ago, unseen here.
+        now = self.kit.clock.now()
+        if updated.enabled and await self.kit.backend.release(self.name, name, now):
             self.kit.wake(self.name)
         return (await self._snapshot()).by_name[name]
 
-    async def remove_endpoint(self, name: str) -> None:
-        """Removes an endpoint: it receives nothing more; its queued deliveries are held, not
-        failed (`resume_endpoint` after adding it again releases them)."""
+    async def remove_endpoint(self, name: str) -> int:
+        """Removes an endpoint: it receives nothing more. Its queued and held deliveries are
+        cancelled (never dead: no `on_dead`; each can be resent by id), so an endpoint added
+        later under the name does not receive them; returns how many. Attempts in flight
+        finish. To stop deliveries for a while and keep them, disable or pause it instead."""
         await self._existing(name)
         await self.kit.write_definition(self.name, name, {REMOVED: True}, replace=True)
+        return await self.kit.backend.discard(
+            self.name, name, self.kit.clock.now(), ENDPOINT_REMOVED
+        )
 
     async def pause_endpoint(self, name: str) -> int:
         """Holds the endpoint's queued deliveries, and those fired from now on, until

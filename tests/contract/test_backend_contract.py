@@ -287,7 +287,7 @@ async def test_resend_while_paused_is_held(backend: Backend) -> None:
     assert copy is not None and copy.status == "held"
 
 
-async def test_delete_webhook_leaves_a_tombstone_that_holds_everything_of_it(
+async def test_delete_webhook_discards_its_queue_and_leaves_a_tombstone_that_holds_the_rest(
     backend: Backend,
 ) -> None:
     await backend.write_definition("hooks", WEBHOOK, {"concurrency": 2}, replace=True)
@@ -295,24 +295,47 @@ async def test_delete_webhook_leaves_a_tombstone_that_holds_everything_of_it(
     await backend.write_definition("other", WEBHOOK, {"concurrency": 3}, replace=True)
     await backend.set_paused("hooks", "a", True, T0)
     (a, b, c), _ = await fire(backend, ["a", "b", "c"])
+    (other,), _ = await fire(backend, ["a"], webhook="other")
     [in_flight] = await backend.claim("hooks", "w1", T0, T0 + 30, limit=1, room={"a": 0, "b": 0})
     assert in_flight.id == c
-    assert await backend.delete_webhook("hooks", T0) == 1  # b; a was held already, c is active
+    assert await backend.delete_webhook("hooks", T0, "gone") == 2  # a (held), b; c is active
     defs = await backend.definitions()
     assert defs is not None and defs.paused == frozenset({("hooks", WEBHOOK)})
     assert defs.documents == {
         ("hooks", WEBHOOK): {DELETED: True},
         ("other", WEBHOOK): {"concurrency": 3},
     }
-    # What would queue a delivery of the deleted webhook later holds it instead: a fire from a
+    for discarded in (a, b):
+        d = await backend.get_delivery(discarded)
+        assert d is not None and (d.status, d.error, d.next_attempt_at) == (
+            "cancelled",
+            "gone",
+            None,
+        )
+    # What would queue a delivery of the deleted webhook later is held instead: a fire from a
     # process that has not seen the delete, the retry of an attempt that was in flight.
     (late,), _ = await fire(backend, ["b"], at=T0 + 1)
     await backend.settle(c, "w1", Settlement("delayed", next_attempt_at=T0 + 5), T0 + 2)
     statuses = {d.id: d.status for d in await backend.list_deliveries(webhook="hooks")}
-    assert statuses == {a: "held", b: "held", c: "held", late: "held"}
-    # Re-created: unpaused without releasing what the deleted one held.
+    assert statuses == {a: "cancelled", b: "cancelled", c: "held", late: "held"}
+    # Re-created: the stragglers are discarded too, then it is unpaused; nothing is claimable.
+    assert await backend.discard("hooks", WEBHOOK, T0 + 3, "gone") == 2
     assert await backend.set_paused("hooks", WEBHOOK, False, T0 + 3, release=False) == 0
-    assert {d.status for d in await backend.list_deliveries(webhook="hooks")} == {"held"}
+    assert {d.status for d in await backend.list_deliveries(webhook="hooks")} == {"cancelled"}
+    assert await backend.claim("hooks", "w1", T0 + 10, T0 + 40, limit=10) == []
+    assert (await backend.get_delivery(other)).status == "waiting"  # type: ignore[union-attr]
+
+
+async def test_discard_cancels_one_endpoints_queued_and_held_deliveries(backend: Backend) -> None:
+    (a, a2, b), _ = await fire(backend, ["a", "a", "b"])
+    [claim] = await backend.claim("hooks", "w1", T0, T0 + 30, limit=1, room={"b": 0})
+    await backend.settle(claim.id, "w1", Settlement("held", error="disabled"), T0)
+    assert await backend.discard("hooks", "a", T0 + 1, "removed") == 2
+    for d in [await backend.get_delivery(i) for i in (a, a2)]:
+        assert d is not None and (d.status, d.error) == ("cancelled", "removed")
+    [left] = await backend.claim("hooks", "w1", T0 + 2, T0 + 30, limit=10)
+    assert left.id == b
+    assert await backend.discard("hooks", "a", T0 + 3, "removed") == 0
 
 
 async def test_release_frees_what_no_pause_holds_and_keeps_the_flags(backend: Backend) -> None:

@@ -433,7 +433,25 @@ class MemoryBackend(Backend):
                 held += 1
         return held
 
-    async def delete_webhook(self, webhook: str, now: float) -> int:
+    async def discard(self, webhook: str, endpoint: str, now: float, reason: str) -> int:
+        with self._lock:
+            return self._discard(webhook, endpoint, now, reason)
+
+    def _discard(self, webhook: str, endpoint: str, now: float, reason: str) -> int:
+        discarded = 0
+        for row in self._rows.values():
+            new = row.new
+            if (
+                (row.status in QUEUED or row.status == "held")
+                and new.webhook == webhook
+                and endpoint in (WEBHOOK, new.endpoint_name)
+            ):
+                self._cancel(row, now)  # its heap entry goes stale
+                row.error = reason
+                discarded += 1
+        return discarded
+
+    async def delete_webhook(self, webhook: str, now: float, reason: str) -> int:
         with self._lock:
             self._version += 1
             for key in [k for k in self._documents if k[0] == webhook]:
@@ -441,7 +459,7 @@ class MemoryBackend(Backend):
             self._paused = {k for k in self._paused if k[0] != webhook}
             self._documents[(webhook, WEBHOOK)] = {DELETED: True}
             self._paused.add((webhook, WEBHOOK))
-            return self._hold(webhook, WEBHOOK, now)
+            return self._discard(webhook, WEBHOOK, now, reason)
 
     async def update_state(self, keys: Sequence[str], update: StateUpdate[T]) -> T:
         with self._lock:

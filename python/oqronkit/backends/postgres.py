@@ -348,6 +348,12 @@ _HOLD: LiteralString = (
     "WHERE webhook = %(webhook)s AND status IN ('waiting', 'delayed') "
     "AND (%(endpoint)s = '' OR endpoint = %(endpoint)s)"
 )
+_DISCARD: LiteralString = (
+    "UPDATE deliveries SET status = 'cancelled', error = %(reason)s, next_attempt_at = NULL, "
+    "updated_at = %(now)s WHERE webhook = %(webhook)s "
+    "AND status IN ('waiting', 'delayed', 'held') "
+    "AND (%(endpoint)s = '' OR endpoint = %(endpoint)s)"
+)
 _RELEASE: LiteralString = f"""
 WITH released AS (
     UPDATE deliveries d SET updated_at = %(now)s,
@@ -1195,8 +1201,19 @@ class PostgresBackend(Backend):
 
         return await self._run(write)
 
-    async def delete_webhook(self, webhook: str, now: float) -> int:
-        params = {"webhook": webhook, "endpoint": WEBHOOK, "now": now}
+    async def discard(self, webhook: str, endpoint: str, now: float, reason: str) -> int:
+        params = {"webhook": webhook, "endpoint": endpoint, "now": now, "reason": reason}
+
+        def write(conn: Connection) -> int:
+            with _transaction(conn):
+                conn.execute(_LOCK_EXCLUSIVE, (self._pause_locks, webhook))
+                cur = conn.execute(_DISCARD, params)
+            return max(cur.rowcount, 0)
+
+        return await self._run(write)
+
+    async def delete_webhook(self, webhook: str, now: float, reason: str) -> int:
+        params = {"webhook": webhook, "endpoint": WEBHOOK, "now": now, "reason": reason}
 
         def write(conn: Connection) -> int:
             with _transaction(conn):
@@ -1208,7 +1225,7 @@ class PostgresBackend(Backend):
                     "VALUES (%s, '', %s, true)",
                     (webhook, Jsonb({DELETED: True})),
                 )
-                cur = conn.execute(_HOLD, params)
+                cur = conn.execute(_DISCARD, params)
             return max(cur.rowcount, 0)
 
         return await self._run(write)

@@ -143,6 +143,22 @@ local function hold(w, e, now)
   end
   return n
 end
+-- Cancels every queued or held delivery in scope, with `reason` as its error; returns how many.
+local function discard(w, e, now, reason)
+  local n = 0
+  for _, ep in ipairs(scope(w, e)) do
+    local q, h = qkey(w, ep), hkey(w, ep)
+    for _, ids in ipairs({redis.call('ZRANGE', q, 0, -1), redis.call('SMEMBERS', h)}) do
+      for _, id in ipairs(ids) do
+        cancel(id, now)
+        redis.call('HSET', dkey(id), 'err', reason)
+      end
+      n = n + #ids
+    end
+    redis.call('DEL', q, h)
+  end
+  return n
+end
 -- Queues every held delivery in scope that no pause holds, due when it was due.
 local function release(w, e, now)
   local n, ready = 0, false
@@ -501,8 +517,13 @@ _RELEASE = """
 return release(ARGV[2], ARGV[3], ARGV[4])
 """
 
-# Replaces a webhook's definitions and pause flags by a tombstone and a pause, holding its
-# queued deliveries; returns how many. ARGV: webhook, now, tombstone key, its JSON value.
+_DISCARD = """
+return discard(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+"""
+
+# Replaces a webhook's definitions and pause flags by a tombstone and a pause, discarding its
+# queued and held deliveries; returns how many. ARGV: webhook, now, tombstone key, its JSON
+# value, the reason.
 _DELETE_WEBHOOK = """
 local w, now = ARGV[2], ARGV[3]
 redis.call('INCR', P .. 'version')
@@ -520,7 +541,7 @@ end
 redis.call('HSET', P .. 'def:' .. own, ARGV[4], ARGV[5])
 redis.call('SADD', P .. 'defs', own)
 redis.call('SADD', P .. 'paused', own)
-return hold(w, '', now)
+return discard(w, '', now, ARGV[6])
 """
 
 
@@ -570,6 +591,7 @@ DEFINITIONS = _script(_DEFINITIONS)
 WRITE_DEFINITION = _script(_WRITE_DEFINITION)
 SET_PAUSED = _script(_SET_PAUSED)
 RELEASE = _script(_RELEASE)
+DISCARD = _script(_DISCARD)
 DELETE_WEBHOOK = _script(_DELETE_WEBHOOK)
 GUARD_STATES = _script(_GUARD_STATES)
 SCRIPTS: tuple[Script[bytes], ...] = (
@@ -1069,8 +1091,11 @@ class RedisBackend(Backend):
     async def release(self, webhook: str, endpoint: str, now: float) -> int:
         return int(await self._call(RELEASE, [webhook, endpoint, _time(now)]))
 
-    async def delete_webhook(self, webhook: str, now: float) -> int:
-        args = [webhook, _time(now), DELETED, json.dumps(True)]
+    async def discard(self, webhook: str, endpoint: str, now: float, reason: str) -> int:
+        return int(await self._call(DISCARD, [webhook, endpoint, _time(now), reason]))
+
+    async def delete_webhook(self, webhook: str, now: float, reason: str) -> int:
+        args = [webhook, _time(now), DELETED, json.dumps(True), reason]
         return int(await self._call(DELETE_WEBHOOK, args))
 
     # ---------------------------------------------------------------- shared guard state

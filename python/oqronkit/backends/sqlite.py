@@ -621,7 +621,12 @@ class SQLiteBackend(Backend):
     async def release(self, webhook: str, endpoint: str, now: float) -> int:
         return await self._run(self._write, lambda conn: _release(conn, webhook, endpoint, now))
 
-    async def delete_webhook(self, webhook: str, now: float) -> int:
+    async def discard(self, webhook: str, endpoint: str, now: float, reason: str) -> int:
+        return await self._run(
+            self._write, lambda conn: _discard(conn, webhook, endpoint, now, reason)
+        )
+
+    async def delete_webhook(self, webhook: str, now: float, reason: str) -> int:
         def write(conn: sqlite3.Connection) -> int:
             _bump_version(conn)
             conn.execute("DELETE FROM definitions WHERE webhook = ?", (webhook,))
@@ -630,7 +635,7 @@ class SQLiteBackend(Backend):
                 "VALUES (?, '', ?, 1)",
                 (webhook, json.dumps({DELETED: True})),
             )
-            return _hold(conn, webhook, WEBHOOK, now)
+            return _discard(conn, webhook, WEBHOOK, now, reason)
 
         return await self._run(self._write, write)
 
@@ -718,6 +723,15 @@ def _hold(conn: sqlite3.Connection, webhook: str, endpoint: str, now: float) -> 
         "UPDATE deliveries SET status = 'held', updated_at = ? "
         f"WHERE webhook = ? AND status IN ('waiting', 'delayed') {which}",
         (now, *args),
+    ).rowcount
+
+
+def _discard(conn: sqlite3.Connection, webhook: str, endpoint: str, now: float, reason: str) -> int:
+    which, args = _scope(webhook, endpoint)
+    return conn.execute(
+        "UPDATE deliveries SET status = 'cancelled', error = ?, next_attempt_at = NULL, "
+        f"updated_at = ? WHERE webhook = ? AND status IN ('waiting', 'delayed', 'held') {which}",
+        (reason, now, *args),
     ).rowcount
 
 
