@@ -329,6 +329,8 @@ async def test_replay_resends_dead_deliveries_at_the_given_rate(
         assert all(at - start >= k / 2.0 - 1e-6 for k, at in enumerate(created))
         for copy in copies:
             await status_of(kit, copy.id, "completed")
+        # Replayed once: the dead originals are not resent again (their copies were).
+        assert await kit.replay(rate=2.0, dry_run=True) == 1  # `other` only
         with pytest.raises(ConfigurationError, match="rate"):
             await kit.replay(rate=0)
 

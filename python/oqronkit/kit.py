@@ -686,7 +686,9 @@ class OqronKit:
     ) -> int:
         """Resends every dead delivery matching the filters (as `list_deliveries` takes them),
         `rate` per second, so receivers back from an outage are not flooded: N deliveries take
-        N / rate seconds. `dry_run` only counts. Returns how many were (or would be) resent."""
+        N / rate seconds. A dead delivery resent since (by hand or by an earlier replay) is
+        left alone: its message and endpoint are the newer copy's. `dry_run` only counts.
+        Returns how many were (or would be) resent."""
         if not (isinstance(rate, int | float) and 0 < rate < math.inf):
             raise ConfigurationError(f"rate must be a positive number per second, not {rate!r}")
         start, count, cursor = self.clock.now(), 0, None
@@ -701,7 +703,10 @@ class OqronKit:
                 limit=REPLAY_PAGE,
                 cursor=cursor,
             )
+            resent = await self.backend.resent([d.id for d in page])
             for dead in page:
+                if dead.id in resent:
+                    continue
                 if not dry_run:
                     await self.clock.wait(anyio.Event(), start + count / rate)
                     await self.resend_webhook(dead.id)

@@ -394,6 +394,23 @@ async def test_resend_queues_a_copy_of_a_finished_delivery(backend: Backend) -> 
     assert await backend.resend("dlv_missing", "dlv_x", T0) is None
 
 
+async def test_resent_tells_which_deliveries_have_a_newer_copy(backend: Backend) -> None:
+    (first, other), _ = await fire(backend, ["a", "b"])
+    for claim in await backend.claim("hooks", "w", T0, T0 + 30, limit=2):
+        await backend.settle(claim.id, "w", Settlement("dead", error="HTTP 400"), T0 + 1)
+    assert await backend.resent([first, other, "dlv_missing"]) == set()
+    copy = await backend.resend(first, new_id("dlv"), T0 + 2)
+    assert copy is not None
+    assert await backend.resent([first, other, copy.id]) == {first}
+    [claim] = await backend.claim("hooks", "w", T0 + 2, T0 + 30, limit=1)
+    await backend.settle(claim.id, "w", Settlement("dead", error="HTTP 400"), T0 + 3)
+    # A second copy of the original (by hand): the first copy is superseded too.
+    second = await backend.resend(first, new_id("dlv"), T0 + 4)
+    assert second is not None
+    assert await backend.resent([first, copy.id, second.id, other]) == {first, copy.id}
+    assert await backend.resent([]) == set()
+
+
 async def test_cancel_by_status(backend: Backend) -> None:
     queued, active = (await fire(backend, ["a", "b"]))[0]
     [claim] = await backend.claim("hooks", "w", T0, T0 + 30, limit=1, room={"a": 0})

@@ -153,6 +153,11 @@ class Backend(ABC):
         `resent_from`. None if there is no such delivery or it has not finished."""
 
     @abstractmethod
+    async def resent(self, delivery_ids: Sequence[str]) -> set[str]:
+        """Those of the deliveries that were resent since: a newer delivery of the same message
+        goes to the same endpoint (a resend of it, or of a copy of it)."""
+
+    @abstractmethod
     async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
 
     @abstractmethod

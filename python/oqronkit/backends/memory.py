@@ -90,6 +90,7 @@ class MemoryBackend(Backend):
         self._rows: dict[str, _Row] = {}  # in creation order
         self._keyed: dict[str, list[str]] = {}  # delivery ids of messages fired with a key
         self._fire_keys: dict[tuple[str, str], str] = {}  # (webhook, key) -> message id
+        self._resends: dict[tuple[str, str], str] = {}  # (message, endpoint) -> newest copy
         # Heaps of (due, id) of queued deliveries, per webhook and endpoint (so a full endpoint
         # can be skipped cheaply), and of (lease_until, id) of active ones, per webhook. Entries
         # go stale when a row changes; stale tops are dropped when seen.
@@ -328,8 +329,20 @@ class MemoryBackend(Backend):
                 return None
             copy = _Row(row.new._replace(id=new_id, created_at=now, resent_from=delivery_id))
             self._rows[new_id] = copy
+            self._resends[(row.new.message_id, row.new.endpoint_name)] = new_id
             self._requeue(copy, now, now)
             return copy.delivery()
+
+    async def resent(self, delivery_ids: Sequence[str]) -> set[str]:
+        with self._lock:
+            found = set()
+            for delivery_id in delivery_ids:
+                row = self._rows.get(delivery_id)
+                if row is not None:
+                    key = (row.new.message_id, row.new.endpoint_name)
+                    if self._resends.get(key, delivery_id) != delivery_id:
+                        found.add(delivery_id)
+            return found
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         with self._lock:

@@ -146,6 +146,11 @@ MIGRATIONS: list[list[LiteralString]] = [
         # (a row it created to lock a key that had none).
         "CREATE TABLE guard_states (key text PRIMARY KEY, state text)",
     ],
+    [
+        # Resent copies by message and endpoint (replay skips what was resent); fires add none.
+        "CREATE INDEX deliveries_resends ON deliveries (message_id, endpoint, id) "
+        "WHERE resent_from IS NOT NULL",
+    ],
 ]
 
 
@@ -1047,6 +1052,22 @@ class PostgresBackend(Backend):
             return _delivery(row) if row else None
 
         return await self._run(resend)
+
+    async def resent(self, delivery_ids: Sequence[str]) -> set[str]:
+        wanted = list(delivery_ids)
+        if not wanted:
+            return set()
+
+        def select(conn: Connection) -> set[str]:
+            rows = conn.execute(
+                "SELECT d.id FROM deliveries d WHERE d.id = ANY (%s::text[]) "
+                "AND EXISTS (SELECT 1 FROM deliveries n WHERE n.resent_from IS NOT NULL "
+                "AND n.message_id = d.message_id AND n.endpoint = d.endpoint AND n.id > d.id)",
+                (wanted,),
+            ).fetchall()
+            return {r[0] for r in rows}
+
+        return await self._run(select)
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         def get(conn: Connection) -> Delivery | None:

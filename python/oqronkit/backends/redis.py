@@ -428,6 +428,7 @@ local d, w, e = dkey(new), f[3], f[4]
 if redis.call('EXISTS', d) == 0 then  -- else a retry of a call whose reply was lost
   redis.call('HSET', d, 'm', f[2], 'w', w, 'e', e, 'ev', f[5], 'k', f[6], 'c', now,
     'a', '[]', 'am', '0', 'r', id)
+  redis.call('HSET', P .. 'rs:' .. f[2], e, new)  -- the newest copy of the message to e
   redis.call('ZADD', P .. 'i', 0, new)
   redis.call('ZADD', P .. 'i:' .. w, 0, new)
   if requeue(new, w, e, now, now, 'waiting') then wake(w) end
@@ -517,6 +518,20 @@ _RELEASE = """
 return release(ARGV[2], ARGV[3], ARGV[4])
 """
 
+# Which of the deliveries (ARGV from 2) were resent since: the newest copy of their message
+# to their endpoint is another delivery.
+_RESENT = """
+local out = {}
+for j = 2, #ARGV do
+  local f = redis.call('HMGET', dkey(ARGV[j]), 'm', 'e')
+  if f[1] then
+    local newest = redis.call('HGET', P .. 'rs:' .. f[1], f[2])
+    if newest and newest ~= ARGV[j] then out[#out + 1] = ARGV[j] end
+  end
+end
+return out
+"""
+
 _DISCARD = """
 return discard(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 """
@@ -592,6 +607,7 @@ WRITE_DEFINITION = _script(_WRITE_DEFINITION)
 SET_PAUSED = _script(_SET_PAUSED)
 RELEASE = _script(_RELEASE)
 DISCARD = _script(_DISCARD)
+RESENT = _script(_RESENT)
 DELETE_WEBHOOK = _script(_DELETE_WEBHOOK)
 GUARD_STATES = _script(_GUARD_STATES)
 SCRIPTS: tuple[Script[bytes], ...] = (
@@ -1009,6 +1025,12 @@ class RedisBackend(Backend):
     async def resend(self, delivery_id: str, new_id: str, now: float) -> Delivery | None:
         flat = await self._call(RESEND, [delivery_id, new_id, _time(now)])
         return _delivery(new_id, _fields(flat)) if flat else None
+
+    async def resent(self, delivery_ids: Sequence[str]) -> set[str]:
+        if not delivery_ids:
+            return set()
+        found = await self._call(RESENT, list(delivery_ids))
+        return {_text(i) for i in found}
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         async with self._session() as client:

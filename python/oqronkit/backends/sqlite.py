@@ -73,6 +73,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     cancel_requested INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (webhook, status, next_attempt_at);
+-- Resent copies by message and endpoint (replay skips what was resent); fires add no entry.
+CREATE INDEX IF NOT EXISTS deliveries_resends ON deliveries (message_id, endpoint, id)
+    WHERE resent_from IS NOT NULL;
 CREATE TABLE IF NOT EXISTS definitions (
     webhook TEXT NOT NULL,
     endpoint TEXT NOT NULL,  -- '' for the webhook itself
@@ -504,6 +507,22 @@ class SQLiteBackend(Backend):
             return _delivery(row) if row else None
 
         return await self._run(self._write, resend)
+
+    async def resent(self, delivery_ids: Sequence[str]) -> set[str]:
+        wanted = list(delivery_ids)
+        if not wanted:
+            return set()
+
+        def select(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(
+                f"SELECT d.id FROM deliveries d WHERE d.id IN ({','.join('?' * len(wanted))}) "
+                "AND EXISTS (SELECT 1 FROM deliveries n WHERE n.resent_from IS NOT NULL "
+                "AND n.message_id = d.message_id AND n.endpoint = d.endpoint AND n.id > d.id)",
+                wanted,
+            )
+            return {r[0] for r in rows}
+
+        return await self._run(self._read, select)
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         def get(conn: sqlite3.Connection) -> Delivery | None:
