@@ -236,7 +236,8 @@ class Dispatcher:
             try:
                 await self._keep_leases(now)
                 await self._requeue_again(now)
-                await self._release_reenabled(now)
+                with anyio.CancelScope(deadline=self._claims_end) as self._claiming:
+                    await self._release_reenabled(now)  # `stop` cuts it short like a claim
                 room, opens = self._room(now)
                 limit = free
                 if bucket is not None:

@@ -14,7 +14,7 @@ from anyio.abc import TaskGroup
 from anyio.lowlevel import RunVar
 
 from oqronkit.models import Delivery
-from oqronkit.scopes import CancelScope, Watchdog
+from oqronkit.scopes import CancelScope, Timer, Watchdog
 from oqronkit.taskpool import TaskPool
 
 log = logging.getLogger("oqronkit")
@@ -22,51 +22,84 @@ log = logging.getLogger("oqronkit")
 Hook: TypeAlias = Callable[[Delivery], None] | Callable[[Delivery], Awaitable[None]]
 
 
+_NOT_RUN = "hook %s was not run (%s): every hook thread was still busy (hung?) as the kit stopped"
+
+
 class HookPool:
     """Where hooks run: beside the work that fired them (a slow hook holds no delivery's slot),
     each cut off after `timeout` seconds by `watchdog`. Hooks fired together run one after
     another on one task while none of them waits (a `burst` pool): most hooks are quick, and a
-    task switch each would cost more than many of them. After `close`, hooks already started
-    or given may still finish, within their timeout."""
+    task switch each would cost more than many of them. A plain hook's timeout starts with its
+    thread: a burst of them waits its turn for one of the `HOOK_THREADS`, never timed out
+    unrun. After `close`, hooks already given may still finish, within their timeout, and
+    wait for a thread no longer than that (every one may be held by a hung hook)."""
 
     def __init__(self, task_group: TaskGroup, timeout: float, watchdog: Watchdog) -> None:
         self._pool = TaskPool(task_group, burst=True)
         self._timeout = timeout
         self._watchdog = watchdog
+        # Plain hooks waiting for a thread, with the timer that gives up the wait once closed.
+        self._waiting: dict[CancelScope, Timer | None] = {}
+        self._closed = False
 
     def start_soon(self, hook: Callable[[Any], Any], subject: Any) -> None:
         self._pool.start_soon(self._run, hook, subject)
 
     def close(self) -> None:
+        self._closed = True
         self._pool.close()
+        for scope in self._waiting:
+            self._give_up_later(scope)
+
+    def _give_up_later(self, scope: CancelScope) -> None:
+        self._waiting[scope] = self._watchdog.arm(scope, self._watchdog.clock() + self._timeout)
+
+    def _stop_waiting(self, scope: CancelScope) -> None:
+        waited = self._waiting.pop(scope, None)
+        if waited is not None:
+            waited.disarm()
 
     async def _run(self, scope: CancelScope, hook: Callable[[Any], Any], subject: Any) -> None:
-        timer = self._watchdog.arm(scope, self._watchdog.clock() + self._timeout)
+        timer: Timer | None = None
+
+        def start() -> bool:  # on the loop, as the hook begins: its timeout starts
+            nonlocal timer
+            if scope not in self._waiting:
+                return False  # given up meanwhile: its scope may be another call's by now
+            self._stop_waiting(scope)
+            timer = self._watchdog.arm(scope, self._watchdog.clock() + self._timeout)
+            return True
+
+        def in_thread() -> Any:
+            return hook(subject) if anyio.from_thread.run_sync(start) else None
+
         try:
-            await _call(hook, subject)
+            if inspect.iscoroutinefunction(hook):
+                timer = self._watchdog.arm(scope, self._watchdog.clock() + self._timeout)
+                await hook(subject)
+            else:
+                self._waiting[scope] = None
+                if self._closed:
+                    self._give_up_later(scope)
+                result = await anyio.to_thread.run_sync(
+                    in_thread, abandon_on_cancel=True, limiter=_hook_threads()
+                )
+                if inspect.isawaitable(result):
+                    await result
         except anyio.get_cancelled_exc_class():
-            if scope.cancel_called:  # only its timer cancels a hook's scope
+            if timer is not None and scope.cancel_called:  # its timer, once it had begun
                 log.error(
                     "hook %s timed out after %gs (%s)", *_labels(hook, subject, self._timeout)
                 )
+            elif timer is None and scope.cancel_called:
+                log.error(_NOT_RUN, *_labels(hook, subject))
             raise
+        except Exception:
+            log.exception("hook %s raised (%s); nothing is changed by it", *_labels(hook, subject))
         finally:
-            timer.disarm()
-
-
-async def _call(hook: Callable[[Any], Any], subject: Any) -> None:
-    """Calls `hook(subject)`: a coroutine function on the loop, anything else in a thread."""
-    try:
-        if inspect.iscoroutinefunction(hook):
-            await hook(subject)
-        else:
-            result = await anyio.to_thread.run_sync(
-                hook, subject, abandon_on_cancel=True, limiter=_hook_threads()
-            )
-            if inspect.isawaitable(result):
-                await result
-    except Exception:
-        log.exception("hook %s raised (%s); nothing is changed by it", *_labels(hook, subject))
+            self._stop_waiting(scope)
+            if timer is not None:
+                timer.disarm()
 
 
 # Sync hooks' threads: their own, per event loop. A hook that hangs is abandoned at its timeout
