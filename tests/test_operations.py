@@ -381,6 +381,46 @@ async def test_lifecycle_events_reach_subscribers_and_the_hook(
     assert sorted(((e.kind, e.endpoint) for e in hooked), key=str) == sorted(wanted, key=str)
 
 
+async def test_an_event_per_change_not_per_call(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    # Five deliveries in flight answered 410: one endpoint.disabled. Pausing twice, resuming
+    # what was never paused: one event per change of state, none for no change.
+    receiver.respond("/gone", *[Reply(410, delay=0.3)] * 5)
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        concurrency=5,
+        endpoints=[Endpoint("gone", receiver.url("/gone"), ["**"], max_in_flight=5)],
+    )
+    seen: list[str] = []
+    async with kit, kit.events() as events:
+        await kit.resume_webhook("w")
+        ids = [(await hook.fire("e", {"n": n}))[0] for n in range(5)]
+        await receiver.wait_for(5)
+        for delivery_id in ids:
+            await status_of(kit, delivery_id, "dead")
+        await kit.pause_webhook("w")
+        await kit.pause_webhook("w")
+        await kit.resume_webhook("w")
+        await hook.resume_endpoint("gone")
+        await kit.pause_webhook("w")  # a last one, to know every event before it is in
+        with anyio.fail_after(5):
+            async for event in events:
+                seen.append(event.kind)
+                if len(seen) == 1 + 5 + 3:
+                    break
+    assert sorted(seen) == sorted(
+        [
+            "endpoint.disabled",
+            *["delivery.dead"] * 5,
+            "webhook.paused",
+            "webhook.resumed",
+            "webhook.paused",
+        ]
+    )
+
+
 async def test_module_level_functions_use_the_default_kit(receiver: Receiver) -> None:
     kit = OqronKit(allow_private_networks=True, clock=FakeClock())
     oqronkit.set_default_kit(kit)

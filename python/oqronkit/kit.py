@@ -190,6 +190,7 @@ class OqronKit:
         self._events = EventBus()
         self._watcher: anyio.CancelScope | None = None
         self._stopping = False  # set at exit: definitions read from then on start no dispatcher
+        self._changing: anyio.Lock | None = None  # made on the kit's loop, when first needed
         self._dispatchers: dict[str, Dispatcher] = {}
         self._active_transport: httpx.AsyncBaseTransport | None = None
         self._connections: Slots | None = None
@@ -363,18 +364,29 @@ class OqronKit:
         await self.refresh_definitions()
 
     async def set_paused(self, webhook: str, endpoint: str, paused: bool) -> int:
-        count = await self.backend.set_paused(webhook, endpoint, paused, self.clock.now())
-        await self.refresh_definitions()
-        kind = "paused" if paused else "resumed"
-        if endpoint == WEBHOOK:
-            self.publish(LifecycleEvent(f"webhook.{kind}", webhook, self.clock.now()))  # type: ignore[arg-type]
-        else:
-            self.publish(
-                LifecycleEvent(f"endpoint.{kind}", webhook, self.clock.now(), endpoint)  # type: ignore[arg-type]
-            )
+        async with self._changing_definitions():
+            await self.refresh_definitions()
+            changed = ((webhook, endpoint) in self.definitions.paused) != paused
+            count = await self.backend.set_paused(webhook, endpoint, paused, self.clock.now())
+            await self.refresh_definitions()
+        if changed:  # an event per change, not per call: alerts are made of them
+            kind = "paused" if paused else "resumed"
+            if endpoint == WEBHOOK:
+                self.publish(LifecycleEvent(f"webhook.{kind}", webhook, self.clock.now()))  # type: ignore[arg-type]
+            else:
+                self.publish(
+                    LifecycleEvent(f"endpoint.{kind}", webhook, self.clock.now(), endpoint)  # type: ignore[arg-type]
+                )
         if not paused:
             self.wake(webhook)
         return count
+
+    def _changing_definitions(self) -> anyio.Lock:
+        """Held while a change that publishes an event is made, so that calls racing in this
+        process publish it once (each process publishes what it changed)."""
+        if self._changing is None:
+            self._changing = anyio.Lock()
+        return self._changing
 
     async def current_definitions(self) -> Definitions:
         """The stored definitions, read again when the copy here is over a second old."""
@@ -618,8 +630,14 @@ class OqronKit:
             self._on_loop(dispatcher.wake)
 
     async def disable_endpoint(self, webhook: str, endpoint: str, reason: str) -> None:
-        """A 410 Gone: the endpoint is disabled, in every process, until re-enabled."""
-        await self.write_definition(webhook, endpoint, {"enabled": False}, replace=False)
+        """A 410 Gone: the endpoint is disabled, in every process, until re-enabled. Several
+        410s at once (deliveries in flight) disable it, and publish `endpoint.disabled`, once."""
+        async with self._changing_definitions():
+            await self.refresh_definitions()
+            document = self.definitions.documents.get((webhook, endpoint), {})
+            if document.get("enabled") is False:
+                return
+            await self.write_definition(webhook, endpoint, {"enabled": False}, replace=False)
         now = self.clock.now()
         self.publish(LifecycleEvent("endpoint.disabled", webhook, now, endpoint, detail=reason))
 
