@@ -216,7 +216,9 @@ class ScriptedServer:
     """A stdlib server where each path is a function writing a raw answer to the socket. Set
     `tls` to serve HTTPS with that context. Records (path, client port) per request."""
 
-    def __init__(self, routes: dict[str, Handler], tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, routes: dict[str, Handler], tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.seen: list[tuple[str, int]] = []
         server = self
 
@@ -241,7 +243,12 @@ class ScriptedServer:
 
             do_GET = do_POST = do_HEAD = _route
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        class Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        # getaddrinfo keeps an IPv6 zone (`%eth0`) as the address's scope id.
+        address = socket.getaddrinfo(host, 0, Server.address_family, socket.SOCK_STREAM)[0][4]
+        self._server = Server(address, RequestHandler)
         self._server.daemon_threads = True
         if tls is not None:
             self._server.socket = tls.wrap_socket(
@@ -249,7 +256,7 @@ class ScriptedServer:
             )
         scheme = "https" if tls else "http"
         self.port = self._server.server_address[1]
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def ports(self, path: str) -> list[int]:

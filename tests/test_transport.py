@@ -4,6 +4,8 @@ test CA. On Trio and asyncio."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import socket
 import ssl
 import subprocess
@@ -242,6 +244,30 @@ async def test_a_head_dripped_byte_by_byte(
     assert (response.status_code, response.text) == (200, "hello")
     assert response.headers["x-long"] == "v" * 300
     assert (await client.get(server.url + "/length")).text == "hello"  # still in step
+
+
+def link_local_address() -> tuple[str, str] | None:
+    """A link-local IPv6 address of this machine and its interface's name, if it has one."""
+    with contextlib.suppress(OSError), open("/proc/net/if_inet6") as table:
+        for line in table:
+            hexa, _, _, scope, _, name = line.split()
+            if scope == "20":  # link
+                return str(ipaddress.IPv6Address(bytes.fromhex(hexa))), name
+    return None
+
+
+async def test_an_ipv6_zone_in_the_url_reaches_the_socket(client: httpx.AsyncClient) -> None:
+    # RFC 6874: `[addr%25zone]` in a URL is the address on interface `zone`.
+    found = link_local_address()
+    if found is None:
+        pytest.skip("no link-local IPv6 address here")
+    address, interface = found
+    v6 = ScriptedServer(ROUTES, host=f"{address}%{interface}")  # type: ignore[arg-type]
+    try:
+        url = f"http://[{address}%25{interface}]:{v6.port}/length"
+        assert (await client.get(url)).text == "hello"
+    finally:
+        v6.close()
 
 
 async def test_a_connection_the_server_closed_while_idle_is_replaced(

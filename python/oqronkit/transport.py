@@ -30,6 +30,7 @@ import ssl
 import time
 from collections.abc import AsyncGenerator, Mapping, Sized
 from typing import Any, TypeAlias
+from urllib.parse import unquote
 
 import anyio
 import anyio.abc
@@ -438,7 +439,10 @@ class Http1Transport(httpx.AsyncBaseTransport):
         scheme = url.raw_scheme
         if scheme not in (b"http", b"https"):
             raise httpx.UnsupportedProtocol(f"{url.scheme!r} is not http or https")
-        origin: Origin = (scheme, url.host, url.port or (443 if scheme == b"https" else 80))
+        host = url.host
+        if "%" in host:  # an IPv6 zone, percent-encoded in URLs (RFC 6874): `%25eth0`
+            host = unquote(host)
+        origin: Origin = (scheme, host, url.port or (443 if scheme == b"https" else 80))
         try:
             data = _core.write_request(method, url.raw_path, headers, body)
         except ValueError as exc:
