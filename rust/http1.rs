@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-/// At most this many response headers; a receiver sending more is broken or hostile.
+/// Header slots on the stack; a head with more headers gets one slot per line on the heap (its
+/// size is capped, so their number is too).
 pub const MAX_HEADERS: usize = 128;
 /// A response head larger than this is refused rather than buffered without end.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -35,7 +36,7 @@ pub struct ResponseHead {
 pub enum HeadError {
     /// Not valid HTTP/1.x (a malformed line, a bad header, conflicting lengths...).
     Invalid(String),
-    /// The head is larger than `MAX_HEAD_BYTES` or has more than `MAX_HEADERS` headers.
+    /// The head is larger than `MAX_HEAD_BYTES`.
     TooLarge,
 }
 
@@ -43,10 +44,7 @@ impl fmt::Display for HeadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HeadError::Invalid(why) => write!(f, "invalid HTTP/1.1 message: {why}"),
-            HeadError::TooLarge => write!(
-                f,
-                "response head over {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} headers"
-            ),
+            HeadError::TooLarge => write!(f, "response head over {MAX_HEAD_BYTES} bytes"),
         }
     }
 }
@@ -64,16 +62,44 @@ pub fn parse_response_head(
     head_request: bool,
 ) -> Result<Option<ResponseHead>, HeadError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut slots);
-    let consumed = match response.parse(buf) {
+    if let Some(parsed) = parse_in(&mut slots, buf, head_request) {
+        return parsed;
+    }
+    let head = &buf[..buf.len().min(MAX_HEAD_BYTES)];
+    let lines = head.iter().filter(|&&b| b == b'\n').count();
+    let mut slots = vec![httparse::EMPTY_HEADER; lines];
+    parse_in(&mut slots, buf, head_request).unwrap_or(Err(HeadError::TooLarge))
+}
+
+/// `parse_response_head` with these header slots; None if they are too few.
+fn parse_in<'b>(
+    slots: &mut [httparse::Header<'b>],
+    buf: &'b [u8],
+    head_request: bool,
+) -> Option<Result<Option<ResponseHead>, HeadError>> {
+    let mut response = httparse::Response::new(slots);
+    // RFC 9112 §5.2: a client must accept a header folded over lines (obs-fold).
+    let parsed = httparse::ParserConfig::default()
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .parse_response(&mut response, buf);
+    let consumed = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-            return Err(HeadError::TooLarge)
+            return Some(Err(HeadError::TooLarge))
         }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(err) => return Err(invalid(err.to_string())),
+        Ok(httparse::Status::Partial) => return Some(Ok(None)),
+        Err(httparse::Error::TooManyHeaders) => return None,
+        Err(err) => return Some(Err(invalid(err.to_string()))),
     };
+    Some(judge(&response, consumed, head_request))
+}
+
+/// The head's status, headers and framing, from what httparse found.
+fn judge(
+    response: &httparse::Response<'_, '_>,
+    consumed: usize,
+    head_request: bool,
+) -> Result<Option<ResponseHead>, HeadError> {
     if consumed > MAX_HEAD_BYTES {
         return Err(HeadError::TooLarge);
     }
@@ -113,7 +139,7 @@ pub fn parse_response_head(
                 }
             }
         }
-        headers.push((name.to_vec(), value.to_vec()));
+        headers.push((name.to_vec(), unfolded(value)));
     }
     let no_body = head_request || status < 200 || status == 204 || status == 304;
     let framing = if no_body {
@@ -145,6 +171,20 @@ pub fn parse_response_head(
         framing,
         keep_alive: !close,
     }))
+}
+
+/// A header value with each obs-fold (a line break and the whitespace around it) replaced by
+/// one space, as RFC 9112 §5.2 lets a recipient do.
+fn unfolded(value: &[u8]) -> Vec<u8> {
+    if !value.contains(&b'\n') {
+        return value.to_vec();
+    }
+    let lines: Vec<&[u8]> = value
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|line| !line.is_empty())
+        .collect();
+    lines.join(&b' ')
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -240,6 +280,30 @@ mod tests {
         assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Le"), Ok(None));
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD_BYTES));
         assert_eq!(parse(&huge), Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn folded_headers_and_many_headers_are_read() {
+        let head = parse("HTTP/1.1 200 OK\r\nX-A: one\r\n  two \r\n\tthree\r\nX-B: b\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            head.headers,
+            [
+                (b"X-A".to_vec(), b"one two three".to_vec()),
+                (b"X-B".to_vec(), b"b".to_vec())
+            ]
+        );
+        let cookies = "Set-Cookie: c=1\r\n".repeat(3 * MAX_HEADERS);
+        let many = format!("HTTP/1.1 200 OK\r\n{cookies}Content-Length: 2\r\n\r\nok");
+        let head = parse(&many).unwrap().unwrap();
+        assert_eq!(head.headers.len(), 3 * MAX_HEADERS + 1);
+        assert_eq!(head.framing, Framing::Length(2));
+        let flood = format!(
+            "HTTP/1.1 200 OK\r\n{}",
+            "a:\r\n".repeat(MAX_HEAD_BYTES / 4 + 1)
+        );
+        assert_eq!(parse(&flood), Err(HeadError::TooLarge));
     }
 
     #[test]
