@@ -100,6 +100,9 @@ def test_the_secret_from_the_environment_is_one_secret_spaces_and_all() -> None:
         ["sign", "--secret", "", "{}"],
         ["verify", "--secret", "s", "--header", "t=1,v1=00", "--tolerance", "-1", "{}"],
         ["verify", "--secret", "s", "--header", "t=1,v1=00", "--tolerance", "nan", "{}"],
+        ["deliveries", "list", "--backend", "memory://", "--since", "nan"],
+        ["deliveries", "list", "--backend", "memory://", "--until", "yesterday"],
+        ["deliveries", "list", "--backend", "memory://", "--event", "order..paid"],
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(args: list[str]) -> None:
@@ -251,6 +254,57 @@ def test_bad_input_is_one_line_without_a_traceback_or_a_password(args: tuple[str
     assert run.stderr.startswith("oqronkit: error: ")
     assert len(run.stderr.strip().splitlines()) == 1
     assert "Traceback" not in run.stderr and "SECRETPW" not in run.stderr
+
+
+def test_a_command_without_its_subcommand_prints_its_help_and_exits_2() -> None:
+    for args in ((), ("deliveries",)):
+        run = oqronkit(*args)
+        assert run.returncode == 2 and run.stderr.startswith("Usage: oqronkit"), run.stderr
+        assert "(see oqronkit --help)" not in run.stderr
+
+
+def test_an_app_whose_definitions_are_wrong_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "badapp.py").write_text(
+        "from oqronkit import Endpoint, OqronKit\n"
+        "kit = OqronKit('memory://')\n"
+        "kit.webhook('w', endpoints=[Endpoint('e', 'https://e.example/', ['order..paid'])])\n"
+    )
+    run = oqronkit("deliveries", "list", "--app", "badapp:kit", cwd=tmp_path)
+    assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "cannot load badapp:kit: InvalidPattern" in run.stderr
+
+
+def test_a_piped_table_is_whole_and_offers_a_next_page_only_after_a_full_one(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "oqronkit.db"
+    (tmp_path / "app.py").write_text(
+        textwrap.dedent(APP).replace("allow_private_networks=True", "dispatch=False")
+    )
+    env = {"APP_DB": str(db), "RECEIVER_URL": "https://r.example/hook"}
+    ids = [
+        oqronkit(
+            "fire", "--app", "app:kit", "--webhook", "orders", "order.paid", cwd=tmp_path, env=env
+        ).stdout.strip()
+        for _ in range(3)
+    ]
+    full = oqronkit("deliveries", "list", "--backend", f"sqlite:///{db}", "--limit", "2")
+    assert all(i in full.stdout for i in ids[1:]) and "waiting" in full.stdout, full.stdout
+    assert "…" not in full.stdout and f"next page: --cursor {ids[1]}" in full.stdout
+    rest = oqronkit(
+        "deliveries", "list", "--backend", f"sqlite:///{db}", "--limit", "2", "--cursor", ids[1]
+    )
+    assert ids[0] in rest.stdout and "next page" not in rest.stdout, rest.stdout
+    # The app's kit has its own backend: given both, which was meant is not guessed.
+    both = oqronkit(
+        "deliveries",
+        "list",
+        "--backend",
+        "memory://",
+        cwd=tmp_path,
+        env={**env, "OQRONKIT_APP": "app:kit"},
+    )
+    assert both.returncode == 2 and "not both" in both.stderr, both.stderr
 
 
 def test_operating_on_a_database_that_is_not_there_is_an_error_not_a_new_file(

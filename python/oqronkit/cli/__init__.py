@@ -45,6 +45,9 @@ def run() -> None:
     with 2, failures with 1)."""
     try:
         code = main.main(prog_name="oqronkit", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `oqronkit`, `oqronkit deliveries`
+        click.echo(exc.format_message(), err=True)
+        sys.exit(2)
     except click.UsageError as exc:
         click.echo(f"oqronkit: {exc.format_message()} (see oqronkit --help)", err=True)
         sys.exit(2)

@@ -42,8 +42,10 @@ def import_kit(spec: str) -> OqronKit:
         sys.path.insert(0, os.getcwd())
     try:
         kit = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, SyntaxError) as exc:
         raise click.BadParameter(f"cannot load {spec}: {exc}", param_hint="MODULE:KIT") from None
+    except OqronKitError as exc:  # the module's definitions are wrong: one line, not a trace
+        raise click.ClickException(f"cannot load {spec}: {describe(exc)}") from None
     if not isinstance(kit, OqronKit):
         raise click.BadParameter(f"{spec} is a {type(kit).__name__}, not an OqronKit")
     return kit
@@ -51,6 +53,11 @@ def import_kit(spec: str) -> OqronKit:
 
 def operator_kit(app: str | None, backend: str | None) -> OqronKit:
     """A kit that operates and delivers nothing (the workers deliver)."""
+    if app and backend:  # the app's kit has its backend: which one was meant is not for us
+        raise click.UsageError(
+            "give --app or --backend, not both (OQRONKIT_APP and OQRONKIT_BACKEND count too): "
+            "the app's kit opens its own backend"
+        )
     if app:
         kit = import_kit(app)
         kit.dispatch = False

@@ -5,18 +5,22 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
+import sys
 from typing import Any, get_args
 
 import click
 from rich.console import Console
 from rich.table import Column, Table
 
+from oqronkit._core import validate_pattern
 from oqronkit.cli.common import app_option, backend_option, echo_json, operator_kit, run_operation
-from oqronkit.errors import DeliveryNotFound, shown_url
+from oqronkit.errors import DeliveryNotFound, InvalidPattern, shown_url
 from oqronkit.kit import OqronKit
 from oqronkit.models import Delivery, Status
 
-console = Console()
+# In a terminal, tables fit its width; piped or into a file, no column is cut short.
+console = Console() if sys.stdout.isatty() else Console(width=1_000)
 STATUSES = click.Choice(list(get_args(Status)))
 
 
@@ -26,26 +30,42 @@ def _time(seconds: float | None) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def _timestamp(value: str | None) -> float | None:
+def _timestamp(value: str | None, option: str) -> float | None:
     """An ISO-8601 time (UTC unless it says otherwise) or Unix seconds."""
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise click.BadParameter(f"{value!r} is not a time", param_hint=option)
+        return seconds
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is neither ISO-8601 nor Unix seconds") from None
+        raise click.BadParameter(
+            f"{value!r} is neither ISO-8601 nor Unix seconds", param_hint=option
+        ) from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def _pattern(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An event glob, checked where it is given (a bad one is a usage error, exit 2)."""
+    if value is not None:
+        try:
+            validate_pattern(value)
+        except InvalidPattern as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def _as_json(delivery: Delivery) -> dict[str, Any]:
     return dataclasses.asdict(delivery)
 
 
-def _print_deliveries(found: list[Delivery], as_json: bool) -> None:
+def _print_deliveries(found: list[Delivery], as_json: bool, limit: int | None = None) -> None:
     if as_json:
         echo_json([_as_json(d) for d in found])
         return
@@ -64,7 +84,7 @@ def _print_deliveries(found: list[Delivery], as_json: bool) -> None:
             _time(d.created_at),
         )
     console.print(table)
-    if found:
+    if found and len(found) == limit:  # a full page: there may be more
         console.print(f"next page: --cursor {found[-1].id}", style="dim")
 
 
@@ -106,7 +126,7 @@ def _list_options(command: Any) -> Any:
             backend_option,
             click.option("--webhook"),
             click.option("--endpoint"),
-            click.option("--event", help="An event glob, e.g. 'order.**'."),
+            click.option("--event", callback=_pattern, help="An event glob, e.g. 'order.**'."),
             click.option("--since", help="Created at or after (ISO-8601 or Unix seconds)."),
             click.option("--until", help="Created before (ISO-8601 or Unix seconds)."),
             click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True),
@@ -120,12 +140,13 @@ def _list_options(command: Any) -> Any:
 
 def _list(status: str | None, **options: Any) -> None:
     app, backend, as_json = options.pop("app"), options.pop("backend"), options.pop("as_json")
-    options["since"], options["until"] = _timestamp(options["since"]), _timestamp(options["until"])
+    for option in ("since", "until"):
+        options[option] = _timestamp(options[option], f"--{option}")
 
     async def run(kit: OqronKit) -> list[Delivery]:
         return await kit.list_deliveries(status=status, **options)  # type: ignore[arg-type]
 
-    _print_deliveries(run_operation(operator_kit(app, backend), run), as_json)
+    _print_deliveries(run_operation(operator_kit(app, backend), run), as_json, options["limit"])
 
 
 @click.group()
