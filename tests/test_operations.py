@@ -624,6 +624,28 @@ async def test_enabling_an_endpoint_releases_what_another_process_held_a_moment_
         await status_of(worker, delivery_id, "completed")
 
 
+async def test_operations_read_the_definitions_and_take_only_str_ids(
+    make_backend: BackendFactory,
+) -> None:
+    # A webhook created in another process can be paused here once the copy here is stale;
+    # a delivery id that is not a str is refused alike on every backend, and an empty cursor
+    # is the first page.
+    clock = FakeClock()
+    shared, other = two_processes(make_backend)
+    a = make_kit(lambda: shared, clock, dispatch=False)
+    b = make_kit(lambda: other, clock, dispatch=False)
+    async with a, b:
+        hook = await a.create_webhook("rt", endpoints=[Endpoint("x", URL, ["**"])])
+        [queued] = await hook.fire("e", {})
+        clock.advance(2.0)
+        assert await b.pause_webhook("rt") == 1
+        assert await b.resume_webhook("rt") == 1
+        for operation in (b.get_delivery, b.cancel_delivery, b.resend_webhook):
+            with pytest.raises(ConfigurationError, match="a delivery id is a str, not a int"):
+                await operation(5)  # type: ignore[arg-type]
+        assert [d.id for d in await b.list_deliveries(cursor="")] == [queued]
+
+
 async def test_a_second_process_cannot_create_over_what_the_first_just_created(
     make_backend: BackendFactory,
 ) -> None:

@@ -338,12 +338,14 @@ class OqronKit:
     async def pause_webhook(self, name: str) -> int:
         """Holds every queued delivery of the webhook, and every one fired from now on, until
         `resume_webhook`; attempts already in flight finish. Returns how many were held."""
+        await self.current_definitions()  # it may have been created at runtime elsewhere
         self.get_webhook(name)
         return await self.set_paused(name, WEBHOOK, True)
 
     async def resume_webhook(self, name: str) -> int:
         """Releases the webhook's held deliveries (except those of paused endpoints), each due
         when it was due before the pause. Returns how many were released."""
+        await self.current_definitions()
         self.get_webhook(name)
         return await self.set_paused(name, WEBHOOK, False)
 
@@ -667,6 +669,7 @@ class OqronKit:
         """Cancels a delivery: a queued one at once ("cancelled"); one in flight has its
         request aborted ("aborted": at once in this process, within a second on another); a
         finished one is left alone ("finished"). Never a breaker failure, never `on_dead`."""
+        _check_id(delivery_id)
         outcome = await self.backend.cancel(delivery_id, self.clock.now())
         if outcome == "missing":
             raise DeliveryNotFound(f"no delivery {delivery_id!r}")
@@ -679,6 +682,7 @@ class OqronKit:
     async def resend_webhook(self, delivery_id: str) -> str:
         """Sends a finished delivery (completed, dead or cancelled) again, now, as a new
         delivery: attempts reset, the same `Idempotency-Key`, signed afresh. Returns its id."""
+        _check_id(delivery_id)
         resent = await self.backend.resend(delivery_id, new_id("dlv"), self.clock.now())
         if resent is None:
             existing = await self.backend.get_delivery(delivery_id)
@@ -739,6 +743,7 @@ class OqronKit:
     # ---------------------------------------------------------------- queries
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        _check_id(delivery_id)
         return await self.backend.get_delivery(delivery_id)
 
     async def list_deliveries(
@@ -774,6 +779,8 @@ class OqronKit:
         ):
             if text is not None and not isinstance(text, str):
                 raise ConfigurationError(f"{name} must be a str, not {text!r}")
+        if cursor == "":
+            cursor = None  # the first page, as on every backend
         return await self.backend.list_deliveries(
             webhook=webhook,
             endpoint=endpoint,
@@ -784,3 +791,8 @@ class OqronKit:
             limit=limit,
             before=cursor,
         )
+
+
+def _check_id(delivery_id: object) -> None:
+    if not isinstance(delivery_id, str):
+        raise ConfigurationError(f"a delivery id is a str, not a {type(delivery_id).__name__}")
