@@ -53,6 +53,31 @@ def test_demo_delivers_and_its_summary_adds_up() -> None:
     assert dead > 0  # Legacy CRM is down: its deliveries end as dead letters
 
 
+def test_the_demo_adds_up_again_on_a_kept_backend(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    for _ in range(2):  # the second run counts its own deliveries, not the first run's too
+        run = oqronkit("demo", "--events", "20", "--duration", "0.2", "--backend", url)
+        assert run.returncode == 0 and "adds up" in run.stdout, run.stdout + run.stderr
+
+
+def test_ctrl_c_stops_the_demo_with_one_line() -> None:
+    demo = subprocess.Popen(
+        [OQRONKIT, "demo", "--events", "200", "--duration", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        demo.stdout.readline()  # it has started
+        time.sleep(1.5)  # and is firing, in its task group (a Ctrl-C comes out of one wrapped)
+        demo.send_signal(signal.SIGINT)
+        _, err = demo.communicate(timeout=30)
+    finally:
+        demo.kill()
+    assert demo.returncode == 130 and err.strip() == "oqronkit: aborted", err
+
+
 def test_sign_then_verify_round_trips() -> None:
     signed = oqronkit("sign", "--secret", "s3cret", '{"n":1}')
     assert signed.returncode == 0 and signed.stdout.startswith("t=")

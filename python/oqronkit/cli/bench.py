@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from oqronkit.cli.common import run_trio
 from oqronkit.config import Endpoint
 from oqronkit.kit import OqronKit
 from oqronkit.models import Delivery
@@ -141,7 +142,7 @@ def bench(events: int, endpoints: int, concurrency: int, backend: str | None, ou
         port = int(sink.stdout.readline())
         with tempfile.TemporaryDirectory(prefix="oqronkit-bench-") as folder:
             url = backend or f"sqlite:///{Path(folder) / 'bench.db'}"
-            results = anyio.run(measure, url, events, endpoints, concurrency, port, backend="trio")
+            results = run_trio(measure, url, events, endpoints, concurrency, port)
     finally:
         sink.terminate()
         sink.wait()

@@ -81,6 +81,19 @@ def fail_cleanly(fn: Callable[[], T]) -> T:
         raise click.ClickException(describe(exc)) from None
 
 
+def run_trio(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """`anyio.run` on Trio, where Ctrl-C is click's abort (one line, exit 130) even when it
+    comes out of a task group, wrapped in an exception group."""
+    try:
+        return anyio.run(fn, *args, backend="trio")
+    except KeyboardInterrupt:
+        raise click.Abort from None
+    except BaseExceptionGroup as group:
+        if group.subgroup(KeyboardInterrupt) is not None:
+            raise click.Abort from None
+        raise
+
+
 def run_operation(kit: OqronKit, operation: Callable[[OqronKit], Awaitable[T]]) -> T:
     """Opens `kit`, runs `operation` on it, closes it; failures become one-line errors."""
 
@@ -88,7 +101,7 @@ def run_operation(kit: OqronKit, operation: Callable[[OqronKit], Awaitable[T]]) 
         async with kit:
             return await operation(kit)
 
-    return fail_cleanly(lambda: anyio.run(run, backend="trio"))
+    return fail_cleanly(lambda: run_trio(run))
 
 
 def echo_json(value: Any) -> None:

@@ -24,6 +24,7 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from oqronkit.cli.common import run_trio
 from oqronkit.cli.receivers import ACME_SECRET, BEHAVIOURS, SECRET, DemoReceivers
 from oqronkit.config import CircuitBreaker, Endpoint, RateLimit, Retries, Security
 from oqronkit.errors import shown_url
@@ -160,10 +161,11 @@ async def fire_stream(webhook: Webhook, count: int, duration: float, view: LiveV
             await anyio.sleep(duration / batches)
 
 
-async def every_delivery(kit: OqronKit) -> list[Delivery]:
+async def every_delivery(kit: OqronKit, since: float) -> list[Delivery]:
+    """This run's: a backend kept with `--backend` holds earlier runs' too."""
     found: list[Delivery] = []
     cursor = None
-    while page := await kit.list_deliveries(limit=1000, cursor=cursor):
+    while page := await kit.list_deliveries(since=since, limit=1000, cursor=cursor):
         found.extend(page)
         cursor = page[-1].id
     return found
@@ -181,6 +183,7 @@ async def run_demo(count: int, duration: float, backend: str | None) -> bool:
             kit = OqronKit(url, allow_private_networks=True, on_event=view.on_event)
             webhook = define(kit, receivers.url, view)
             async with kit:
+                started = kit.clock.now()
                 with Live(view.render(), console=console, refresh_per_second=8) as live:
 
                     async def refresh() -> None:
@@ -192,20 +195,20 @@ async def run_demo(count: int, duration: float, backend: str | None) -> bool:
                         tg.start_soon(refresh)
                         await fire_stream(webhook, count, duration, view)
                         with anyio.move_on_after(SETTLE_TIMEOUT):
-                            while await unsettled(kit):
+                            while await unsettled(kit, started):
                                 await anyio.sleep(0.25)
                         tg.cancel_scope.cancel()
                     live.update(view.render())
                 console.print()
-                deliveries = await every_delivery(kit)
+                deliveries = await every_delivery(kit, started)
     finally:
         receivers.close()
     return summarise(deliveries, view, receivers)
 
 
-async def unsettled(kit: OqronKit) -> bool:
+async def unsettled(kit: OqronKit, since: float) -> bool:
     for status in ("waiting", "active", "delayed"):
-        if await kit.list_deliveries(status=status, limit=1):
+        if await kit.list_deliveries(status=status, since=since, limit=1):
             return True
     return False
 
@@ -260,5 +263,5 @@ def summarise(deliveries: list[Delivery], view: LiveView, receivers: DemoReceive
 @click.option("--backend", help="Backend URL (default: SQLite in a temporary folder).")
 def demo(count: int, duration: float, backend: str | None) -> None:
     """Deliver a stream of events to local receivers, live; exit 0 if it all adds up."""
-    ok: Any = anyio.run(run_demo, count, duration, backend, backend="trio")
+    ok: Any = run_trio(run_demo, count, duration, backend)
     sys.exit(0 if ok else 1)

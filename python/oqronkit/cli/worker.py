@@ -9,7 +9,7 @@ import signal
 import anyio
 import click
 
-from oqronkit.cli.common import fail_cleanly, import_kit
+from oqronkit.cli.common import fail_cleanly, import_kit, run_trio
 from oqronkit.kit import OqronKit
 
 
@@ -57,5 +57,5 @@ def worker(app: str) -> None:
     kit = import_kit(app)
     if not kit.dispatch:
         raise click.BadParameter(f"{app} was made with dispatch=False: it delivers nothing")
-    fail_cleanly(lambda: anyio.run(serve, kit, backend="trio"))
+    fail_cleanly(lambda: run_trio(serve, kit))
     click.echo("stopped", err=True)
