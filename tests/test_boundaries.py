@@ -198,6 +198,14 @@ def test_secret_query_values_of_endpoint_urls_are_masked_where_they_show() -> No
             "https://x.example/hook/550e8400-e29b-41d4-a716-446655440000?token=t&team=a",
             "https://x.example/hook/***?token=***&team=a",
         ),
+        (  # a Slack token without a digit
+            "https://hooks.slack.com/services/T0A1B2C3D/B0A1B2C3D/aBcDeFgHiJkLmNoPqRsTuVwX",
+            "https://hooks.slack.com/services/T0A1B2C3D/B0A1B2C3D/***",
+        ),
+        (  # Telegram: `bot<id>:<token>`; and a fragment's parameters, like the query's
+            "https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PA/send#sig=s&a=1",
+            "https://api.telegram.org/***/send#sig=***&a=1",
+        ),
         (  # words, however long, are not tokens
             "https://x.example/webhooks/notifications_subscription_handler/v2",
             "https://x.example/webhooks/notifications_subscription_handler/v2",
@@ -208,6 +216,11 @@ def test_token_like_path_segments_of_endpoint_urls_are_masked(url: str, shown: s
     endpoint = Endpoint("hook", url, ["**"])
     assert f"url={shown!r}" in repr(endpoint) and endpoint.url == url  # sent as given
     assert shown_url(url) == shown
+
+
+def test_a_sqlite_files_path_is_shown_whole() -> None:
+    url = "sqlite:////var/lib/app/webhooks-2024-01-01.db"
+    assert shown_url(url) == url
 
 
 def test_an_endpoint_given_as_a_dict_is_refused_without_showing_it() -> None:

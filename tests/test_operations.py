@@ -603,6 +603,55 @@ async def test_what_was_held_while_an_endpoint_was_off_goes_once_it_is_back_by_a
     assert len(receiver.received("/a")) == 2
 
 
+async def test_an_attempt_in_flight_at_a_removal_never_reaches_what_takes_the_name(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    # Its retry would have gone to the endpoint (or webhook) added next under the same name.
+    receiver.respond("/old", *[Reply(503, delay=5.0)] * 2)
+    kit = make_kit(make_backend)
+    async with kit:
+        for remove in ("endpoint", "webhook"):
+            old = Endpoint("x", receiver.url("/old"), ["**"])
+            hook = await kit.create_webhook(f"rt-{remove}", retries=NO_JITTER, endpoints=[old])
+            [in_flight] = await hook.fire("e", {})
+            await receiver.wait_for(1 + (remove == "webhook"), "/old")
+            with anyio.fail_after(2.0):  # aborted at once, not when the receiver answers
+                if remove == "endpoint":
+                    assert await hook.remove_endpoint("x") == 1
+                    await hook.add_endpoint(Endpoint("x", receiver.url("/new"), ["**"]))
+                else:
+                    assert await kit.delete_webhook(hook.name) == 1
+                    await kit.create_webhook(
+                        hook.name, endpoints=[Endpoint("x", receiver.url("/new"), ["**"])]
+                    )
+                await status_of(kit, in_flight, "cancelled")
+            clock_of(kit).advance(600)  # any retry would be due
+            [fresh] = await kit.get_webhook(hook.name).fire("e", {})
+            await status_of(kit, fresh, "completed")
+            assert (await kit.get_delivery(in_flight)).status == "cancelled"  # type: ignore[union-attr]
+    assert len(receiver.received("/new")) == 2  # the two fresh ones only
+
+
+async def test_a_worker_notices_an_endpoints_callable_listing_an_endpoint_again(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    # Nothing is claimable (it is all held), so no claim asks the callable: the worker does.
+    listed: list[Endpoint] = []
+    clock = FakeClock()
+    shared, other = two_processes(make_backend)
+    on = Endpoint("a", receiver.url("/a"), ["**"])
+    producer = make_kit(lambda: shared, clock, dispatch=False)
+    async with producer:
+        [delivery_id] = await producer.webhook("cb", endpoints=[on]).fire("e", {})
+    worker = make_kit(lambda: other, clock)
+    worker.webhook("cb", endpoints=lambda: listed)
+    async with worker:
+        await status_of(worker, delivery_id, "held")
+        listed.append(on)
+        clock.advance(5.0)
+        await status_of(worker, delivery_id, "completed")
+
+
 async def test_enabling_an_endpoint_releases_what_another_process_held_a_moment_ago(
     make_backend: BackendFactory, receiver: Receiver
 ) -> None:

@@ -89,6 +89,10 @@ def dripped_head(handler: BaseHTTPRequestHandler) -> None:
         threading.Event().wait(0.0005)
 
 
+def echo_host(handler: BaseHTTPRequestHandler) -> None:
+    answer(200, handler.headers.get("Host", "").encode())(handler)  # type: ignore[operator]
+
+
 def stall(handler: BaseHTTPRequestHandler) -> None:
     handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
     handler.wfile.flush()
@@ -186,6 +190,7 @@ ROUTES = {
     "/silent-close": silent_close,
     "/drip": drip,
     "/dripped-head": dripped_head,
+    "/echo-host": echo_host,
     "/stall": stall,
     "/reset": reset_mid_body,
     "/big": big,
@@ -264,8 +269,11 @@ async def test_an_ipv6_zone_in_the_url_reaches_the_socket(client: httpx.AsyncCli
     address, interface = found
     v6 = ScriptedServer(ROUTES, host=f"{address}%{interface}")  # type: ignore[arg-type]
     try:
-        url = f"http://[{address}%25{interface}]:{v6.port}/length"
-        assert (await client.get(url)).text == "hello"
+        url = f"http://[{address}%25{interface}]:{v6.port}"
+        assert (await client.get(url + "/length")).text == "hello"
+        async with Http1Transport(egress=LOOPBACK) as transport:  # as deliveries go
+            response = await post(transport, url + "/echo-host")
+        assert response.body == f"[{address}]:{v6.port}"  # the zone is never sent
     finally:
         v6.close()
 

@@ -199,7 +199,11 @@ def _parsed(url: str) -> tuple[httpx.URL, bytes]:
     """Endpoint URLs are few and reused: each is parsed once, with its Host header's value
     (httpx makes that anew on every read of `netloc`)."""
     target = httpx.URL(url)
-    return target, target.netloc
+    host = target.netloc
+    address, zone, rest = host.partition(b"%25")  # an IPv6 zone: this host's own business,
+    if zone:  # never sent (RFC 6874 §4)
+        host = address + rest[rest.index(b"]") :]
+    return target, host
 
 
 async def _read_capped(stream: httpx.SyncByteStream | httpx.AsyncByteStream, cap: int) -> bytes:

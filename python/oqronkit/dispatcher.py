@@ -42,7 +42,15 @@ from oqronkit.events import EventKind, LifecycleEvent
 from oqronkit.guards import Probe
 from oqronkit.guards import Verdict as GuardVerdict
 from oqronkit.hooks import Hook, HookPool
-from oqronkit.models import CANCELLED, Attempt, Claim, Delivery, Settlement
+from oqronkit.models import (
+    CANCELLED,
+    DEFINITIONS_TTL,
+    WEBHOOK,
+    Attempt,
+    Claim,
+    Delivery,
+    Settlement,
+)
 from oqronkit.scopes import CancelScope
 from oqronkit.taskpool import TaskPool
 
@@ -92,6 +100,7 @@ class Dispatcher:
         # Endpoints seen enabled here: what was held while one was disabled or missing is
         # released when this dispatcher first sees it enabled, by whatever route it came back.
         self._enabled: set[str] = set()
+        self._endpoints_read_at = -math.inf
         self._hooks: HookPool
         self._attempts: TaskPool
 
@@ -284,6 +293,14 @@ class Dispatcher:
         """Releases the deliveries held while an endpoint was disabled or missing (an endpoints
         callable that left it out) once it is enabled: by `update_endpoint`, a redeploy of the
         code, the callable listing it again. Pauses still hold theirs."""
+        if now - self._endpoints_read_at >= DEFINITIONS_TTL:
+            # Read as often as definitions are (the callable too), not only when a claim needs
+            # them: with nothing but held deliveries, nothing is claimed.
+            self._endpoints_read_at = now
+            try:
+                await self.webhook.endpoints()
+            except Exception:  # logged where claims meet it; the last known set serves
+                log.debug("webhook %s: the endpoints callable failed", self.webhook.name)
         enabled = {e.name for e in self.webhook.current_endpoints() if e.enabled}
         self._enabled &= enabled
         for name in enabled - self._enabled:
@@ -360,6 +377,13 @@ class Dispatcher:
                 self._ahead.remove(entry)
                 self._attempts.start_soon(self._attempt_then_release, *entry)
         return bool(tokens)
+
+    def cancel_endpoint(self, endpoint_name: str) -> None:
+        """Aborts the attempts in flight here for an endpoint (`WEBHOOK`: all of them): the
+        backend discarded them, and they would learn of it within a second anyway."""
+        for claim in list(self._in_flight.values()):
+            if endpoint_name in (WEBHOOK, claim.endpoint_name):
+                self.cancel(claim.id)
 
     async def _watch_cancels(self) -> None:
         """Cancellations asked for elsewhere (another process) reach this one within a second."""

@@ -77,31 +77,38 @@ def describe(exc: BaseException) -> str:
 # Query parameters whose values messages never show: passwords, tokens, keys, signatures.
 _SECRET_PARAMETER = re.compile(r"pass|token|secret|key|sig|auth|credential|code", re.IGNORECASE)
 # Path segments that look like a token: Slack (`/services/T…/B…/<24 chars>`), Discord
-# (`/api/webhooks/<id>/<68 chars>`) and many others put the credential in the path. 16+ URL-safe
-# characters mixing letters and digits read as a token; words and numeric ids do not.
-_TOKEN_SEGMENT = re.compile(r"(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_~.%+=-]{16,}")
+# (`/api/webhooks/<id>/<68 chars>`), Telegram (`/bot<id>:<token>/…`) and many others put the
+# credential in the path. 16+ URL-safe characters mixing letters and digits, or 20+ letters
+# and digits mixing cases, read as a token; words and numeric ids do not.
+_TOKEN_SEGMENT = re.compile(
+    r"(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_~.%+=:-]{16,}|(?=.*[a-z])(?=.*[A-Z])[A-Za-z0-9]{20,}"
+)
 
 
 def shown_url(url: str) -> str:
     """A URL (an endpoint's, a backend's) as reprs, logs and messages may show it: no password,
-    no token-like path segment and no secret-looking query value. Everything from `//` to the
-    last `@` is the user info: a password may hold `/`, `?` or `#`, which libpq accepts and a
-    URL parser would take for the path, query or fragment, so no parser is asked. A user name
-    stays when a password follows it (alone, the user info may be a token)."""
+    no token-like path segment (but in a SQLite file's path) and no secret-looking query or
+    fragment value. Everything from `//` to the last `@` is the user info: a password may hold
+    `/`, `?` or `#`, which libpq accepts and a URL parser would take for the path, query or
+    fragment, so no parser is asked. A user name stays when a password follows it (alone, the
+    user info may be a token)."""
     scheme, slashes, rest = url.partition("//")
     if slashes and "@" in rest:
         userinfo, _, rest = rest.rpartition("@")
         user, colon, _ = userinfo.partition(":")
         rest = f"{user}:***@{rest}" if colon else f"***@{rest}"
+    rest, hash_, fragment = rest.partition("#")
     head, question, query = rest.partition("?")
-    host, *segments = head.split("/")
-    head = "/".join([host, *("***" if _TOKEN_SEGMENT.fullmatch(s) else s for s in segments)])
-    if question:
-        query, hash_, fragment = query.partition("#")
-        pairs = (pair.partition("=") for pair in query.split("&"))
-        query = "&".join(
-            f"{name}{eq}{'***' if eq and _SECRET_PARAMETER.search(name) else value}"
-            for name, eq, value in pairs
-        )
-        query = f"?{query}{hash_}{fragment}"
-    return f"{scheme}{slashes}{head}{query}"
+    if not scheme.startswith("sqlite"):
+        host, *segments = head.split("/")
+        head = "/".join([host, *("***" if _TOKEN_SEGMENT.fullmatch(s) else s for s in segments)])
+    return f"{scheme}{slashes}{head}{question}{_masked(query)}{hash_}{_masked(fragment)}"
+
+
+def _masked(parameters: str) -> str:
+    """`a=1&token=2` with the values of secret-looking names masked: `a=1&token=***`."""
+    pairs = (pair.partition("=") for pair in parameters.split("&"))
+    return "&".join(
+        f"{name}{eq}{'***' if eq and _SECRET_PARAMETER.search(name) else value}"
+        for name, eq, value in pairs
+    )

@@ -22,7 +22,10 @@ log = logging.getLogger("oqronkit")
 Hook: TypeAlias = Callable[[Delivery], None] | Callable[[Delivery], Awaitable[None]]
 
 
-_NOT_RUN = "hook %s was not run (%s): every hook thread was still busy (hung?) as the kit stopped"
+_NOT_RUN = "hook %s was not run (%s): no hook thread came free in time (hung plain hooks?)"
+# Seconds a plain hook may wait for a thread (the hook timeout, if longer): a burst queues,
+# but behind hung hooks (which keep their threads on Trio) the queue must not grow for ever.
+THREAD_PATIENCE = 60.0
 
 
 class HookPool:
@@ -30,16 +33,16 @@ class HookPool:
     each cut off after `timeout` seconds by `watchdog`. Hooks fired together run one after
     another on one task while none of them waits (a `burst` pool): most hooks are quick, and a
     task switch each would cost more than many of them. A plain hook's timeout starts with its
-    thread: a burst of them waits its turn for one of the `HOOK_THREADS`, never timed out
-    unrun. After `close`, hooks already given may still finish, within their timeout, and
-    wait for a thread no longer than that (every one may be held by a hung hook)."""
+    thread: a burst of them waits its turn for one of the `HOOK_THREADS`, up to
+    `THREAD_PATIENCE`. After `close`, hooks already given may still finish, within their
+    timeout, and wait for a thread no longer than that."""
 
     def __init__(self, task_group: TaskGroup, timeout: float, watchdog: Watchdog) -> None:
         self._pool = TaskPool(task_group, burst=True)
         self._timeout = timeout
         self._watchdog = watchdog
-        # Plain hooks waiting for a thread, with the timer that gives up the wait once closed.
-        self._waiting: dict[CancelScope, Timer | None] = {}
+        # Plain hooks waiting for a thread, with the timer that gives up the wait.
+        self._waiting: dict[CancelScope, Timer] = {}
         self._closed = False
 
     def start_soon(self, hook: Callable[[Any], Any], subject: Any) -> None:
@@ -48,11 +51,12 @@ class HookPool:
     def close(self) -> None:
         self._closed = True
         self._pool.close()
-        for scope in self._waiting:
-            self._give_up_later(scope)
+        for scope in list(self._waiting):
+            self._wait_for_thread(scope, self._timeout)
 
-    def _give_up_later(self, scope: CancelScope) -> None:
-        self._waiting[scope] = self._watchdog.arm(scope, self._watchdog.clock() + self._timeout)
+    def _wait_for_thread(self, scope: CancelScope, patience: float) -> None:
+        self._stop_waiting(scope)
+        self._waiting[scope] = self._watchdog.arm(scope, self._watchdog.clock() + patience)
 
     def _stop_waiting(self, scope: CancelScope) -> None:
         waited = self._waiting.pop(scope, None)
@@ -78,9 +82,8 @@ class HookPool:
                 timer = self._watchdog.arm(scope, self._watchdog.clock() + self._timeout)
                 await hook(subject)
             else:
-                self._waiting[scope] = None
-                if self._closed:
-                    self._give_up_later(scope)
+                patience = self._timeout if self._closed else max(self._timeout, THREAD_PATIENCE)
+                self._wait_for_thread(scope, patience)
                 result = await anyio.to_thread.run_sync(
                     in_thread, abandon_on_cancel=True, limiter=_hook_threads()
                 )

@@ -60,6 +60,7 @@ from oqronkit.guards import Guards
 from oqronkit.hooks import Hook, HookPool
 from oqronkit.ids import new_id
 from oqronkit.models import (
+    DEFINITIONS_TTL,
     NO_DEFINITIONS,
     STATUSES,
     WEBHOOK,
@@ -79,9 +80,6 @@ log = logging.getLogger("oqronkit")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Seconds the stored definitions (runtime webhooks and endpoints, pauses) may be stale in this
-# process: changes made by other processes take effect here within this time.
-DEFINITIONS_TTL = 1.0
 WATCH_RETRY = 1.0  # seconds before watching the backend again after it failed
 REPLAY_PAGE = 500  # dead deliveries read per query by `replay`
 
@@ -190,7 +188,7 @@ class OqronKit:
         self._events = EventBus()
         self._watcher: anyio.CancelScope | None = None
         self._stopping = False  # set at exit: definitions read from then on start no dispatcher
-        self._changing: anyio.Lock | None = None  # made on the kit's loop, when first needed
+        self._changing: tuple[object, anyio.Lock] | None = None  # (its event loop, the lock)
         self._dispatchers: dict[str, Dispatcher] = {}
         self._active_transport: httpx.AsyncBaseTransport | None = None
         self._connections: Slots | None = None
@@ -303,13 +301,13 @@ class OqronKit:
         documents = [(e.name, endpoint_document(e)) for e in endpoints]
         webhook_doc = webhook_document(settings)
         # Endpoints first: a webhook is there once its own document is. A webhook of this name
-        # deleted earlier leaves a pause, holding what stale fires queued for it since: that
-        # is discarded (it was meant for the old definition), and the new webhook starts
-        # unpaused.
-        await self.backend.discard(name, WEBHOOK, self.clock.now(), WEBHOOK_DELETED)
+        # deleted earlier leaves a pause, holding what stale fires queued for it since: the
+        # new webhook starts unpaused, and that is discarded (it was meant for the old
+        # definition), also what such a fire queued in between.
         for endpoint_name, document in documents:
             await self.backend.write_definition(name, endpoint_name, document, replace=True)
         await self.backend.set_paused(name, WEBHOOK, False, self.clock.now(), release=False)
+        await self.backend.discard(name, WEBHOOK, self.clock.now(), WEBHOOK_DELETED)
         await self.write_definition(name, WEBHOOK, webhook_doc, replace=True)
         return self.get_webhook(name)
 
@@ -326,14 +324,22 @@ class OqronKit:
         return webhook
 
     async def delete_webhook(self, name: str) -> int:
-        """Deletes a webhook created at runtime, with its endpoints. Its queued and held
-        deliveries are cancelled (never dead: no `on_dead`; each can be resent by id), so a
-        webhook created later under the name does not receive them; returns how many.
-        Attempts in flight finish. Webhooks defined in code are removed in code."""
+        """Deletes a webhook created at runtime, with its endpoints. Its unfinished deliveries
+        are cancelled, those in flight aborted as `cancel_delivery` does (never dead: no
+        `on_dead`; each can be resent by id), so a webhook created later under the name does
+        not receive them; returns how many. Webhooks defined in code are removed in code."""
         await self._runtime_webhook(name)
         discarded = await self.backend.delete_webhook(name, self.clock.now(), WEBHOOK_DELETED)
+        self.cancel_in_flight(name, WEBHOOK)
         await self.refresh_definitions()
         return discarded
+
+    def cancel_in_flight(self, webhook: str, endpoint: str) -> None:
+        """Aborts this process's attempts for a webhook or endpoint (`WEBHOOK`) now, which the
+        backend was told to cancel; other processes' learn of it within a second."""
+        dispatcher = self._dispatchers.get(webhook)
+        if dispatcher is not None:
+            dispatcher.cancel_endpoint(endpoint)
 
     async def pause_webhook(self, name: str) -> int:
         """Holds every queued delivery of the webhook, and every one fired from now on, until
@@ -386,9 +392,10 @@ class OqronKit:
     def _changing_definitions(self) -> anyio.Lock:
         """Held while a change that publishes an event is made, so that calls racing in this
         process publish it once (each process publishes what it changed)."""
-        if self._changing is None:
-            self._changing = anyio.Lock()
-        return self._changing
+        loop = anyio.lowlevel.current_token()  # a lock serves one event loop: a kit may see several
+        if self._changing is None or self._changing[0] != loop:
+            self._changing = (loop, anyio.Lock())
+        return self._changing[1]
 
     async def current_definitions(self) -> Definitions:
         """The stored definitions, read again when the copy here is over a second old."""
@@ -412,8 +419,8 @@ class OqronKit:
                 # A webhook defined in code takes back the name of a deleted runtime webhook:
                 # the tombstone goes, and with it what it held, so its fires are not held.
                 now = self.clock.now()
-                await self.backend.discard(name, WEBHOOK, now, WEBHOOK_DELETED)
                 await self.backend.set_paused(name, WEBHOOK, False, now, release=False)
+                await self.backend.discard(name, WEBHOOK, now, WEBHOOK_DELETED)
                 await self.backend.write_definition(name, WEBHOOK, None, replace=True)
                 await self.refresh_definitions()
                 return

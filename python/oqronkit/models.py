@@ -98,6 +98,10 @@ CANCELLED = Settlement("cancelled", error="cancelled")
 """How an attempt stopped by `cancel_delivery` settles; a requeue settles so too when a cancel
 was asked while the attempt ran (its attempt, if one was made, is kept)."""
 
+# Seconds the stored definitions (runtime webhooks and endpoints, pauses) may be stale in a
+# process: changes made by other processes take effect there within this time.
+DEFINITIONS_TTL = 1.0
+
 # Why deliveries were discarded (cancelled): their definition is gone, and a later one of the
 # same name must not receive what was queued for the old one (they can be resent by id).
 WEBHOOK_DELETED = "cancelled: its webhook was deleted"

@@ -364,15 +364,18 @@ class Webhook:
         return (await self._snapshot()).by_name[name]
 
     async def remove_endpoint(self, name: str) -> int:
-        """Removes an endpoint: it receives nothing more. Its queued and held deliveries are
-        cancelled (never dead: no `on_dead`; each can be resent by id), so an endpoint added
-        later under the name does not receive them; returns how many. Attempts in flight
-        finish. To stop deliveries for a while and keep them, disable or pause it instead."""
+        """Removes an endpoint: it receives nothing more. Its unfinished deliveries are
+        cancelled, those in flight aborted as `cancel_delivery` does (never dead: no
+        `on_dead`; each can be resent by id), so an endpoint added later under the name does
+        not receive them; returns how many. To stop deliveries for a while and keep them,
+        disable or pause it instead."""
         await self._existing(name)
         await self.kit.write_definition(self.name, name, {REMOVED: True}, replace=True)
-        return await self.kit.backend.discard(
+        discarded = await self.kit.backend.discard(
             self.name, name, self.kit.clock.now(), ENDPOINT_REMOVED
         )
+        self.kit.cancel_in_flight(self.name, name)
+        return discarded
 
     async def pause_endpoint(self, name: str) -> int:
         """Holds the endpoint's queued deliveries, and those fired from now on, until

@@ -298,7 +298,7 @@ async def test_delete_webhook_discards_its_queue_and_leaves_a_tombstone_that_hol
     (other,), _ = await fire(backend, ["a"], webhook="other")
     [in_flight] = await backend.claim("hooks", "w1", T0, T0 + 30, limit=1, room={"a": 0, "b": 0})
     assert in_flight.id == c
-    assert await backend.delete_webhook("hooks", T0, "gone") == 2  # a (held), b; c is active
+    assert await backend.delete_webhook("hooks", T0, "gone") == 3  # a (held), b, c (active)
     defs = await backend.definitions()
     assert defs is not None and defs.paused == frozenset({("hooks", WEBHOOK)})
     assert defs.documents == {
@@ -312,15 +312,16 @@ async def test_delete_webhook_discards_its_queue_and_leaves_a_tombstone_that_hol
             "gone",
             None,
         )
-    # What would queue a delivery of the deleted webhook later is held instead: a fire from a
-    # process that has not seen the delete, the retry of an attempt that was in flight.
-    (late,), _ = await fire(backend, ["b"], at=T0 + 1)
+    # The attempt in flight is asked to stop: the retry it asks for is cancelled. A fire from
+    # a process that has not seen the delete is held by the tombstone's pause.
+    assert await backend.cancel_requested("w1", [c]) == {c}
     await backend.settle(c, "w1", Settlement("delayed", next_attempt_at=T0 + 5), T0 + 2)
+    (late,), _ = await fire(backend, ["b"], at=T0 + 1)
     statuses = {d.id: d.status for d in await backend.list_deliveries(webhook="hooks")}
-    assert statuses == {a: "cancelled", b: "cancelled", c: "held", late: "held"}
-    # Re-created: the stragglers are discarded too, then it is unpaused; nothing is claimable.
-    assert await backend.discard("hooks", WEBHOOK, T0 + 3, "gone") == 2
+    assert statuses == {a: "cancelled", b: "cancelled", c: "cancelled", late: "held"}
+    # Re-created: unpaused, and the straggler discarded; nothing is claimable.
     assert await backend.set_paused("hooks", WEBHOOK, False, T0 + 3, release=False) == 0
+    assert await backend.discard("hooks", WEBHOOK, T0 + 3, "gone") == 1
     assert {d.status for d in await backend.list_deliveries(webhook="hooks")} == {"cancelled"}
     assert await backend.claim("hooks", "w1", T0 + 10, T0 + 40, limit=10) == []
     assert (await backend.get_delivery(other)).status == "waiting"  # type: ignore[union-attr]
@@ -330,12 +331,17 @@ async def test_discard_cancels_one_endpoints_queued_and_held_deliveries(backend:
     (a, a2, b), _ = await fire(backend, ["a", "a", "b"])
     [claim] = await backend.claim("hooks", "w1", T0, T0 + 30, limit=1, room={"b": 0})
     await backend.settle(claim.id, "w1", Settlement("held", error="disabled"), T0)
-    assert await backend.discard("hooks", "a", T0 + 1, "removed") == 2
-    for d in [await backend.get_delivery(i) for i in (a, a2)]:
-        assert d is not None and (d.status, d.error) == ("cancelled", "removed")
+    [active] = await backend.claim("hooks", "w1", T0, T0 + 30, limit=1, room={"b": 0})
+    assert await backend.discard("hooks", "a", T0 + 1, "removed") == 2  # one held, one active
+    d = await backend.get_delivery(claim.id)
+    assert d is not None and (d.status, d.error) == ("cancelled", "removed")
+    assert await backend.cancel_requested("w1", [active.id]) == {active.id}
+    dead = await backend.settle(active.id, "w1", Settlement("dead", error="HTTP 500"), T0 + 2)
+    assert dead is not None and dead.status == "cancelled"  # its last attempt failed: no matter
     [left] = await backend.claim("hooks", "w1", T0 + 2, T0 + 30, limit=10)
     assert left.id == b
     assert await backend.discard("hooks", "a", T0 + 3, "removed") == 0
+    assert {a, a2} == {claim.id, active.id}
 
 
 async def test_release_frees_what_no_pause_holds_and_keeps_the_flags(backend: Backend) -> None:

@@ -206,15 +206,17 @@ class Backend(ABC):
 
     @abstractmethod
     async def discard(self, webhook: str, endpoint: str, now: float, reason: str) -> int:
-        """Cancels every queued or held delivery of a webhook (`endpoint=WEBHOOK`) or of one
-        endpoint, with `reason` as its error: their definition is gone, so a later one of the
-        same name must not receive them. Returns how many."""
+        """Cancels every unfinished delivery of a webhook (`endpoint=WEBHOOK`) or of one
+        endpoint: queued and held ones at once, with `reason` as their error; active ones as
+        `cancel` does (their workers abort them; a retry they would ask for is cancelled).
+        Their definition is gone, so a later one of the same name must not receive them.
+        Returns how many."""
 
     @abstractmethod
     async def delete_webhook(self, webhook: str, now: float, reason: str) -> int:
         """Deletes a webhook's definitions and its endpoints' pause flags, leaving a tombstone:
-        the document `{DELETED: true}` and a pause, and discards its queued and held
-        deliveries, in one atomic step. Anything that would queue one later (a fire from a
+        the document `{DELETED: true}` and a pause, and discards its unfinished deliveries,
+        in one atomic step. Anything that would queue one later (a fire from a
         process that has not seen the delete yet, a retry of an attempt in flight) is held by
         the tombstone's pause. Returns how many were discarded."""
 

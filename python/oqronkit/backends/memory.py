@@ -454,13 +454,14 @@ class MemoryBackend(Backend):
         discarded = 0
         for row in self._rows.values():
             new = row.new
-            if (
-                (row.status in QUEUED or row.status == "held")
-                and new.webhook == webhook
-                and endpoint in (WEBHOOK, new.endpoint_name)
-            ):
+            if new.webhook != webhook or endpoint not in (WEBHOOK, new.endpoint_name):
+                continue
+            if row.status in QUEUED or row.status == "held":
                 self._cancel(row, now)  # its heap entry goes stale
                 row.error = reason
+                discarded += 1
+            elif row.status == "active":
+                row.cancel_requested = True  # its worker stops the attempt
                 discarded += 1
         return discarded
 

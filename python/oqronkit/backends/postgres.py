@@ -354,9 +354,13 @@ _HOLD: LiteralString = (
     "AND (%(endpoint)s = '' OR endpoint = %(endpoint)s)"
 )
 _DISCARD: LiteralString = (
-    "UPDATE deliveries SET status = 'cancelled', error = %(reason)s, next_attempt_at = NULL, "
-    "updated_at = %(now)s WHERE webhook = %(webhook)s "
-    "AND status IN ('waiting', 'delayed', 'held') "
+    "UPDATE deliveries SET "
+    "status = CASE WHEN status = 'active' THEN status ELSE 'cancelled' END, "
+    "cancel_requested = status = 'active', "  # their workers stop the attempts
+    "error = CASE WHEN status = 'active' THEN error ELSE %(reason)s END, "
+    "next_attempt_at = CASE WHEN status = 'active' THEN next_attempt_at END, "
+    "updated_at = CASE WHEN status = 'active' THEN updated_at ELSE %(now)s END "
+    "WHERE webhook = %(webhook)s AND status IN ('waiting', 'delayed', 'held', 'active') "
     "AND (%(endpoint)s = '' OR endpoint = %(endpoint)s)"
 )
 _RELEASE: LiteralString = f"""

@@ -143,9 +143,16 @@ local function hold(w, e, now)
   end
   return n
 end
--- Cancels every queued or held delivery in scope, with `reason` as its error; returns how many.
+-- Cancels every unfinished delivery in scope: queued and held ones with `reason` as their
+-- error, active ones as `cancel` does (their workers stop the attempts). Returns how many.
 local function discard(w, e, now, reason)
   local n = 0
+  for _, id in ipairs(redis.call('ZRANGE', lkey(w), 0, -1)) do
+    if e == '' or redis.call('HGET', dkey(id), 'e') == e then
+      redis.call('HSET', dkey(id), 'x', '1')
+      n = n + 1
+    end
+  end
   for _, ep in ipairs(scope(w, e)) do
     local q, h = qkey(w, ep), hkey(w, ep)
     for _, ids in ipairs({redis.call('ZRANGE', q, 0, -1), redis.call('SMEMBERS', h)}) do

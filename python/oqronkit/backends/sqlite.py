@@ -747,11 +747,17 @@ def _hold(conn: sqlite3.Connection, webhook: str, endpoint: str, now: float) -> 
 
 def _discard(conn: sqlite3.Connection, webhook: str, endpoint: str, now: float, reason: str) -> int:
     which, args = _scope(webhook, endpoint)
-    return conn.execute(
+    active = conn.execute(  # their workers stop the attempts
+        "UPDATE deliveries SET cancel_requested = 1 "
+        f"WHERE webhook = ? AND status = 'active' {which}",
+        args,
+    ).rowcount
+    queued = conn.execute(
         "UPDATE deliveries SET status = 'cancelled', error = ?, next_attempt_at = NULL, "
         f"updated_at = ? WHERE webhook = ? AND status IN ('waiting', 'delayed', 'held') {which}",
         (reason, now, *args),
     ).rowcount
+    return active + queued
 
 
 def _release(conn: sqlite3.Connection, webhook: str, endpoint: str, now: float) -> int:
