@@ -218,6 +218,12 @@ def test_token_like_path_segments_of_endpoint_urls_are_masked(url: str, shown: s
     assert shown_url(url) == shown
 
 
+def test_an_at_sign_in_a_query_hides_no_secret_behind_it() -> None:
+    # Taken for the end of a password (which may hold `?`), it must not unmask the query.
+    endpoint = Endpoint("e", "https://x.example/hook?email=ops@corp.example&token=s3cr3t", ["*"])
+    assert "s3cr3t" not in repr(endpoint) and "token=***" in repr(endpoint)
+
+
 def test_a_sqlite_files_path_is_shown_whole() -> None:
     url = "sqlite:////var/lib/app/webhooks-2024-01-01.db"
     assert shown_url(url) == url

@@ -21,7 +21,7 @@ import pytest
 import trustme
 
 from oqronkit import EgressDenied, Endpoint, OqronKit
-from oqronkit.delivery import Response, Verdict, send
+from oqronkit.delivery import Response, Verdict, _parsed, send
 from oqronkit.egress import EgressPolicy
 from oqronkit.transport import Http1Transport, _connect_first
 from tests.servers import H11Server, ScriptedServer, nginx, nginx_binary, reset
@@ -276,6 +276,12 @@ async def test_an_ipv6_zone_in_the_url_reaches_the_socket(client: httpx.AsyncCli
         assert response.body == f"[{address}]:{v6.port}"  # the zone is never sent
     finally:
         v6.close()
+
+
+def test_a_percent_25_in_a_host_name_is_left_alone() -> None:
+    # Only an IPv6 literal has a zone to strip from the Host header.
+    assert _parsed("http://a%25b.example/x")[1] == b"a%25b.example"
+    assert _parsed("http://[fe80::1%25eth0]:8080/x")[1] == b"[fe80::1]:8080"
 
 
 async def test_a_connection_the_server_closed_while_idle_is_replaced(

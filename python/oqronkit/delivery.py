@@ -201,7 +201,7 @@ def _parsed(url: str) -> tuple[httpx.URL, bytes]:
     target = httpx.URL(url)
     host = target.netloc
     address, zone, rest = host.partition(b"%25")  # an IPv6 zone: this host's own business,
-    if zone:  # never sent (RFC 6874 §4)
+    if zone and host.startswith(b"[") and b"]" in rest:  # never sent (RFC 6874 §4)
         host = address + rest[rest.index(b"]") :]
     return target, host
 

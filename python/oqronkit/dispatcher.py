@@ -100,7 +100,6 @@ class Dispatcher:
         # Endpoints seen enabled here: what was held while one was disabled or missing is
         # released when this dispatcher first sees it enabled, by whatever route it came back.
         self._enabled: set[str] = set()
-        self._endpoints_read_at = -math.inf
         self._hooks: HookPool
         self._attempts: TaskPool
 
@@ -120,6 +119,7 @@ class Dispatcher:
             self._hooks = HookPool(hooks, self.kit.hook_timeout, self.kit.watchdog)
             tg.start_soon(self._heartbeat)
             tg.start_soon(self._watch_cancels)
+            tg.start_soon(self._watch_endpoints)
             try:
                 with self._attempts_scope:
                     async with anyio.create_task_group() as attempts:
@@ -245,8 +245,6 @@ class Dispatcher:
             try:
                 await self._keep_leases(now)
                 await self._requeue_again(now)
-                with anyio.CancelScope(deadline=self._claims_end) as self._claiming:
-                    await self._release_reenabled(now)  # `stop` cuts it short like a claim
                 room, opens = self._room(now)
                 limit = free
                 if bucket is not None:
@@ -289,18 +287,26 @@ class Dispatcher:
                 wakeup = now + RETRY_AFTER_ERROR
             await clock.wait(self._wake, wakeup)
 
-    async def _release_reenabled(self, now: float) -> None:
+    async def _watch_endpoints(self) -> None:
         """Releases the deliveries held while an endpoint was disabled or missing (an endpoints
         callable that left it out) once it is enabled: by `update_endpoint`, a redeploy of the
-        code, the callable listing it again. Pauses still hold theirs."""
-        if now - self._endpoints_read_at >= DEFINITIONS_TTL:
-            # Read as often as definitions are (the callable too), not only when a claim needs
-            # them: with nothing but held deliveries, nothing is claimed.
-            self._endpoints_read_at = now
+        code, the callable listing it again. The endpoints (the callable too) are read here as
+        often as definitions are, not only when a claim needs them: with nothing but held
+        deliveries, nothing is claimed. Pauses still hold theirs."""
+        failures = self.kit.loop_failures(f"webhook {self.webhook.name}: releasing")
+        while True:
             try:
                 await self.webhook.endpoints()
             except Exception:  # logged where claims meet it; the last known set serves
                 log.debug("webhook %s: the endpoints callable failed", self.webhook.name)
+            try:
+                await self._release_reenabled(self.kit.clock.now())
+                failures.succeeded()
+            except Exception as exc:
+                failures.failed(exc)
+            await sleep(self.kit.clock, DEFINITIONS_TTL)
+
+    async def _release_reenabled(self, now: float) -> None:
         enabled = {e.name for e in self.webhook.current_endpoints() if e.enabled}
         self._enabled &= enabled
         for name in enabled - self._enabled:

@@ -102,13 +102,15 @@ def shown_url(url: str) -> str:
     if not scheme.startswith("sqlite"):
         host, *segments = head.split("/")
         head = "/".join([host, *("***" if _TOKEN_SEGMENT.fullmatch(s) else s for s in segments)])
-    return f"{scheme}{slashes}{head}{question}{_masked(query)}{hash_}{_masked(fragment)}"
+    shown = f"{scheme}{slashes}{head}{question}{query}{hash_}{fragment}"
+    # Parameters anywhere after a `?`, `&` or `#`: in the query and the fragment, and past an
+    # `@` of a query (`?email=a@b&token=…`) taken for the end of the user info above.
+    return _PARAMETER.sub(_masked, shown)
 
 
-def _masked(parameters: str) -> str:
-    """`a=1&token=2` with the values of secret-looking names masked: `a=1&token=***`."""
-    pairs = (pair.partition("=") for pair in parameters.split("&"))
-    return "&".join(
-        f"{name}{eq}{'***' if eq and _SECRET_PARAMETER.search(name) else value}"
-        for name, eq, value in pairs
-    )
+_PARAMETER = re.compile(r"(?<=[?&#])([^=&#?/]*)=([^&#]*)")
+
+
+def _masked(parameter: re.Match[str]) -> str:
+    name = parameter[1]
+    return f"{name}=***" if _SECRET_PARAMETER.search(name) else parameter[0]
