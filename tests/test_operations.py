@@ -586,18 +586,19 @@ async def test_what_was_held_while_an_endpoint_was_off_goes_once_it_is_back_by_a
     async with producer:
         ids = await producer.webhook("w", endpoints=[on]).fire("e", {})
         ids += await producer.webhook("cb", endpoints=lambda: listed).fire("e", {})
+
+    def deploy(endpoint: Endpoint) -> OqronKit:
+        kit = make_kit(lambda: other, clock)
+        kit.webhook("w", endpoints=[endpoint])
+        kit.webhook("cb", endpoints=lambda: listed)
+        return kit
+
     listed = []
-    old_deploy = make_kit(lambda: other, clock)
-    old_deploy.webhook("w", endpoints=[off])
-    old_deploy.webhook("cb", endpoints=lambda: listed)
-    async with old_deploy:
+    async with deploy(off) as old_deploy:
         for delivery_id in ids:
             await status_of(old_deploy, delivery_id, "held")
     listed = [on]
-    new_deploy = make_kit(lambda: other, clock)
-    new_deploy.webhook("w", endpoints=[on])
-    new_deploy.webhook("cb", endpoints=lambda: listed)
-    async with new_deploy:
+    async with deploy(on) as new_deploy:
         for delivery_id in ids:
             await status_of(new_deploy, delivery_id, "completed")
     assert len(receiver.received("/a")) == 2

@@ -65,7 +65,7 @@ def _as_json(delivery: Delivery) -> dict[str, Any]:
     return dataclasses.asdict(delivery)
 
 
-def _print_deliveries(found: list[Delivery], as_json: bool, limit: int | None = None) -> None:
+def _print_deliveries(found: list[Delivery], as_json: bool, limit: int) -> None:
     if as_json:
         echo_json([_as_json(d) for d in found])
         return
