@@ -696,6 +696,31 @@ async def test_operations_read_the_definitions_and_take_only_str_ids(
         assert [d.id for d in await b.list_deliveries(cursor="")] == [queued]
 
 
+async def test_two_processes_creating_one_name_at_once_one_wins_whole(
+    make_backend: BackendFactory,
+) -> None:
+    # Both pass their own check; the backend lets one in, with its endpoints only.
+    shared, other = two_processes(make_backend)
+    first, second = OqronKit(shared, dispatch=False), OqronKit(other, dispatch=False)
+    outcomes: dict[str, str] = {}
+
+    async def create(kit: OqronKit, endpoint: str) -> None:
+        try:
+            await kit.create_webhook("rt", endpoints=[Endpoint(endpoint, URL, ["**"])])
+            outcomes[endpoint] = "created"
+        except ConfigurationError:
+            outcomes[endpoint] = "refused"
+
+    async with first, second:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(create, first, "a")
+            tg.start_soon(create, second, "b")
+        assert sorted(outcomes.values()) == ["created", "refused"]
+        [winner] = [name for name, outcome in outcomes.items() if outcome == "created"]
+        await first.refresh_definitions()
+        assert [e.name for e in await first.get_webhook("rt").endpoints()] == [winner]
+
+
 async def test_a_second_process_cannot_create_over_what_the_first_just_created(
     make_backend: BackendFactory,
 ) -> None:

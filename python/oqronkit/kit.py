@@ -298,17 +298,15 @@ class OqronKit:
         endpoints = list(endpoints)
         # Built once to validate everything before anything is stored.
         Webhook(self, name, endpoints=endpoints, runtime=True, **settings)  # type: ignore[arg-type]
-        documents = [(e.name, endpoint_document(e)) for e in endpoints]
-        webhook_doc = webhook_document(settings)
-        # Endpoints first: a webhook is there once its own document is. A webhook of this name
-        # deleted earlier leaves a pause, holding what stale fires queued for it since: the
-        # new webhook starts unpaused, and that is discarded (it was meant for the old
-        # definition), also what such a fire queued in between.
-        for endpoint_name, document in documents:
-            await self.backend.write_definition(name, endpoint_name, document, replace=True)
-        await self.backend.set_paused(name, WEBHOOK, False, self.clock.now(), release=False)
-        await self.backend.discard(name, WEBHOOK, self.clock.now(), WEBHOOK_DELETED)
-        await self.write_definition(name, WEBHOOK, webhook_doc, replace=True)
+        documents = {e.name: endpoint_document(e) for e in endpoints}
+        documents[WEBHOOK] = webhook_document(settings)
+        # In one step, and only if no other process created it meanwhile. A webhook of this
+        # name deleted earlier leaves a pause, holding what stale fires queued for it since:
+        # the new webhook starts unpaused, and that is discarded (meant for the old one).
+        now = self.clock.now()
+        if not await self.backend.create_webhook(name, documents, now, WEBHOOK_DELETED):
+            raise ConfigurationError(f"a webhook named {name!r} is already defined")
+        await self.refresh_definitions()
         return self.get_webhook(name)
 
     async def update_webhook(self, name: str, /, **changes: Any) -> Webhook:
@@ -418,10 +416,7 @@ class OqronKit:
             if not webhook.runtime and fresh.documents.get((name, WEBHOOK), {}).get(DELETED):
                 # A webhook defined in code takes back the name of a deleted runtime webhook:
                 # the tombstone goes, and with it what it held, so its fires are not held.
-                now = self.clock.now()
-                await self.backend.set_paused(name, WEBHOOK, False, now, release=False)
-                await self.backend.discard(name, WEBHOOK, now, WEBHOOK_DELETED)
-                await self.backend.write_definition(name, WEBHOOK, None, replace=True)
+                await self.backend.create_webhook(name, {}, self.clock.now(), WEBHOOK_DELETED)
                 await self.refresh_definitions()
                 return
 

@@ -319,9 +319,17 @@ async def test_delete_webhook_discards_its_queue_and_leaves_a_tombstone_that_hol
     (late,), _ = await fire(backend, ["b"], at=T0 + 1)
     statuses = {d.id: d.status for d in await backend.list_deliveries(webhook="hooks")}
     assert statuses == {a: "cancelled", b: "cancelled", c: "cancelled", late: "held"}
-    # Re-created: unpaused, and the straggler discarded; nothing is claimable.
-    assert await backend.set_paused("hooks", WEBHOOK, False, T0 + 3, release=False) == 0
-    assert await backend.discard("hooks", WEBHOOK, T0 + 3, "gone") == 1
+    # Created again: tombstone and pause go, the straggler is discarded, in one step; a second
+    # creation of the name is refused.
+    new = {WEBHOOK: {"concurrency": 4}, "a": {"url": "https://a2.example/"}}
+    assert await backend.create_webhook("hooks", new, T0 + 3, "gone")
+    assert not await backend.create_webhook("hooks", {WEBHOOK: {}}, T0 + 3, "gone")
+    defs = await backend.definitions()
+    assert defs is not None and not defs.paused
+    assert {k: v for k, v in defs.documents.items() if k[0] == "hooks"} == {
+        ("hooks", WEBHOOK): {"concurrency": 4},
+        ("hooks", "a"): {"url": "https://a2.example/"},
+    }
     assert {d.status for d in await backend.list_deliveries(webhook="hooks")} == {"cancelled"}
     assert await backend.claim("hooks", "w1", T0 + 10, T0 + 40, limit=10) == []
     assert (await backend.get_delivery(other)).status == "waiting"  # type: ignore[union-attr]

@@ -191,13 +191,10 @@ class Backend(ABC):
         (a None value removes that key). `changes=None` deletes the document."""
 
     @abstractmethod
-    async def set_paused(
-        self, webhook: str, endpoint: str, paused: bool, now: float, *, release: bool = True
-    ) -> int:
+    async def set_paused(self, webhook: str, endpoint: str, paused: bool, now: float) -> int:
         """Pauses or resumes a webhook (`endpoint=WEBHOOK`) or one endpoint, in one atomic step
-        with its deliveries: pausing holds every queued one; resuming (with `release`)
-        releases every held one no longer under a pause, due when it was due. Returns how many
-        were held or released."""
+        with its deliveries: pausing holds every queued one; resuming releases every held one
+        no longer under a pause, due when it was due. Returns how many were held or released."""
 
     @abstractmethod
     async def release(self, webhook: str, endpoint: str, now: float) -> int:
@@ -211,6 +208,16 @@ class Backend(ABC):
         `cancel` does (their workers abort them; a retry they would ask for is cancelled).
         Their definition is gone, so a later one of the same name must not receive them.
         Returns how many."""
+
+    @abstractmethod
+    async def create_webhook(
+        self, webhook: str, documents: Mapping[str, Document], now: float, reason: str
+    ) -> bool:
+        """Stores a webhook's definition documents (by endpoint name, `WEBHOOK` for its own) in
+        one atomic step, if no webhook of the name is stored (a deleted one's tombstone does
+        not count), and returns whether it did. What a deleted one of the name left goes in
+        the same step: the tombstone, pause flags, and deliveries (discarded, as `discard`
+        does, with `reason`)."""
 
     @abstractmethod
     async def delete_webhook(self, webhook: str, now: float, reason: str) -> int:

@@ -402,9 +402,7 @@ class MemoryBackend(Backend):
             document = self._documents[key] = {k: v for k, v in merged.items() if v is not None}
             return document
 
-    async def set_paused(
-        self, webhook: str, endpoint: str, paused: bool, now: float, *, release: bool = True
-    ) -> int:
+    async def set_paused(self, webhook: str, endpoint: str, paused: bool, now: float) -> int:
         key = (webhook, endpoint)
         with self._lock:
             self._version += 1
@@ -412,7 +410,7 @@ class MemoryBackend(Backend):
                 self._paused.add(key)
                 return self._hold(webhook, endpoint, now)
             self._paused.discard(key)
-            return self._release(webhook, endpoint, now) if release else 0
+            return self._release(webhook, endpoint, now)
 
     async def release(self, webhook: str, endpoint: str, now: float) -> int:
         with self._lock:
@@ -464,6 +462,22 @@ class MemoryBackend(Backend):
                 row.cancel_requested = True  # its worker stops the attempt
                 discarded += 1
         return discarded
+
+    async def create_webhook(
+        self, webhook: str, documents: Mapping[str, Document], now: float, reason: str
+    ) -> bool:
+        with self._lock:
+            stored = self._documents.get((webhook, WEBHOOK))
+            if stored is not None and not stored.get(DELETED):
+                return False
+            self._version += 1
+            for key in [k for k in self._documents if k[0] == webhook]:
+                del self._documents[key]
+            self._paused = {k for k in self._paused if k[0] != webhook}
+            self._discard(webhook, WEBHOOK, now, reason)
+            for endpoint, document in documents.items():
+                self._documents[(webhook, endpoint)] = dict(document)
+            return True
 
     async def delete_webhook(self, webhook: str, now: float, reason: str) -> int:
         with self._lock:

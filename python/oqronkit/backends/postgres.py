@@ -1190,9 +1190,7 @@ class PostgresBackend(Backend):
 
         return await self._run(write)
 
-    async def set_paused(
-        self, webhook: str, endpoint: str, paused: bool, now: float, *, release: bool = True
-    ) -> int:
+    async def set_paused(self, webhook: str, endpoint: str, paused: bool, now: float) -> int:
         params = {"webhook": webhook, "endpoint": endpoint, "now": now, "channel": self._channel}
 
         def write(conn: Connection) -> int:
@@ -1201,12 +1199,7 @@ class PostgresBackend(Backend):
                 conn.execute(_BUMP_VERSION)
                 conn.execute(_SET_PAUSED, (webhook, endpoint, paused))
                 conn.execute(_DROP_EMPTY, (webhook, endpoint))
-                if paused:
-                    cur = conn.execute(_HOLD, params)
-                elif release:
-                    cur = conn.execute(_RELEASE, params)
-                else:
-                    return 0
+                cur = conn.execute(_HOLD if paused else _RELEASE, params)
             if paused:
                 return max(cur.rowcount, 0)
             row = cur.fetchone()
@@ -1234,6 +1227,33 @@ class PostgresBackend(Backend):
                 conn.execute(_LOCK_EXCLUSIVE, (self._pause_locks, webhook))
                 cur = conn.execute(_DISCARD, params)
             return max(cur.rowcount, 0)
+
+        return await self._run(write)
+
+    async def create_webhook(
+        self, webhook: str, documents: Mapping[str, Document], now: float, reason: str
+    ) -> bool:
+        params = {"webhook": webhook, "endpoint": WEBHOOK, "now": now, "reason": reason}
+
+        def write(conn: Connection) -> bool:
+            with _transaction(conn):
+                # The webhook's lock orders two creations of one name: the second sees the first.
+                conn.execute(_LOCK_EXCLUSIVE, (self._pause_locks, webhook))
+                row = conn.execute(
+                    "SELECT document FROM definitions WHERE webhook = %s AND endpoint = ''",
+                    (webhook,),
+                ).fetchone()
+                if row is not None and row[0] is not None and not row[0].get(DELETED):
+                    return False
+                conn.execute(_BUMP_VERSION)
+                conn.execute("DELETE FROM definitions WHERE webhook = %s", (webhook,))
+                conn.execute(_DISCARD, params)
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO definitions (webhook, endpoint, document) VALUES (%s, %s, %s)",
+                        [(webhook, e, Jsonb(dict(doc))) for e, doc in documents.items()],
+                    )
+            return True
 
         return await self._run(write)
 

@@ -516,8 +516,7 @@ if ARGV[4] == '1' then
   return hold(w, e, now)
 end
 redis.call('SREM', P .. 'paused', pair(w, e))
-if ARGV[6] == '1' then return release(w, e, now) end
-return 0
+return release(w, e, now)
 """
 
 # Releases held deliveries that no pause holds; returns how many.
@@ -564,6 +563,42 @@ redis.call('HSET', P .. 'def:' .. own, ARGV[4], ARGV[5])
 redis.call('SADD', P .. 'defs', own)
 redis.call('SADD', P .. 'paused', own)
 return discard(w, '', now, ARGV[6])
+"""
+
+
+# Stores a webhook's documents unless a live one of the name is stored (returns 0 then, else
+# 1), replacing what a deleted one left (tombstone, pause flags) and discarding its deliveries.
+# ARGV: webhook, now, reason, the tombstone key, then per document: its endpoint, its field
+# count, and field, JSON value pairs.
+_CREATE_WEBHOOK = """
+local w, now, reason, deleted = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local own = pair(w, '')  -- also the start of every pair of the webhook's endpoints
+local doc = P .. 'def:' .. own
+if redis.call('SISMEMBER', P .. 'defs', own) == 1 and not redis.call('HGET', doc, deleted) then
+  return 0
+end
+redis.call('INCR', P .. 'version')
+local function mine(p) return string.sub(p, 1, #own) == own end
+for _, p in ipairs(redis.call('SMEMBERS', P .. 'defs')) do
+  if mine(p) then
+    redis.call('DEL', P .. 'def:' .. p)
+    redis.call('SREM', P .. 'defs', p)
+  end
+end
+for _, p in ipairs(redis.call('SMEMBERS', P .. 'paused')) do
+  if mine(p) then redis.call('SREM', P .. 'paused', p) end
+end
+discard(w, '', now, reason)
+local j = 6
+while j <= #ARGV do
+  local p, count = pair(w, ARGV[j]), tonumber(ARGV[j + 1])
+  for k = 1, count do
+    redis.call('HSET', P .. 'def:' .. p, ARGV[j + 2 * k], ARGV[j + 2 * k + 1])
+  end
+  redis.call('SADD', P .. 'defs', p)
+  j = j + 2 + 2 * count
+end
+return 1
 """
 
 
@@ -614,6 +649,7 @@ WRITE_DEFINITION = _script(_WRITE_DEFINITION)
 SET_PAUSED = _script(_SET_PAUSED)
 RELEASE = _script(_RELEASE)
 DISCARD = _script(_DISCARD)
+CREATE_WEBHOOK = _script(_CREATE_WEBHOOK)
 RESENT = _script(_RESENT)
 DELETE_WEBHOOK = _script(_DELETE_WEBHOOK)
 GUARD_STATES = _script(_GUARD_STATES)
@@ -1111,10 +1147,8 @@ class RedisBackend(Backend):
             return None
         return {k: json.loads(v) for k, v in _fields(result[1]).items()}
 
-    async def set_paused(
-        self, webhook: str, endpoint: str, paused: bool, now: float, *, release: bool = True
-    ) -> int:
-        args = [webhook, endpoint, "1" if paused else "0", _time(now), "1" if release else "0"]
+    async def set_paused(self, webhook: str, endpoint: str, paused: bool, now: float) -> int:
+        args = [webhook, endpoint, "1" if paused else "0", _time(now)]
         return int(await self._call(SET_PAUSED, args))
 
     async def release(self, webhook: str, endpoint: str, now: float) -> int:
@@ -1122,6 +1156,16 @@ class RedisBackend(Backend):
 
     async def discard(self, webhook: str, endpoint: str, now: float, reason: str) -> int:
         return int(await self._call(DISCARD, [webhook, endpoint, _time(now), reason]))
+
+    async def create_webhook(
+        self, webhook: str, documents: Mapping[str, Document], now: float, reason: str
+    ) -> bool:
+        args: list[Arg] = [webhook, _time(now), reason, DELETED]
+        for endpoint, document in documents.items():
+            args += (endpoint, str(len(document)))
+            for key, value in document.items():
+                args += (key, json.dumps(value))
+        return bool(await self._call(CREATE_WEBHOOK, args))
 
     async def delete_webhook(self, webhook: str, now: float, reason: str) -> int:
         args = [webhook, _time(now), DELETED, json.dumps(True), reason]

@@ -620,9 +620,7 @@ class SQLiteBackend(Backend):
 
         return await self._run(self._write, write)
 
-    async def set_paused(
-        self, webhook: str, endpoint: str, paused: bool, now: float, *, release: bool = True
-    ) -> int:
+    async def set_paused(self, webhook: str, endpoint: str, paused: bool, now: float) -> int:
         def write(conn: sqlite3.Connection) -> int:
             _bump_version(conn)
             conn.execute(
@@ -633,7 +631,7 @@ class SQLiteBackend(Backend):
             _drop_empty(conn)
             if paused:
                 return _hold(conn, webhook, endpoint, now)
-            return _release(conn, webhook, endpoint, now) if release else 0
+            return _release(conn, webhook, endpoint, now)
 
         return await self._run(self._write, write)
 
@@ -644,6 +642,27 @@ class SQLiteBackend(Backend):
         return await self._run(
             self._write, lambda conn: _discard(conn, webhook, endpoint, now, reason)
         )
+
+    async def create_webhook(
+        self, webhook: str, documents: Mapping[str, Document], now: float, reason: str
+    ) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT document FROM definitions WHERE webhook = ? AND endpoint = ''",
+                (webhook,),
+            ).fetchone()
+            if row is not None and row[0] is not None and not json.loads(row[0]).get(DELETED):
+                return False
+            _bump_version(conn)
+            conn.execute("DELETE FROM definitions WHERE webhook = ?", (webhook,))
+            _discard(conn, webhook, WEBHOOK, now, reason)
+            conn.executemany(
+                "INSERT INTO definitions (webhook, endpoint, document) VALUES (?, ?, ?)",
+                [(webhook, endpoint, json.dumps(doc)) for endpoint, doc in documents.items()],
+            )
+            return True
+
+        return await self._run(self._write, write)
 
     async def delete_webhook(self, webhook: str, now: float, reason: str) -> int:
         def write(conn: sqlite3.Connection) -> int:
