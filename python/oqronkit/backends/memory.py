@@ -463,6 +463,12 @@ class MemoryBackend(Backend):
                 discarded += 1
         return discarded
 
+    def _forget(self, webhook: str) -> None:
+        """Removes a webhook's definitions and pause flags, its endpoints' too."""
+        for key in [k for k in self._documents if k[0] == webhook]:
+            del self._documents[key]
+        self._paused = {k for k in self._paused if k[0] != webhook}
+
     async def create_webhook(
         self, webhook: str, documents: Mapping[str, Document], now: float, reason: str
     ) -> bool:
@@ -471,9 +477,7 @@ class MemoryBackend(Backend):
             if stored is not None and not stored.get(DELETED):
                 return False
             self._version += 1
-            for key in [k for k in self._documents if k[0] == webhook]:
-                del self._documents[key]
-            self._paused = {k for k in self._paused if k[0] != webhook}
+            self._forget(webhook)
             self._discard(webhook, WEBHOOK, now, reason)
             for endpoint, document in documents.items():
                 self._documents[(webhook, endpoint)] = dict(document)
@@ -482,9 +486,7 @@ class MemoryBackend(Backend):
     async def delete_webhook(self, webhook: str, now: float, reason: str) -> int:
         with self._lock:
             self._version += 1
-            for key in [k for k in self._documents if k[0] == webhook]:
-                del self._documents[key]
-            self._paused = {k for k in self._paused if k[0] != webhook}
+            self._forget(webhook)
             self._documents[(webhook, WEBHOOK)] = {DELETED: True}
             self._paused.add((webhook, WEBHOOK))
             return self._discard(webhook, WEBHOOK, now, reason)

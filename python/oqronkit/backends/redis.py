@@ -166,6 +166,20 @@ local function discard(w, e, now, reason)
   end
   return n
 end
+-- Removes a webhook's definitions and pause flags, its endpoints' too: `own` is its pair,
+-- the start of every pair of its endpoints.
+local function forget(own)
+  local function mine(p) return string.sub(p, 1, #own) == own end
+  for _, p in ipairs(redis.call('SMEMBERS', P .. 'defs')) do
+    if mine(p) then
+      redis.call('DEL', P .. 'def:' .. p)
+      redis.call('SREM', P .. 'defs', p)
+    end
+  end
+  for _, p in ipairs(redis.call('SMEMBERS', P .. 'paused')) do
+    if mine(p) then redis.call('SREM', P .. 'paused', p) end
+  end
+end
 -- Queues every held delivery in scope that no pause holds, due when it was due.
 local function release(w, e, now)
   local n, ready = 0, false
@@ -549,16 +563,7 @@ _DELETE_WEBHOOK = """
 local w, now = ARGV[2], ARGV[3]
 redis.call('INCR', P .. 'version')
 local own = pair(w, '')  -- also the start of every pair of the webhook's endpoints
-local function mine(p) return string.sub(p, 1, #own) == own end
-for _, p in ipairs(redis.call('SMEMBERS', P .. 'defs')) do
-  if mine(p) then
-    redis.call('DEL', P .. 'def:' .. p)
-    redis.call('SREM', P .. 'defs', p)
-  end
-end
-for _, p in ipairs(redis.call('SMEMBERS', P .. 'paused')) do
-  if mine(p) then redis.call('SREM', P .. 'paused', p) end
-end
+forget(own)
 redis.call('HSET', P .. 'def:' .. own, ARGV[4], ARGV[5])
 redis.call('SADD', P .. 'defs', own)
 redis.call('SADD', P .. 'paused', own)
@@ -578,16 +583,7 @@ if redis.call('SISMEMBER', P .. 'defs', own) == 1 and not redis.call('HGET', doc
   return 0
 end
 redis.call('INCR', P .. 'version')
-local function mine(p) return string.sub(p, 1, #own) == own end
-for _, p in ipairs(redis.call('SMEMBERS', P .. 'defs')) do
-  if mine(p) then
-    redis.call('DEL', P .. 'def:' .. p)
-    redis.call('SREM', P .. 'defs', p)
-  end
-end
-for _, p in ipairs(redis.call('SMEMBERS', P .. 'paused')) do
-  if mine(p) then redis.call('SREM', P .. 'paused', p) end
-end
+forget(own)
 discard(w, '', now, reason)
 local j = 6
 while j <= #ARGV do
