@@ -150,10 +150,10 @@ QUICK = (5_000, ((10, 5_000), (1_000, 500), (10_000, 50)))
 # The targets (vs Python trie, vs regex loop), at 1,000 patterns; elsewhere >= 1x, info.
 TARGETS = {1_000: (10.0, 500.0)}
 MAX_GROWTH = 3.0
-# Rounds of a full run (the harness's default is 5). This VM has slow phases, a second or more
+# Rounds of a full run (the harness's default is 5). The development VM has slow phases, 0.5-2 s
 # long, in which memory-bound work, the 100,000-pattern trie most, runs up to 1.5x slower; with 5
-# rounds a size's best sometimes came from one, and the growth row moved from 2.3x to 4.2x between
-# runs of the same code. 20 rounds (about two minutes) let every batch's best come from outside them.
+# rounds a size's best sometimes came from one, and the growth row moved from 2.0x to 4.2x between
+# runs of the same code. 20 rounds (about two minutes) let every batch's best come from outside.
 FULL_ROUNDS = 20
 
 
