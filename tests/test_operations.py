@@ -25,7 +25,7 @@ from oqronkit import (
     verify_webhook_signature,
 )
 from oqronkit.backends import SQLiteBackend
-from oqronkit.models import WEBHOOK_DELETED
+from oqronkit.models import ENDPOINT_REMOVED, WEBHOOK_DELETED
 from tests.conftest import BackendFactory, two_processes
 from tests.receiver import Receiver, Reply
 from tests.test_dispatch import NO_JITTER, make_kit, status_of
@@ -719,6 +719,56 @@ async def test_two_processes_creating_one_name_at_once_one_wins_whole(
         [winner] = [name for name, outcome in outcomes.items() if outcome == "created"]
         await first.refresh_definitions()
         assert [e.name for e in await first.get_webhook("rt").endpoints()] == [winner]
+
+
+async def test_two_processes_adding_one_endpoint_name_at_once_one_wins(
+    make_backend: BackendFactory,
+) -> None:
+    shared, other = two_processes(make_backend)
+    first, second = OqronKit(shared, dispatch=False), OqronKit(other, dispatch=False)
+    outcomes: dict[str, str] = {}
+
+    async def add(kit: OqronKit, url: str) -> None:
+        try:
+            await kit.get_webhook("rt").add_endpoint(Endpoint("x", url, ["**"]))
+            outcomes[url] = "added"
+        except ConfigurationError:
+            outcomes[url] = "refused"
+
+    async with first, second:
+        await first.create_webhook("rt", endpoints=[Endpoint("a", URL, ["**"])])
+        await second.refresh_definitions()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(add, first, "https://first.example/")
+            tg.start_soon(add, second, "https://second.example/")
+        assert sorted(outcomes.values()) == ["added", "refused"]
+        [winner] = [url for url, outcome in outcomes.items() if outcome == "added"]
+        await first.refresh_definitions()
+        [x] = [e for e in await first.get_webhook("rt").endpoints() if e.name == "x"]
+        assert x.url == winner
+
+
+async def test_an_endpoint_added_again_never_gets_what_a_stale_kit_fired_to_the_removed_one(
+    make_backend: BackendFactory, receiver: Receiver
+) -> None:
+    clock = FakeClock()
+    shared, other = two_processes(make_backend)
+    a = OqronKit(shared, dispatch=False, clock=clock)
+    b = OqronKit(other, dispatch=False, clock=clock)
+    async with a, b:
+        hook = await a.create_webhook("rt", endpoints=[Endpoint("x", receiver.url("/x"), ["**"])])
+        await b.refresh_definitions()
+        stale = b.get_webhook("rt")
+        await hook.remove_endpoint("x")
+        [late] = await stale.fire("e", {})  # b has not seen the removal yet
+        # An endpoint added under the name is another tenant's, say: the old payload is not
+        # released to it, it is cancelled with the removal's reason.
+        await hook.add_endpoint(Endpoint("x", receiver.url("/new"), ["**"]))
+        discarded = await a.get_delivery(late)
+        assert discarded is not None and discarded.status == "cancelled"
+        assert discarded.error == ENDPOINT_REMOVED
+        [fresh] = await hook.fire("e", {})
+        assert (await a.get_delivery(fresh)).status == "waiting"  # type: ignore[union-attr]
 
 
 async def test_a_second_process_cannot_create_over_what_the_first_just_created(

@@ -29,11 +29,10 @@ from oqronkit.config import (
     check_policy,
 )
 from oqronkit.errors import ConfigurationError
-from oqronkit.models import Document
+from oqronkit.models import REMOVED, Document
 
 log = logging.getLogger("oqronkit")
 
-REMOVED = "removed"
 _POLICIES: dict[str, type[Any]] = {
     "retries": Retries,
     "rate_limit": RateLimit,

@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 
 from oqronkit import _core
 from oqronkit.backends import Backend, open_backend
-from oqronkit.backends.base import DELETED, SettleRequest
+from oqronkit.backends.base import SettleRequest
 from oqronkit.batching import GroupCommit
 from oqronkit.clock import Clock, SystemClock, sleep
 from oqronkit.config import (
@@ -61,6 +61,7 @@ from oqronkit.hooks import Hook, HookPool
 from oqronkit.ids import new_id
 from oqronkit.models import (
     DEFINITIONS_TTL,
+    DELETED,
     NO_DEFINITIONS,
     STATUSES,
     WEBHOOK,

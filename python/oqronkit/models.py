@@ -109,6 +109,10 @@ ENDPOINT_REMOVED = "cancelled: its endpoint was removed"
 
 Document: TypeAlias = Mapping[str, Any]  # a persisted definition, as JSON-compatible values
 WEBHOOK = ""  # the endpoint key of a webhook's own definition and pause flag
+# The tombstones a deleted webhook and a removed endpoint leave: their documents become
+# `{DELETED: True}` (beside a pause flag) and `{REMOVED: True}`.
+DELETED = "deleted"
+REMOVED = "removed"
 
 
 class Definitions(NamedTuple):

@@ -31,7 +31,6 @@ from oqronkit.config import (
 )
 from oqronkit.definitions import (
     ENDPOINT_FIELDS,
-    REMOVED,
     apply_document,
     encode_changes,
     endpoint_document,
@@ -44,6 +43,7 @@ from oqronkit.hooks import Hook
 from oqronkit.ids import new_ids
 from oqronkit.models import (
     ENDPOINT_REMOVED,
+    REMOVED,
     WEBHOOK,
     Claim,
     Definitions,
@@ -334,14 +334,22 @@ class Webhook:
         every process within a second."""
         if not isinstance(endpoint, Endpoint):
             raise ConfigurationError(f"expected an Endpoint, not {type(endpoint).__name__}")
+        taken = ConfigurationError(
+            f"webhook {self.name!r} already has an endpoint {endpoint.name!r}"
+        )
         await self.kit.refresh_definitions()  # another process may have just added it
         if endpoint.name in (await self._snapshot()).by_name:
-            raise ConfigurationError(
-                f"webhook {self.name!r} already has an endpoint {endpoint.name!r}"
-            )
+            raise taken
         self._check_security(endpoint.security)
         document = endpoint_document(endpoint)
-        await self.kit.write_definition(self.name, endpoint.name, document, replace=True)
+        # One backend step, so that of two processes adding the name at once one is refused,
+        # and what stale processes fired to a removed endpoint of the name is not sent here.
+        now = self.kit.clock.now()
+        if not await self.kit.backend.create_endpoint(
+            self.name, endpoint.name, document, now, ENDPOINT_REMOVED
+        ):
+            raise taken
+        await self.kit.refresh_definitions()
 
     async def update_endpoint(self, name: str, /, **changes: Any) -> Endpoint:
         """Changes some settings of an endpoint (one defined in code too); stored, so they

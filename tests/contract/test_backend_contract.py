@@ -9,9 +9,9 @@ import anyio
 import pytest
 
 from oqronkit.backends import Backend
-from oqronkit.backends.base import DELETED, StateUpdate
+from oqronkit.backends.base import StateUpdate
 from oqronkit.ids import new_id
-from oqronkit.models import WEBHOOK, Attempt, Message, NewDelivery, Settlement
+from oqronkit.models import DELETED, REMOVED, WEBHOOK, Attempt, Message, NewDelivery, Settlement
 from tests.conftest import BackendFactory, two_processes
 
 pytestmark = pytest.mark.anyio
@@ -333,6 +333,32 @@ async def test_delete_webhook_discards_its_queue_and_leaves_a_tombstone_that_hol
     assert {d.status for d in await backend.list_deliveries(webhook="hooks")} == {"cancelled"}
     assert await backend.claim("hooks", "w1", T0 + 10, T0 + 40, limit=10) == []
     assert (await backend.get_delivery(other)).status == "waiting"  # type: ignore[union-attr]
+
+
+async def test_create_endpoint_stores_a_new_name_once_and_replaces_a_removed_ones_remains(
+    backend: Backend,
+) -> None:
+    assert await backend.create_endpoint("hooks", "a", {"url": "https://a.example/"}, T0, "gone")
+    assert not await backend.create_endpoint("hooks", "a", {"url": "https://b.example/"}, T0, "x")
+    # Removed (a tombstone), paused, and fired to by a process that had not seen the removal.
+    await backend.write_definition("hooks", "a", {REMOVED: True}, replace=True)
+    await backend.set_paused("hooks", "a", True, T0)
+    (straggler, kept), _ = await fire(backend, ["a", "b"], at=T0 + 1)
+    assert await backend.create_endpoint(
+        "hooks", "a", {"url": "https://c.example/"}, T0 + 2, "gone"
+    )
+    defs = await backend.definitions()
+    assert defs is not None and not defs.paused
+    assert defs.documents[("hooks", "a")] == {"url": "https://c.example/"}
+    d = await backend.get_delivery(straggler)
+    assert d is not None and (d.status, d.error) == ("cancelled", "gone")
+    # Another endpoint's deliveries, and a name never stored, are not touched.
+    (other,), _ = await fire(backend, ["c"], at=T0 + 3)
+    assert await backend.create_endpoint("hooks", "c", {"url": "https://d.example/"}, T0 + 4, "x")
+    assert {d.id for d in await backend.claim("hooks", "w1", T0 + 5, T0 + 30, limit=9)} == {
+        kept,
+        other,
+    }
 
 
 async def test_discard_cancels_one_endpoints_queued_and_held_deliveries(backend: Backend) -> None:

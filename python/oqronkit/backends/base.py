@@ -38,8 +38,6 @@ StateUpdate = Callable[[list[str | None]], tuple[list[str], T]]
 #: The arguments of one `Backend.settle`: delivery id, owner, settlement, now.
 SettleRequest = tuple[str, str, Settlement, float]
 
-DELETED = "deleted"  # the document a deleted webhook leaves, beside its pause flag
-
 
 def glob_predicate(pattern: str | None) -> Callable[[str], bool]:
     """Whether an event name matches `pattern` (None matches all), by the Rust matcher."""
@@ -218,6 +216,15 @@ class Backend(ABC):
         not count), and returns whether it did. What a deleted one of the name left goes in
         the same step: the tombstone, pause flags, and deliveries (discarded, as `discard`
         does, with `reason`)."""
+
+    @abstractmethod
+    async def create_endpoint(
+        self, webhook: str, endpoint: str, document: Document, now: float, reason: str
+    ) -> bool:
+        """Stores an endpoint's definition document in one atomic step, if no endpoint of the
+        name is stored (a removed one's tombstone does not count), and returns whether it did.
+        What a removed one of the name left goes in the same step: its pause flag, and the
+        deliveries stale processes fired to it (discarded, as `discard` does, with `reason`)."""
 
     @abstractmethod
     async def delete_webhook(self, webhook: str, now: float, reason: str) -> int:

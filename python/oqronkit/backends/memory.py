@@ -12,11 +12,13 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from oqronkit.backends.base import DELETED, Backend, StateUpdate, T, glob_predicate
+from oqronkit.backends.base import Backend, StateUpdate, T, glob_predicate
 from oqronkit.gc_pause import gc_paused
 from oqronkit.models import (
     CANCELLED,
+    DELETED,
     QUEUED,
+    REMOVED,
     TERMINAL,
     WEBHOOK,
     Attempt,
@@ -481,6 +483,21 @@ class MemoryBackend(Backend):
             self._discard(webhook, WEBHOOK, now, reason)
             for endpoint, document in documents.items():
                 self._documents[(webhook, endpoint)] = dict(document)
+            return True
+
+    async def create_endpoint(
+        self, webhook: str, endpoint: str, document: Document, now: float, reason: str
+    ) -> bool:
+        key = (webhook, endpoint)
+        with self._lock:
+            stored = self._documents.get(key)
+            if stored is not None and not stored.get(REMOVED):
+                return False
+            self._version += 1
+            self._paused.discard(key)
+            if stored is not None:
+                self._discard(webhook, endpoint, now, reason)
+            self._documents[key] = dict(document)
             return True
 
     async def delete_webhook(self, webhook: str, now: float, reason: str) -> int:

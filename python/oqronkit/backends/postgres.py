@@ -48,7 +48,6 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from oqronkit.backends.base import (
-    DELETED,
     Backend,
     SettleRequest,
     StateUpdate,
@@ -56,6 +55,8 @@ from oqronkit.backends.base import (
 )
 from oqronkit.errors import ConfigurationError, shown_url
 from oqronkit.models import (
+    DELETED,
+    REMOVED,
     WEBHOOK,
     Attempt,
     CancelOutcome,
@@ -1253,6 +1254,35 @@ class PostgresBackend(Backend):
                         "INSERT INTO definitions (webhook, endpoint, document) VALUES (%s, %s, %s)",
                         [(webhook, e, Jsonb(dict(doc))) for e, doc in documents.items()],
                     )
+            return True
+
+        return await self._run(write)
+
+    async def create_endpoint(
+        self, webhook: str, endpoint: str, document: Document, now: float, reason: str
+    ) -> bool:
+        params = {"webhook": webhook, "endpoint": endpoint, "now": now, "reason": reason}
+
+        def write(conn: Connection) -> bool:
+            with _transaction(conn):
+                # The webhook's lock orders two creations of one name: the second sees the first.
+                conn.execute(_LOCK_EXCLUSIVE, (self._pause_locks, webhook))
+                row = conn.execute(
+                    "SELECT document FROM definitions WHERE webhook = %s AND endpoint = %s",
+                    (webhook, endpoint),
+                ).fetchone()
+                stored = None if row is None else row[0]
+                if stored is not None and not stored.get(REMOVED):
+                    return False
+                conn.execute(_BUMP_VERSION)
+                if stored is not None:
+                    conn.execute(_DISCARD, params)
+                conn.execute(
+                    "INSERT INTO definitions (webhook, endpoint, document, paused) "
+                    "VALUES (%s, %s, %s, false) ON CONFLICT (webhook, endpoint) "
+                    "DO UPDATE SET document = excluded.document, paused = false",
+                    (webhook, endpoint, Jsonb(dict(document))),
+                )
             return True
 
         return await self._run(write)

@@ -54,7 +54,6 @@ from coredis.commands.script import Script
 from coredis.retry import NoRetryPolicy
 
 from oqronkit.backends.base import (
-    DELETED,
     Backend,
     SettleRequest,
     StateUpdate,
@@ -63,6 +62,8 @@ from oqronkit.backends.base import (
 )
 from oqronkit.errors import KitNotRunning, describe, shown_url
 from oqronkit.models import (
+    DELETED,
+    REMOVED,
     Attempt,
     CancelOutcome,
     Claim,
@@ -597,6 +598,24 @@ end
 return 1
 """
 
+# Stores an endpoint's document unless a live one of the name is stored (returns 0 then, else
+# 1), clearing its pause flag; replacing a removed one's tombstone discards its deliveries.
+# ARGV: webhook, endpoint, now, reason, the tombstone key, then field, JSON value pairs.
+_CREATE_ENDPOINT = """
+local w, e, now, reason, removed = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local p = pair(w, e)
+local doc = P .. 'def:' .. p
+local stored = redis.call('SISMEMBER', P .. 'defs', p) == 1
+if stored and not redis.call('HGET', doc, removed) then return 0 end
+redis.call('INCR', P .. 'version')
+redis.call('SREM', P .. 'paused', p)
+if stored then discard(w, e, now, reason) end
+redis.call('DEL', doc)
+for j = 7, #ARGV, 2 do redis.call('HSET', doc, ARGV[j], ARGV[j + 1]) end
+redis.call('SADD', P .. 'defs', p)
+return 1
+"""
+
 
 # Stores guard states if the stored ones are still the expected ones, else returns those.
 # KEYS: the states. ARGV: the expected ('' none, '=' and the state; '?' to just read), the new.
@@ -646,6 +665,7 @@ SET_PAUSED = _script(_SET_PAUSED)
 RELEASE = _script(_RELEASE)
 DISCARD = _script(_DISCARD)
 CREATE_WEBHOOK = _script(_CREATE_WEBHOOK)
+CREATE_ENDPOINT = _script(_CREATE_ENDPOINT)
 RESENT = _script(_RESENT)
 DELETE_WEBHOOK = _script(_DELETE_WEBHOOK)
 GUARD_STATES = _script(_GUARD_STATES)
@@ -1162,6 +1182,14 @@ class RedisBackend(Backend):
             for key, value in document.items():
                 args += (key, json.dumps(value))
         return bool(await self._call(CREATE_WEBHOOK, args))
+
+    async def create_endpoint(
+        self, webhook: str, endpoint: str, document: Document, now: float, reason: str
+    ) -> bool:
+        args: list[Arg] = [webhook, endpoint, _time(now), reason, REMOVED]
+        for key, value in document.items():
+            args += (key, json.dumps(value))
+        return bool(await self._call(CREATE_ENDPOINT, args))
 
     async def delete_webhook(self, webhook: str, now: float, reason: str) -> int:
         args = [webhook, _time(now), DELETED, json.dumps(True), reason]

@@ -21,9 +21,11 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 from anyio.lowlevel import RunVar
 
-from oqronkit.backends.base import DELETED, Backend, SettleRequest, StateUpdate, glob_predicate
+from oqronkit.backends.base import Backend, SettleRequest, StateUpdate, glob_predicate
 from oqronkit.models import (
     CANCELLED,
+    DELETED,
+    REMOVED,
     TERMINAL,
     WEBHOOK,
     Attempt,
@@ -659,6 +661,30 @@ class SQLiteBackend(Backend):
             conn.executemany(
                 "INSERT INTO definitions (webhook, endpoint, document) VALUES (?, ?, ?)",
                 [(webhook, endpoint, json.dumps(doc)) for endpoint, doc in documents.items()],
+            )
+            return True
+
+        return await self._run(self._write, write)
+
+    async def create_endpoint(
+        self, webhook: str, endpoint: str, document: Document, now: float, reason: str
+    ) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT document FROM definitions WHERE webhook = ? AND endpoint = ?",
+                (webhook, endpoint),
+            ).fetchone()
+            stored = None if row is None or row[0] is None else json.loads(row[0])
+            if stored is not None and not stored.get(REMOVED):
+                return False
+            _bump_version(conn)
+            if stored is not None:
+                _discard(conn, webhook, endpoint, now, reason)
+            conn.execute(
+                "INSERT INTO definitions (webhook, endpoint, document, paused) VALUES (?, ?, ?, 0) "
+                "ON CONFLICT (webhook, endpoint) DO UPDATE SET document = excluded.document, "
+                "paused = 0",
+                (webhook, endpoint, json.dumps(dict(document))),
             )
             return True
 
