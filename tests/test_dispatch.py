@@ -33,14 +33,16 @@ from oqronkit import (
     Retries,
     Security,
     Throttle,
+    verify_standard_webhook,
     verify_webhook_signature,
 )
 from oqronkit.backends import MemoryBackend, SQLiteBackend
 from oqronkit.backends.base import SettleRequest
+from oqronkit.config import METHODS
 from oqronkit.dispatcher import RETRY_AFTER_ERROR
 from oqronkit.egress import EgressPolicy
 from oqronkit.models import Claim, Settlement
-from oqronkit.webhooks import Webhook
+from oqronkit.webhooks import Scheme, Webhook
 from tests.conftest import BackendFactory
 from tests.receiver import Receiver, Reply
 
@@ -1001,6 +1003,31 @@ async def test_fire_sync_from_a_thread_while_the_kit_runs(
         await status_of(kit, ids[0], "completed")
         with pytest.raises(RuntimeError, match="async method"):
             hook.fire_sync("e", {})
+
+
+@pytest.mark.parametrize("scheme", ["oqron", "standard"])
+async def test_every_method_signs_the_body_it_sends_and_a_get_sends_none(
+    make_backend: BackendFactory, receiver: Receiver, scheme: Scheme
+) -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    kit = make_kit(make_backend)
+    hook = kit.webhook(
+        "w",
+        scheme=scheme,
+        security=Security(signing_secret=secret),
+        endpoints=[Endpoint(m, receiver.url("/" + m), ["**"], method=m) for m in METHODS],
+    )
+    async with kit:
+        await hook.fire("e", {"n": 1})
+        requests = await receiver.wait_for(len(METHODS))
+    now = kit.clock.now()
+    for request in requests:
+        assert request.body == (b"" if request.method == "GET" else b'{"n":1}')
+        if scheme == "standard":
+            assert verify_standard_webhook(request.headers, request.body, secret, now=now)
+        else:
+            signature = request.headers["x-oqron-signature"]
+            assert verify_webhook_signature(signature, request.body, secret, now=now)
 
 
 async def test_standard_webhooks_scheme(make_backend: BackendFactory, receiver: Receiver) -> None:

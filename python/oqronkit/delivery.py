@@ -53,6 +53,11 @@ def classify(status: int) -> Verdict:
     return Verdict.REJECTED
 
 
+def wire_body(method: str, body: bytes) -> bytes:
+    """The body as it goes on the wire, and so as it is signed: a GET carries none."""
+    return b"" if method == "GET" else body
+
+
 def signature_headers(
     security: Security,
     signers: list[_core.Signer],
@@ -105,7 +110,7 @@ async def send(
         # preparation, which rebuild the headers twice. `read` keeps `request.content` there
         # for any transport. `headers` are encoded already (`Webhook.request_headers`).
         target, host = _parsed(url)
-        payload = b"" if method == "GET" else body
+        payload = wire_body(method, body)
         wire_headers = [(b"Host", host), *headers]
         if method != "GET":
             wire_headers.append((b"Content-Length", b"%d" % len(body)))

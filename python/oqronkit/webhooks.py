@@ -36,7 +36,7 @@ from oqronkit.definitions import (
     endpoint_document,
     overlay_endpoint,
 )
-from oqronkit.delivery import signature_headers
+from oqronkit.delivery import signature_headers, wire_body
 from oqronkit.errors import ConfigurationError, InvalidPayload, PayloadTooLarge
 from oqronkit.gc_pause import gc_paused
 from oqronkit.hooks import Hook
@@ -448,7 +448,7 @@ class Webhook:
                 security,
                 self._signers_for(security),
                 self.scheme,
-                claim.body,
+                wire_body(endpoint.method or self.method, claim.body),
                 now,
                 claim.idempotency_key,
             )
