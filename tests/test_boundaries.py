@@ -128,7 +128,8 @@ def test_the_standard_scheme_refuses_settings_it_would_ignore() -> None:
         (Security(STANDARD_SECRET, signing_algorithm="sha512"), "signing_algorithm='sha512'"),
         (Security(STANDARD_SECRET, signing_header="X-My-Sig"), "signing_header='X-My-Sig'"),
         (Security(STANDARD_SECRET, include_timestamp=False), "include_timestamp=False"),
-        (Security(b"\xff\xfe"), "text"),
+        (Security(b"\xff\xfe"), "a str"),
+        (Security(STANDARD_SECRET.encode()), "a str"),
     ):
         with pytest.raises(ConfigurationError, match=problem):
             kit.webhook("w", endpoints=[], security=security, scheme="standard")
