@@ -395,6 +395,46 @@ def test_a_bytearray_secret_is_named_in_the_error() -> None:
         Security(signing_secret=bytearray(b"key"))  # type: ignore[arg-type]
 
 
+def test_the_receiver_helpers_check_every_argument_even_without_a_header() -> None:
+    # A dict of named secrets signed with the names, and a receiver deployed with no secret
+    # answered False only once a signed request came: typed errors now, header or none.
+    now = 1_700_000_000
+    header = sign_webhook_payload(b"x", "s3", now * 1000)
+    for secret in ({"current": "s3"}, None, 5, ["s3", None], bytearray(b"s3")):
+        for given in (header, None):
+            with pytest.raises(TypeError, match="secret must be bytes or str, or a list"):
+                verify_webhook_signature(given, b"x", secret, now=now)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="secret must be bytes or str, or a list"):
+            sign_webhook_payload(b"x", secret, now * 1000)  # type: ignore[arg-type]
+    for bad_now, error in (
+        ("1700000000", TypeError),
+        (True, TypeError),
+        (-1, ConfigurationError),
+        (math.nan, ConfigurationError),
+        (math.inf, ConfigurationError),
+        (now * 1000, ConfigurationError),  # milliseconds by mistake
+    ):
+        with pytest.raises(error, match="now must be"):
+            verify_webhook_signature(None, b"x", "s3", now=bad_now)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="empty"):
+        verify_webhook_signature(None, b"x", "")
+    for timestamp, error in ((True, TypeError), (1.5, TypeError), (-1, ConfigurationError)):
+        with pytest.raises(error, match="timestamp must be"):
+            sign_webhook_payload(b"x", "s3", timestamp)  # type: ignore[arg-type]
+        with pytest.raises(error, match="timestamp must be"):
+            sign_standard_webhook("msg_1", b"x", STANDARD_SECRET, timestamp)  # type: ignore[arg-type]
+    signed = sign_standard_webhook("msg_1", b"x", STANDARD_SECRET, now)
+    assert verify_standard_webhook(signed, b"x", STANDARD_SECRET, now=now)
+    raw = {name.encode(): value for name, value in signed.items()}  # raw ASGI-style names
+    for headers in (None, list(signed.items()), raw):
+        with pytest.raises(TypeError, match="headers must be a mapping"):
+            verify_standard_webhook(headers, b"x", STANDARD_SECRET, now=now)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        verify_standard_webhook({}, b"x", "whsec_!!")
+    with pytest.raises(ConfigurationError, match="tolerance"):
+        verify_standard_webhook({}, b"x", STANDARD_SECRET, tolerance=math.nan)
+
+
 async def test_signers_of_a_rotating_security_callable_are_not_kept_for_ever(
     receiver: Receiver,
 ) -> None:

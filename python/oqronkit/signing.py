@@ -27,12 +27,20 @@ def _secret_list(secret: Secrets) -> list[str | bytes]:
     """A secret, or a list of them (a rotation, newest first), as a list."""
     if isinstance(secret, str | bytes):
         return [secret]
-    if isinstance(secret, bytearray | memoryview):  # a sequence of ints, not of secrets
-        raise TypeError(f"secret must be bytes or str, not {type(secret).__name__}")
-    secrets = list(secret)
-    if not secrets:
+    # Not any iterable: a dict's keys (the secrets' names) or a bytearray's ints would be
+    # taken for the secrets, and every signature would fail to verify without a word.
+    if not isinstance(secret, list | tuple):
+        raise TypeError(f"secret must be bytes or str, or a list of them, not {_kind(secret)}")
+    for s in secret:
+        if not isinstance(s, str | bytes):
+            raise TypeError(f"secret must be bytes or str, or a list of them, not {_kind(s)}")
+    if not secret:
         raise ConfigurationError("at least one signing secret is needed")
-    return secrets
+    return list(secret)
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__  # never the value: it may be a secret
 
 
 def signers_for(secret: Secrets, algorithm: str = "sha256") -> list[_core.Signer]:
@@ -53,7 +61,24 @@ def standard_signers_for(secret: str | Sequence[str]) -> list[_core.Signer]:
 
 
 def _now_ms(now: float | None) -> int:
-    return int((time.time() if now is None else now) * 1000)
+    if now is None:
+        return int(time.time() * 1000)
+    if not isinstance(now, int | float) or isinstance(now, bool):
+        raise TypeError(f"now must be a number of Unix seconds, not {type(now).__name__}")
+    if not 0 <= now < _MAX_SECONDS:
+        raise ConfigurationError(f"now must be a Unix time in seconds, not {now!r}")
+    return int(now * 1000)
+
+
+def _timestamp(timestamp: int | None, now: float) -> int:
+    """A signature's timestamp, in the unit of its scheme: an int >= 0, `now` by default."""
+    if timestamp is None:
+        return int(now)
+    if not isinstance(timestamp, int) or isinstance(timestamp, bool):
+        raise TypeError(f"timestamp must be an int, not {type(timestamp).__name__}")
+    if not 0 <= timestamp < 2**63:
+        raise ConfigurationError(f"timestamp must be >= 0 and fit in 64 bits, not {timestamp}")
+    return timestamp
 
 
 def sign_webhook_payload(
@@ -66,7 +91,7 @@ def sign_webhook_payload(
 
     `timestamp` is epoch milliseconds, now by default. Pass the exact bytes you send.
     """
-    ts = _now_ms(None) if timestamp is None else timestamp
+    ts = _timestamp(timestamp, time.time() * 1000)
     return _core.signature_header(body, ts, signers_for(secret, algorithm))
 
 
@@ -86,12 +111,16 @@ def verify_webhook_signature(
     Pass the raw request body exactly as received. A missing header (None, as
     `headers.get(...)` gives it) is not authentic.
     """
-    tolerance_ms = _tolerance_ms(tolerance)
+    # Every argument is checked before the header is looked at, so a receiver deployed with
+    # no secret fails on its first request, not on its first signed one.
+    signers, now_ms, tolerance_ms = (
+        signers_for(secret, algorithm),
+        _now_ms(now),
+        _tolerance_ms(tolerance),
+    )
     if header is None:
         return False
-    return _core.verify_signature_header(
-        header, body, signers_for(secret, algorithm), _now_ms(now), tolerance_ms
-    )
+    return _core.verify_signature_header(header, body, signers, now_ms, tolerance_ms)
 
 
 def sign_standard_webhook(
@@ -100,7 +129,7 @@ def sign_standard_webhook(
     """Standard Webhooks headers for `body`; `timestamp` is epoch **seconds**, now by default."""
     if not msg_id:
         raise ConfigurationError("a Standard Webhooks message id must not be empty")
-    ts = int(time.time()) if timestamp is None else timestamp
+    ts = _timestamp(timestamp, time.time())
     signature = _core.standard_signature_header(msg_id, ts, body, standard_signers_for(secret))
     return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": signature}
 
@@ -114,6 +143,13 @@ def verify_standard_webhook(
     now: float | None = None,
 ) -> bool:
     """True when Standard Webhooks `headers` (any letter case) sign `body` with any of `secret`."""
+    signers, now_ms, tolerance_ms = (
+        standard_signers_for(secret),
+        _now_ms(now),
+        _tolerance_ms(tolerance),
+    )
+    if not isinstance(headers, Mapping) or not all(isinstance(k, str) for k in headers):
+        raise TypeError("headers must be a mapping of str names to str values (request.headers)")
     lowered = {k.lower(): v for k, v in headers.items()}
     try:
         msg_id = lowered["webhook-id"]
@@ -121,19 +157,13 @@ def verify_standard_webhook(
         signature = lowered["webhook-signature"]
     except KeyError:
         return False
-    return _core.verify_standard(
-        msg_id,
-        timestamp,
-        signature,
-        body,
-        standard_signers_for(secret),
-        _now_ms(now),
-        _tolerance_ms(tolerance),
-    )
+    return _core.verify_standard(msg_id, timestamp, signature, body, signers, now_ms, tolerance_ms)
 
 
 # A tolerance beyond this (math.inf included) means any timestamp: 100 years.
 _MAX_TOLERANCE = 100 * 365 * 24 * 3600.0
+# A `now` from this on is no Unix time in seconds (the year 33658; milliseconds by mistake).
+_MAX_SECONDS = 1e12
 
 
 def _tolerance(tolerance: float) -> float:
