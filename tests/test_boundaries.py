@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from oqronkit import (
@@ -24,6 +26,7 @@ from oqronkit import (
     sign_webhook_payload,
     verify_webhook_signature,
 )
+from oqronkit.backends import MemoryBackend
 from oqronkit.backends.postgres import PostgresBackend
 from oqronkit.backends.redis import RedisBackend
 from oqronkit.errors import shown_url
@@ -386,6 +389,67 @@ async def test_a_lone_surrogate_is_a_typed_error_in_batches_and_listing_filters(
         with pytest.raises(InvalidPattern):
             await kit.list_deliveries(event="order.\ud800")
         assert await kit.list_deliveries() == []  # nothing of the batch was stored
+
+
+async def test_fire_many_takes_pairs_and_names_the_item_that_is_not_one() -> None:
+    # A str "ab" or a dict's key unpacked into an event and a payload, and stored.
+    kit = OqronKit(dispatch=False)
+    hook = kit.webhook("w", endpoints=[Endpoint("e", URL, ["**"])])
+    async with kit:
+        for batch, problem in (
+            (("ab", "cd"), "item 0 is not one"),
+            ({"xy": 1}, "item 0 is not one"),
+            ([("a", 1), ("b", 2, 3)], "item 1 is not one"),
+            ([("a", 1), [5, 1]], r"not a int \(item 1\)"),
+        ):
+            with pytest.raises(TypeError, match=problem):
+                await hook.fire_many(batch)  # type: ignore[arg-type]
+        assert await kit.list_deliveries() == []
+        assert len(await hook.fire_many([("a", 1), ["b", 2]])) == 2  # type: ignore[list-item]
+
+
+class SlowToAnswer(MemoryBackend):
+    """Stores at once, then waits for its answer, as a Redis script call does after the
+    server ran it: a cancel in that wait cannot undo the write."""
+
+    async def enqueue(self, *args: Any, **kwargs: Any) -> list[str] | None:
+        repeat = await super().enqueue(*args, **kwargs)
+        await anyio.sleep(0.05)
+        return repeat
+
+
+async def test_a_fire_cancelled_while_its_write_is_under_way_returns_what_it_stored() -> None:
+    kit = OqronKit(SlowToAnswer(), dispatch=False)
+    hook = kit.webhook("w", endpoints=[Endpoint("e", URL, ["**"])])
+    async with kit:
+        returned, ids = False, []
+        with anyio.move_on_after(0.01) as scope:
+            ids = await hook.fire("e", {})
+            returned = True
+        assert returned and scope.cancel_called  # not "failed" of a stored fire
+        assert [d.id for d in await kit.list_deliveries()] == ids
+        with anyio.move_on_after(0.01):
+            [batch_ids] = await hook.fire_many([("e", 1)])
+        assert {d.id for d in await kit.list_deliveries()} == {*ids, *batch_ids}
+
+
+async def test_a_loop_of_fires_on_memory_lets_other_tasks_run() -> None:
+    kit = OqronKit(dispatch=False)
+    hook = kit.webhook("w", endpoints=[Endpoint("e", URL, ["**"])])
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with kit, anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        for _ in range(100):
+            await hook.fire("e", {})
+        tg.cancel_scope.cancel()
+    assert turns >= 50
 
 
 def test_a_bytearray_secret_is_named_in_the_error() -> None:

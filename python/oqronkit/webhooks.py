@@ -565,7 +565,7 @@ class Webhook:
         since = None
         if idempotency_key is not None:
             since = self.kit.clock.now() - self.kit.idempotency_window
-        repeat = await self.kit.backend.enqueue(messages, deliveries, idempotency_since=since)
+        repeat = await self._store(messages, deliveries, since)
         if repeat is not None:
             return repeat
         self.kit.wake(self.name)
@@ -575,6 +575,13 @@ class Webhook:
         """`fire` for a batch: one trip into Rust to match them all and one backend write.
         Every event is validated and serialised before anything is stored."""
         batch = list(events)
+        for i, item in enumerate(batch):
+            # A str "ab" or a dict's key would unpack into an event and a payload too.
+            if not isinstance(item, tuple | list) or len(item) != 2:
+                raise TypeError(f"fire_many takes (event, payload) pairs; item {i} is not one")
+            if not isinstance(item[0], str):
+                kind = type(item[0]).__name__
+                raise TypeError(f"an event name is a str, not a {kind} (item {i})")
         names = [event for event, _ in batch]
         bodies = [self._body(payload) for _, payload in batch]
         matcher, endpoints, enabled = await self._targets()
@@ -587,9 +594,21 @@ class Webhook:
         with gc_paused():
             messages, deliveries, ids = self._plan(names, bodies, matches, endpoints, enabled)
         if messages:
-            await self.kit.backend.enqueue(messages, deliveries)
+            await self._store(messages, deliveries, None)
             self.kit.wake(self.name)
         return ids
+
+    async def _store(
+        self, messages: list[Message], deliveries: list[NewDelivery], since: float | None
+    ) -> list[str] | None:
+        """The backend write of a fire, shielded: a fire cancelled while its write is under way
+        (a Redis script runs on, whatever the caller does) returns the ids it stored, and
+        the cancellation lands at the caller's next checkpoint. Cut short, it would say
+        "not stored" of stored deliveries, and a caller that fires again would send twice.
+        The backends bound the write by their own timeouts."""
+        with anyio.CancelScope(shield=True):
+            repeat = await self.kit.backend.enqueue(messages, deliveries, idempotency_since=since)
+        return repeat
 
     def fire_sync(
         self, event: str, payload: Any, *, idempotency_key: str | None = None

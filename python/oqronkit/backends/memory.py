@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import anyio.lowlevel
+
 from oqronkit.backends.base import Backend, StateUpdate, T, glob_predicate
 from oqronkit.gc_pause import gc_paused
 from oqronkit.models import (
@@ -113,6 +115,9 @@ class MemoryBackend(Backend):
         *,
         idempotency_since: float | None = None,
     ) -> list[str] | None:
+        # A schedule point, as every other backend's write is: a loop of fires would otherwise
+        # never let the dispatcher (or anything else on the loop) run.
+        await anyio.lowlevel.checkpoint()
         with self._lock, gc_paused():
             if idempotency_since is not None and len(messages) == 1:
                 repeat = self._repeat_of(messages[0], idempotency_since)
