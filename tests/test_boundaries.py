@@ -26,7 +26,6 @@ from oqronkit import (
     sign_webhook_payload,
     verify_webhook_signature,
 )
-from oqronkit.backends import MemoryBackend
 from oqronkit.backends.postgres import PostgresBackend
 from oqronkit.backends.redis import RedisBackend
 from oqronkit.errors import shown_url
@@ -406,31 +405,6 @@ async def test_fire_many_takes_pairs_and_names_the_item_that_is_not_one() -> Non
                 await hook.fire_many(batch)  # type: ignore[arg-type]
         assert await kit.list_deliveries() == []
         assert len(await hook.fire_many([("a", 1), ["b", 2]])) == 2  # type: ignore[list-item]
-
-
-class SlowToAnswer(MemoryBackend):
-    """Stores at once, then waits for its answer, as a Redis script call does after the
-    server ran it: a cancel in that wait cannot undo the write."""
-
-    async def enqueue(self, *args: Any, **kwargs: Any) -> list[str] | None:
-        repeat = await super().enqueue(*args, **kwargs)
-        await anyio.sleep(0.05)
-        return repeat
-
-
-async def test_a_fire_cancelled_while_its_write_is_under_way_returns_what_it_stored() -> None:
-    kit = OqronKit(SlowToAnswer(), dispatch=False)
-    hook = kit.webhook("w", endpoints=[Endpoint("e", URL, ["**"])])
-    async with kit:
-        returned, ids = False, []
-        with anyio.move_on_after(0.01) as scope:
-            ids = await hook.fire("e", {})
-            returned = True
-        assert returned and scope.cancel_called  # not "failed" of a stored fire
-        assert [d.id for d in await kit.list_deliveries()] == ids
-        with anyio.move_on_after(0.01):
-            [batch_ids] = await hook.fire_many([("e", 1)])
-        assert {d.id for d in await kit.list_deliveries()} == {*ids, *batch_ids}
 
 
 async def test_a_loop_of_fires_on_memory_lets_other_tasks_run() -> None:

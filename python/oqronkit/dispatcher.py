@@ -92,6 +92,11 @@ class Dispatcher:
         self._startup_scope = anyio.CancelScope()
         self._claiming = anyio.CancelScope()  # the claim under way
         self._claims_end = math.inf
+        # Backend steps that must outlive a cancellation (settles, requeues) are shielded, but
+        # a shutdown waits for them one grace period more at most: a backend down or silent
+        # would hold the exit for minutes (a command's timeout, step after step), and leases
+        # take back whatever could not be handed back.
+        self._wrap_up_end = math.inf
         self._renewed_at = kit.clock.now()
         self._renewing = anyio.Lock()
         # In flight here but not yet let through by the breaker: what it will count as probes.
@@ -127,15 +132,27 @@ class Dispatcher:
                         await self._claim_loop()
                         await self._drain()
             finally:  # after a drain, or when the kit itself is cancelled
+                name = self.webhook.name
                 self._stopping = True  # the attempts' task group is gone: nothing starts now
                 await self._requeue_unstarted()
-                with anyio.CancelScope(shield=True):
+                with self._shielded():
                     try:
                         await self._requeue_again(self.kit.clock.now())
-                    except Exception:  # their leases run out; another worker takes them
-                        log.exception("webhook %s: could not requeue", self.webhook.name)
+                    except Exception as exc:
+                        if not self.kit.backend.unreachable(exc):
+                            log.exception("webhook %s: could not requeue", name)
+                if self._unrequeued:  # a line, as the loops say an outage
+                    log.warning(
+                        "webhook %s: could not requeue %d deliveries in time: they stay "
+                        "leased here, and another worker takes them once their leases run out",
+                        name,
+                        len(self._unrequeued),
+                    )
             tg.cancel_scope.cancel()
             self._hooks.close()  # hooks under way may finish, within their timeout
+
+    def _shielded(self) -> anyio.CancelScope:
+        return anyio.CancelScope(shield=True, deadline=self._wrap_up_end)
 
     def stop(self) -> None:
         self._stopping = True
@@ -145,6 +162,7 @@ class Dispatcher:
         # did claim) is taken back when its lease expires.
         self._claims_end = anyio.current_time() + self.kit.shutdown_grace
         self._claiming.deadline = self._claims_end
+        self._wrap_up_end = self._claims_end + self.kit.shutdown_grace
         self.wake()
 
     async def _drain(self) -> None:
@@ -163,7 +181,7 @@ class Dispatcher:
     async def _return_unbegun(self, token: int, claim: Claim) -> None:
         """Back to the queue, no attempt used; or, if `cancel_delivery` reached it before or
         while it went back, cancelled."""
-        with anyio.CancelScope(shield=True):
+        with self._shielded():
             if token in self._cancelled:
                 await self._settle(token, claim, CANCELLED)
             else:
@@ -242,49 +260,56 @@ class Dispatcher:
             now = clock.now()
             throttle = self.webhook.throttle  # may change at runtime (update_webhook)
             bucket = None if throttle is None else guards.bucket(self.webhook.name, throttle)
-            try:
-                await self._keep_leases(now)
-                await self._requeue_again(now)
-                room, opens = self._room(now)
-                limit = free
-                if bucket is not None:
-                    limit = min(free, bucket.allowance(now))  # as last seen here
-                    if free > 0 and limit == 0:
-                        await clock.wait(self._wake, now + _refill_time(bucket, now))
-                        continue
-                claims = []
-                if limit > 0:
-                    lease_until = now + self.kit.lease
-                    # `stop` gives a claim the grace period at most.
-                    with anyio.CancelScope(deadline=self._claims_end) as self._claiming:
+            wakeup: float | None = None
+            # `stop` gives what this round asks of the backend the grace period at most: a
+            # claim, and the lease keeping, requeues and next-due look-up around it (each a
+            # command's timeout when the backend has gone silent).
+            with anyio.CancelScope(deadline=self._claims_end) as self._claiming:
+                try:
+                    await self._keep_leases(now)
+                    await self._requeue_again(now)
+                    room, opens = self._room(now)
+                    limit = free
+                    if bucket is not None:
+                        limit = min(free, bucket.allowance(now))  # as last seen here
+                        if free > 0 and limit == 0:
+                            await clock.wait(self._wake, now + _refill_time(bucket, now))
+                            continue
+                    claims = []
+                    if limit > 0:
+                        lease_until = now + self.kit.lease
                         claims = await backend.claim(
                             self.webhook.name, self.owner, now, lease_until, limit, room
                         )
-                    failures.succeeded()
-                refused = False
-                if claims and throttle is not None and bucket is not None:
-                    # The throttle's tokens are taken for what was claimed; other processes
-                    # sharing it may have taken them first: the rest go back, no attempt used
-                    # (all of them if taking failed), their leases kept until they are back.
-                    granted, due = 0, now + RETRY_AFTER_ERROR
-                    try:
-                        granted = await guards.take(self.webhook.name, throttle, len(claims), now)
-                        due = now + _refill_time(bucket, now)
-                    finally:
-                        for claim in claims[granted:]:
-                            self._unrequeued[claim.id] = Settlement("delayed", next_attempt_at=due)
-                        refused, claims = granted < len(claims), claims[:granted]
-                for claim in claims:
-                    self._take(claim)
-                self._start_ahead()
-                if refused:
-                    await self._requeue_again(now)
-                if claims:
-                    continue
-                wakeup = await self._next_wakeup(now, free > 0, room, opens)
-            except Exception as exc:  # the backend failed (a locked database, a lost connection)
-                failures.failed(exc)
-                wakeup = now + RETRY_AFTER_ERROR
+                        failures.succeeded()
+                    refused = False
+                    if claims and throttle is not None and bucket is not None:
+                        # The throttle's tokens are taken for what was claimed; other processes
+                        # sharing it may have taken them first: the rest go back, no attempt
+                        # used (all of them if taking failed), their leases kept until back.
+                        granted, due = 0, now + RETRY_AFTER_ERROR
+                        try:
+                            granted = await guards.take(
+                                self.webhook.name, throttle, len(claims), now
+                            )
+                            due = now + _refill_time(bucket, now)
+                        finally:
+                            for claim in claims[granted:]:
+                                self._unrequeued[claim.id] = Settlement(
+                                    "delayed", next_attempt_at=due
+                                )
+                            refused, claims = granted < len(claims), claims[:granted]
+                    for claim in claims:
+                        self._take(claim)
+                    self._start_ahead()
+                    if refused:
+                        await self._requeue_again(now)
+                    if claims:
+                        continue
+                    wakeup = await self._next_wakeup(now, free > 0, room, opens)
+                except Exception as exc:  # the backend failed (a locked file, a lost link)
+                    failures.failed(exc)
+                    wakeup = now + RETRY_AFTER_ERROR
             await clock.wait(self._wake, wakeup)
 
     async def _watch_endpoints(self) -> None:
@@ -432,7 +457,7 @@ class Dispatcher:
             if sending is not None:
                 assert sending.response is not None
                 if scope.cancel_called:  # too late to cut short: the answer is in, and stands
-                    with anyio.CancelScope(shield=True):
+                    with self._shielded():
                         await self._conclude(token, claim, sending)
                 else:
                     await self._conclude(token, claim, sending)
@@ -440,10 +465,10 @@ class Dispatcher:
                 # cancel_delivery came too late to cut the attempt short (after its answer, or
                 # while a deferral's settle was on its way): if the attempt put the delivery
                 # back in the queue, it is cancelled there.
-                with anyio.CancelScope(shield=True):
+                with self._shielded():
                     await self.kit.backend.cancel(claim.id, self.kit.clock.now())
         except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
+            with self._shielded():
                 if scope.cancel_called:
                     await self._cut_short(token, claim, sending)
                 else:  # shutdown: back to the queue, no attempt used
@@ -495,16 +520,16 @@ class Dispatcher:
     async def _requeue_unsettled(self, token: int, claim: Claim, delay: float) -> None:
         if token in self._settled:
             return
-        with anyio.CancelScope(shield=True):
-            now = self.kit.clock.now()
-            requeue = Settlement(
-                "waiting" if delay == 0 else "delayed", next_attempt_at=now + delay
-            )
+        now = self.kit.clock.now()
+        requeue = Settlement("waiting" if delay == 0 else "delayed", next_attempt_at=now + delay)
+        with self._shielded() as shield:
             try:
                 await self.kit.backend.settle(claim.id, self.owner, requeue, now)
             except Exception as exc:
                 self._failed(exc, "delivery %s: could not requeue; will try again", claim.id)
                 self._unrequeued[claim.id] = requeue
+        if shield.cancelled_caught:  # a shutdown's wrap-up ran out
+            self._unrequeued[claim.id] = requeue
 
     def _failed(self, exc: Exception, message: str, delivery_id: str) -> None:
         """A backend out of reach fails every attempt's settle alike: one line a minute for

@@ -565,7 +565,7 @@ class Webhook:
         since = None
         if idempotency_key is not None:
             since = self.kit.clock.now() - self.kit.idempotency_window
-        repeat = await self._store(messages, deliveries, since)
+        repeat = await self.kit.backend.enqueue(messages, deliveries, idempotency_since=since)
         if repeat is not None:
             return repeat
         self.kit.wake(self.name)
@@ -594,21 +594,9 @@ class Webhook:
         with gc_paused():
             messages, deliveries, ids = self._plan(names, bodies, matches, endpoints, enabled)
         if messages:
-            await self._store(messages, deliveries, None)
+            await self.kit.backend.enqueue(messages, deliveries)
             self.kit.wake(self.name)
         return ids
-
-    async def _store(
-        self, messages: list[Message], deliveries: list[NewDelivery], since: float | None
-    ) -> list[str] | None:
-        """The backend write of a fire, shielded: a fire cancelled while its write is under way
-        (a Redis script runs on, whatever the caller does) returns the ids it stored, and
-        the cancellation lands at the caller's next checkpoint. Cut short, it would say
-        "not stored" of stored deliveries, and a caller that fires again would send twice.
-        The backends bound the write by their own timeouts."""
-        with anyio.CancelScope(shield=True):
-            repeat = await self.kit.backend.enqueue(messages, deliveries, idempotency_since=since)
-        return repeat
 
     def fire_sync(
         self, event: str, payload: Any, *, idempotency_key: str | None = None

@@ -1007,7 +1007,12 @@ class RedisBackend(Backend):
         for d in deliveries:
             args += (d.id, d.message_id, d.webhook, d.endpoint_name, d.event)
             args += (d.idempotency_key, _time(d.created_at), _opt(d.resent_from))
-        result = await self._call(ENQUEUE, args)
+        # Shielded (the command's timeout bounds it): once sent, the script runs whatever the
+        # caller does, so a fire cancelled while waiting for its answer would say "not stored"
+        # of stored deliveries, and a caller firing again would send them twice. It returns
+        # the ids instead; the cancellation lands at the caller's next checkpoint.
+        with anyio.CancelScope(shield=True):
+            result = await self._call(ENQUEUE, args)
         if result and result[0] == b"repeat":
             return [_text(i) for i in result[1:]]
         return None
