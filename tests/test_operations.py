@@ -696,27 +696,39 @@ async def test_operations_read_the_definitions_and_take_only_str_ids(
         assert [d.id for d in await b.list_deliveries(cursor="")] == [queued]
 
 
+async def one_wins(
+    kits: tuple[OqronKit, OqronKit], attempt: Callable[[OqronKit, str], Awaitable[object]]
+) -> str:
+    """Runs `attempt(kit, "a")` and `attempt(kit, "b")` on the two kits at once: one must
+    succeed and the other be refused. Returns the winner's tag."""
+    outcomes: dict[str, bool] = {}
+
+    async def run(kit: OqronKit, tag: str) -> None:
+        try:
+            await attempt(kit, tag)
+            outcomes[tag] = True
+        except ConfigurationError:
+            outcomes[tag] = False
+
+    async with anyio.create_task_group() as tg:
+        for kit, tag in zip(kits, "ab", strict=True):
+            tg.start_soon(run, kit, tag)
+    [winner] = [tag for tag, won in outcomes.items() if won]
+    assert len(outcomes) == 2
+    return winner
+
+
 async def test_two_processes_creating_one_name_at_once_one_wins_whole(
     make_backend: BackendFactory,
 ) -> None:
     # Both pass their own check; the backend lets one in, with its endpoints only.
     shared, other = two_processes(make_backend)
     first, second = OqronKit(shared, dispatch=False), OqronKit(other, dispatch=False)
-    outcomes: dict[str, str] = {}
-
-    async def create(kit: OqronKit, endpoint: str) -> None:
-        try:
-            await kit.create_webhook("rt", endpoints=[Endpoint(endpoint, URL, ["**"])])
-            outcomes[endpoint] = "created"
-        except ConfigurationError:
-            outcomes[endpoint] = "refused"
-
     async with first, second:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(create, first, "a")
-            tg.start_soon(create, second, "b")
-        assert sorted(outcomes.values()) == ["created", "refused"]
-        [winner] = [name for name, outcome in outcomes.items() if outcome == "created"]
+        winner = await one_wins(
+            (first, second),
+            lambda kit, tag: kit.create_webhook("rt", endpoints=[Endpoint(tag, URL, ["**"])]),
+        )
         await first.refresh_definitions()
         assert [e.name for e in await first.get_webhook("rt").endpoints()] == [winner]
 
@@ -726,26 +738,18 @@ async def test_two_processes_adding_one_endpoint_name_at_once_one_wins(
 ) -> None:
     shared, other = two_processes(make_backend)
     first, second = OqronKit(shared, dispatch=False), OqronKit(other, dispatch=False)
-    outcomes: dict[str, str] = {}
-
-    async def add(kit: OqronKit, url: str) -> None:
-        try:
-            await kit.get_webhook("rt").add_endpoint(Endpoint("x", url, ["**"]))
-            outcomes[url] = "added"
-        except ConfigurationError:
-            outcomes[url] = "refused"
-
     async with first, second:
         await first.create_webhook("rt", endpoints=[Endpoint("a", URL, ["**"])])
         await second.refresh_definitions()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(add, first, "https://first.example/")
-            tg.start_soon(add, second, "https://second.example/")
-        assert sorted(outcomes.values()) == ["added", "refused"]
-        [winner] = [url for url, outcome in outcomes.items() if outcome == "added"]
+        winner = await one_wins(
+            (first, second),
+            lambda kit, tag: kit.get_webhook("rt").add_endpoint(
+                Endpoint("x", f"https://{tag}.example/", ["**"])
+            ),
+        )
         await first.refresh_definitions()
         [x] = [e for e in await first.get_webhook("rt").endpoints() if e.name == "x"]
-        assert x.url == winner
+        assert x.url == f"https://{winner}.example/"
 
 
 async def test_an_endpoint_added_again_never_gets_what_a_stale_kit_fired_to_the_removed_one(
