@@ -18,6 +18,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import httpx
+import sniffio
 from anyio.abc import TaskGroup
 
 from oqronkit import _core
@@ -498,7 +499,6 @@ class OqronKit:
         tb: TracebackType | None,
     ) -> None:
         stack, self._exit_stack = self._exit_stack, None
-        self._token = self._loop_thread = None
         try:
             if stack is not None:
                 try:
@@ -509,6 +509,10 @@ class OqronKit:
                     if exc is None or not _wraps_only(group, exc):
                         raise
         finally:
+            # Only now: until the backend is closed, a `fire_sync` from another thread runs
+            # on this loop, whose backend clients (Redis's) it may use; on a loop of its own
+            # it would use them from a foreign loop, and hang.
+            self._token = self._loop_thread = None
             self._task_group = None
             self._active_transport = None
             self._dispatchers.clear()
@@ -606,6 +610,8 @@ class OqronKit:
             if threading.get_ident() == self._loop_thread:
                 raise RuntimeError("called from the kit's own event loop: use the async method")
             return anyio.from_thread.run(call, token=self._token)
+        if _in_event_loop():  # anyio.run would say only "Already running asyncio in this thread"
+            raise RuntimeError("called from a running event loop: use the async method")
         return anyio.run(call)
 
     # ---------------------------------------------------------------- for dispatchers
@@ -799,3 +805,11 @@ class OqronKit:
 def _check_id(delivery_id: object) -> None:
     if not isinstance(delivery_id, str):
         raise ConfigurationError(f"a delivery id is a str, not a {type(delivery_id).__name__}")
+
+
+def _in_event_loop() -> bool:
+    try:
+        sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
+    return True
