@@ -1240,11 +1240,8 @@ class PostgresBackend(Backend):
             with _transaction(conn):
                 # The webhook's lock orders two creations of one name: the second sees the first.
                 conn.execute(_LOCK_EXCLUSIVE, (self._pause_locks, webhook))
-                row = conn.execute(
-                    "SELECT document FROM definitions WHERE webhook = %s AND endpoint = ''",
-                    (webhook,),
-                ).fetchone()
-                if row is not None and row[0] is not None and not row[0].get(DELETED):
+                stored = _stored_document(conn, webhook, WEBHOOK)
+                if stored is not None and not stored.get(DELETED):
                     return False
                 conn.execute(_BUMP_VERSION)
                 conn.execute("DELETE FROM definitions WHERE webhook = %s", (webhook,))
@@ -1267,11 +1264,7 @@ class PostgresBackend(Backend):
             with _transaction(conn):
                 # The webhook's lock orders two creations of one name: the second sees the first.
                 conn.execute(_LOCK_EXCLUSIVE, (self._pause_locks, webhook))
-                row = conn.execute(
-                    "SELECT document FROM definitions WHERE webhook = %s AND endpoint = %s",
-                    (webhook, endpoint),
-                ).fetchone()
-                stored = None if row is None else row[0]
+                stored = _stored_document(conn, webhook, endpoint)
                 if stored is not None and not stored.get(REMOVED):
                     return False
                 conn.execute(_BUMP_VERSION)
@@ -1398,3 +1391,10 @@ def _notified(conn: Connection) -> list[str]:
         if notify.payload not in webhooks:
             webhooks.append(notify.payload)
     return webhooks
+
+
+def _stored_document(conn: Connection, webhook: str, endpoint: str) -> Document | None:
+    row = conn.execute(
+        "SELECT document FROM definitions WHERE webhook = %s AND endpoint = %s", (webhook, endpoint)
+    ).fetchone()
+    return None if row is None or row[0] is None else dict(row[0])

@@ -603,13 +603,10 @@ class SQLiteBackend(Backend):
     ) -> Document | None:
         def write(conn: sqlite3.Connection) -> Document | None:
             _bump_version(conn)
-            row = conn.execute(
-                "SELECT document FROM definitions WHERE webhook = ? AND endpoint = ?",
-                (webhook, endpoint),
-            ).fetchone()
+            stored = _stored_document(conn, webhook, endpoint)
             document: dict[str, Any] | None = None
             if changes is not None:
-                merged = {} if replace or row is None or row[0] is None else json.loads(row[0])
+                merged = {} if replace or stored is None else dict(stored)
                 merged.update(changes)
                 document = {k: v for k, v in merged.items() if v is not None}
             conn.execute(
@@ -649,11 +646,8 @@ class SQLiteBackend(Backend):
         self, webhook: str, documents: Mapping[str, Document], now: float, reason: str
     ) -> bool:
         def write(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                "SELECT document FROM definitions WHERE webhook = ? AND endpoint = ''",
-                (webhook,),
-            ).fetchone()
-            if row is not None and row[0] is not None and not json.loads(row[0]).get(DELETED):
+            stored = _stored_document(conn, webhook, WEBHOOK)
+            if stored is not None and not stored.get(DELETED):
                 return False
             _bump_version(conn)
             conn.execute("DELETE FROM definitions WHERE webhook = ?", (webhook,))
@@ -670,11 +664,7 @@ class SQLiteBackend(Backend):
         self, webhook: str, endpoint: str, document: Document, now: float, reason: str
     ) -> bool:
         def write(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                "SELECT document FROM definitions WHERE webhook = ? AND endpoint = ?",
-                (webhook, endpoint),
-            ).fetchone()
-            stored = None if row is None or row[0] is None else json.loads(row[0])
+            stored = _stored_document(conn, webhook, endpoint)
             if stored is not None and not stored.get(REMOVED):
                 return False
             _bump_version(conn)
@@ -717,6 +707,13 @@ class SQLiteBackend(Backend):
             return result
 
         return await self._run(self._write, write)
+
+
+def _stored_document(conn: sqlite3.Connection, webhook: str, endpoint: str) -> Document | None:
+    row = conn.execute(
+        "SELECT document FROM definitions WHERE webhook = ? AND endpoint = ?", (webhook, endpoint)
+    ).fetchone()
+    return None if row is None or row[0] is None else dict(json.loads(row[0]))
 
 
 def _settle(
